@@ -1,0 +1,207 @@
+//! The command line: `run`, `eval`, `list`, `report`, `bench`. The only user of `anyhow`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::PipelineConfig;
+use crate::record;
+use crate::train::{self, RunOptions};
+
+/// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
+/// any folder. A path to a file works too.
+pub const PIPELINES: [(&str, &str); 6] = [
+    ("mnist-quick", include_str!("../pipeline/mnist-quick.toml")),
+    ("mnist-supervised", include_str!("../pipeline/mnist-supervised.toml")),
+    ("mnist-supervised-2xlr", include_str!("../pipeline/mnist-supervised-2xlr.toml")),
+    ("mnist-matlab", include_str!("../pipeline/mnist-matlab.toml")),
+    ("mnist-jitter", include_str!("../pipeline/mnist-jitter.toml")),
+    ("mnist-backprop", include_str!("../pipeline/mnist-backprop.toml")),
+];
+
+/// Forward-Forward learning as a streaming pipeline: one stage per layer, bounded queues,
+/// local updates.
+#[derive(Debug, Parser)]
+#[command(name = "ffstream", version, about)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline (default: the short `mnist-quick` stream).
+    Run {
+        /// A pipeline name from `ffstream list`, or a path to a pipeline file.
+        pipeline: Option<String>,
+        /// Override a setting of the file, e.g. `--set data.epochs=2` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue a killed run from its last finished epoch.
+        #[arg(long, value_name = "RUN")]
+        resume: Option<PathBuf>,
+        /// Folder with the datasets (before $FFSTREAM_DATA and the user cache).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where run folders are created.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Also write the record to results/<experiment>/seed<N>.json.
+        #[arg(long)]
+        record: bool,
+        /// No live progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Score a run's last checkpoint on the validation and test splits.
+    Eval {
+        /// The run folder.
+        run: PathBuf,
+        /// Folder with the datasets.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the shipped pipelines with the paper's numbers.
+    List,
+    /// Write results/RESULTS.md and results/curves.svg from the records.
+    Report {
+        /// The results folder.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+    },
+    /// Measure matmul peak, stage compute and pipeline throughput (ratios from one run).
+    Bench {
+        /// Folder with the datasets.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Batches of the MNIST stream to time in each mode.
+        #[arg(long, default_value_t = 60)]
+        batches: usize,
+        /// Write the JSON report here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Finds a pipeline by name or path; returns its text and where it came from.
+pub fn pipeline_text(name: &str) -> Result<(String, String)> {
+    let path = Path::new(name);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok((text, path.display().to_string()));
+    }
+    let bare = name.trim_end_matches(".toml").rsplit('/').next().unwrap_or(name);
+    if let Some((n, text)) = PIPELINES.iter().find(|(n, _)| *n == bare) {
+        // Prefer the file on disk when run from the repository (it may have been edited).
+        let local = Path::new("pipeline").join(format!("{n}.toml"));
+        if let Ok(t) = std::fs::read_to_string(&local) {
+            return Ok((t, local.display().to_string()));
+        }
+        return Ok((text.to_string(), format!("pipeline/{n}.toml (built in)")));
+    }
+    let names: Vec<&str> = PIPELINES.iter().map(|(n, _)| *n).collect();
+    bail!("no pipeline file `{name}`; the shipped ones are {}", names.join(", "))
+}
+
+/// Runs the command.
+pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
+    let command = args.command.unwrap_or(Command::Run {
+        pipeline: None,
+        overrides: Vec::new(),
+        resume: None,
+        data_dir: None,
+        runs_dir: "runs".into(),
+        record: false,
+        quiet: false,
+    });
+    match command {
+        Command::Run { pipeline, overrides, resume, data_dir, runs_dir, record, quiet } => {
+            let config = if let Some(dir) = &resume {
+                if pipeline.is_some() || !overrides.is_empty() {
+                    bail!("--resume continues a run as it was set up; drop the pipeline and --set arguments");
+                }
+                PipelineConfig::load(&dir.join("pipeline.toml"), &[])
+                    .with_context(|| format!("`{}` is not a run folder that can be resumed", dir.display()))?
+            } else {
+                let (text, origin) = pipeline_text(pipeline.as_deref().unwrap_or("mnist-quick"))?;
+                PipelineConfig::parse(&text, &origin, &overrides)?
+            };
+            let options = RunOptions {
+                data_dir,
+                runs_dir,
+                resume,
+                quiet,
+                results_dir: record.then(|| PathBuf::from("results")),
+                overrides,
+                stop: Some(Arc::clone(&stop)),
+            };
+            eprintln!(
+                "Running {} (seed {}), matmul backend {}.",
+                config.name,
+                config.seed,
+                crate::matmul::backend_name()
+            );
+            let outcome = train::run(&config, &options)?;
+            println!("{}", outcome.table);
+            let fmt =
+                |m: &record::ErrorsPct| m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ");
+            println!(
+                "{}: {} epochs in {:.1} s, {:.0} frames/s end to end; test error: {}; validation error: {}",
+                config.name,
+                outcome.record.epochs,
+                outcome.record.wall_time_s,
+                outcome.record.throughput.frames_per_s,
+                fmt(&outcome.record.metrics.test_error_pct),
+                fmt(&outcome.record.metrics.val_error_pct),
+            );
+            println!("Run folder: {}", outcome.run_dir.display());
+            if !outcome.completed {
+                bail!("stopped before the end; resume with `ffstream run --resume {}`", outcome.run_dir.display());
+            }
+            Ok(())
+        }
+        Command::Eval { run, data_dir } => {
+            println!("{}", train::evaluate(&run, data_dir.as_deref())?);
+            Ok(())
+        }
+        Command::List => {
+            println!("{:<24} {:<5} {:>7}  {:>9}  claim", "pipeline", "exp", "epochs", "paper err");
+            for (name, text) in PIPELINES {
+                let c = PipelineConfig::parse(text, name, &[])?;
+                let (exp, claim, err) = c.paper.as_ref().map_or(("-".into(), String::new(), "-".into()), |p| {
+                    (p.experiment.clone(), p.claim.clone(), p.test_error_pct.map_or("-".into(), |e| format!("{e:.2}%")))
+                });
+                println!("{name:<24} {exp:<5} {:>7}  {err:>9}  {claim}", c.data.epochs);
+            }
+            Ok(())
+        }
+        Command::Report { results } => {
+            let records = record::load_all(&results);
+            if records.is_empty() {
+                bail!("no records in {}", results.display());
+            }
+            std::fs::write(results.join("RESULTS.md"), record::results_markdown(&records))?;
+            std::fs::write(results.join("curves.svg"), record::curves_svg(&records))?;
+            println!(
+                "Wrote {} and {} from {} records.",
+                results.join("RESULTS.md").display(),
+                results.join("curves.svg").display(),
+                records.len()
+            );
+            Ok(())
+        }
+        Command::Bench { data_dir, batches, out } => {
+            crate::throughput::bench(data_dir.as_deref(), batches, out.as_deref(), &stop)
+        }
+    }
+}
+
+/// Whether the user asked to stop.
+pub fn stopped(stop: &AtomicBool) -> bool {
+    stop.load(Ordering::Relaxed)
+}

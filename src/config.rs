@@ -1,0 +1,452 @@
+//! Pipeline files (`pipeline/*.toml`): what a run is, parsed strictly.
+//!
+//! Unknown keys and wrong types are errors that name the line (serde's `deny_unknown_fields`
+//! through `toml`, which reports the position); values out of range are errors that name the
+//! key and its line. `--set key=value` overrides apply on top of the file, with the same checks.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ff::goodness::Goodness;
+use crate::ff::optim::{Rule, Schedule};
+use crate::head::NegativeLabels;
+use crate::pipeline::Mode;
+
+/// A pipeline file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read pipeline file `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Syntax, unknown key or wrong type.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file, or the override.
+        origin: String,
+        /// What toml said, flattened to one line.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{origin}, line {line}: `{key}` {message}")]
+    Value {
+        /// The file.
+        origin: String,
+        /// 1-based line where the key is set (0 if only set by an override or a default).
+        line: usize,
+        /// The dotted key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A `--set` argument is not `key=value`.
+    #[error("override `{0}` is not of the form key=value")]
+    Override(String),
+}
+
+/// Which trainer runs the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainer {
+    /// Forward-Forward through the stage pipeline.
+    Ff,
+    /// The backprop twin (same net, end to end, cross-entropy).
+    Backprop,
+}
+
+/// What the paper reports for this experiment (shown by `ffstream list` and in RESULTS.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PaperClaim {
+    /// The experiment id of PAPER.md (E3, E3b, ...).
+    pub experiment: String,
+    /// The paper section.
+    pub section: String,
+    /// The claim in a sentence.
+    pub claim: String,
+    /// The reported test error, percent.
+    pub test_error_pct: Option<f64>,
+}
+
+/// The data stream.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset name (only "mnist" so far).
+    pub dataset: String,
+    /// Passes over the training split.
+    pub epochs: u32,
+    /// Frames per micro-batch.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Maximum random shift in pixels (paper E4: 2).
+    #[serde(default)]
+    pub jitter: i32,
+    /// Use only the first N training images (0: all 50,000).
+    #[serde(default)]
+    pub train_size: usize,
+    /// Use only the first N validation images (0: all 10,000).
+    #[serde(default)]
+    pub validation_size: usize,
+    /// Use only the first N test images (0: all 10,000).
+    #[serde(default)]
+    pub test_size: usize,
+}
+
+fn default_batch() -> usize {
+    100
+}
+
+/// The network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Units per hidden layer.
+    pub layers: Vec<usize>,
+    /// Goodness function.
+    #[serde(default)]
+    pub goodness: Goodness,
+    /// θ (default: the goodness's own, Matlab: number of units).
+    pub threshold: Option<f32>,
+    /// T.
+    #[serde(default = "one")]
+    pub temperature: f32,
+    /// λ of peer normalization (0: off).
+    #[serde(default)]
+    pub peer_normalization: f32,
+    /// First layer (1-based) whose goodness counts in the goodness test.
+    #[serde(default = "two")]
+    pub goodness_from: usize,
+    /// First layer (1-based) the readout reads.
+    #[serde(default = "two")]
+    pub readout_from: usize,
+    /// Value of the label pixel.
+    #[serde(default = "one")]
+    pub label_strength: f32,
+    /// Backprop twin only: RMS-normalize the input image as the FF net does.
+    #[serde(default = "yes")]
+    pub normalize_input: bool,
+}
+
+fn one() -> f32 {
+    1.0
+}
+fn two() -> usize {
+    2
+}
+fn yes() -> bool {
+    true
+}
+
+/// The optimizer of the trained layers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Rule.
+    pub rule: Rule,
+    /// ε.
+    pub lr: f32,
+    /// Weight cost.
+    #[serde(default)]
+    pub weight_cost: f32,
+    /// Schedule.
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+/// The softmax readout (FF only).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReadoutSettings {
+    /// ε.
+    pub lr: f32,
+    /// Weight cost.
+    #[serde(default)]
+    pub weight_cost: f32,
+}
+
+/// Negative data (FF only).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NegativesConfig {
+    /// Wrong-label rule.
+    pub labels: NegativeLabels,
+    /// Batches between the neutral pass and the negatives it picks (0: exact Matlab order).
+    #[serde(default)]
+    pub prediction_delay: usize,
+}
+
+/// How the stages run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threaded or lockstep.
+    pub mode: Mode,
+    /// Messages each queue holds.
+    #[serde(default = "default_capacity")]
+    pub queue_capacity: usize,
+}
+
+fn default_capacity() -> usize {
+    2
+}
+
+/// Evaluation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Validate every N epochs (and after the last).
+    pub every: u32,
+    /// Images per evaluation packet.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Training images scored after the last epoch (0: none).
+    #[serde(default)]
+    pub train_size: usize,
+    /// Score the test split once after the last epoch.
+    #[serde(default = "yes")]
+    pub test: bool,
+}
+
+/// A whole pipeline file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The experiment name (record folder).
+    pub name: String,
+    /// FF or backprop.
+    pub trainer: Trainer,
+    /// The run's seed.
+    pub seed: u64,
+    /// The paper's claim.
+    pub paper: Option<PaperClaim>,
+    /// Data.
+    pub data: DataConfig,
+    /// Network.
+    pub model: ModelConfig,
+    /// Optimizer.
+    pub optimizer: OptimizerConfig,
+    /// Readout (FF).
+    pub readout: Option<ReadoutSettings>,
+    /// Negatives (FF).
+    pub negatives: Option<NegativesConfig>,
+    /// Runtime (FF).
+    pub pipeline: Option<RuntimeConfig>,
+    /// Evaluation.
+    pub eval: EvalConfig,
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Sets `dotted` in `table` to `value` (parsed as TOML, else taken as a string).
+fn set_key(table: &mut toml::Table, dotted: &str, value: &str) {
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().unwrap_or(dotted);
+    let mut node = table;
+    for part in parts {
+        let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        node = entry.as_table_mut().expect("made a table above");
+    }
+    node.insert(last.to_string(), parsed);
+}
+
+/// The 1-based line where `dotted` is set in `text`, or 0.
+pub fn line_of(text: &str, dotted: &str) -> usize {
+    let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+            continue;
+        }
+        let Some((k, rest)) = line.split_once('=') else { continue };
+        let k = k.trim();
+        if current == section && k == key {
+            return i + 1;
+        }
+        // `section = { key = ... }` on one line.
+        if current.is_empty() && k == section && rest.contains(&format!("{key} ")) {
+            return i + 1;
+        }
+    }
+    0
+}
+
+impl PipelineConfig {
+    /// Parses `text` (from `origin`), applies `overrides` (`key=value`), and validates.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<PipelineConfig, ConfigError> {
+        let parse_error = |origin: &str, e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: one_line(&e.to_string()),
+        };
+        let mut config: PipelineConfig = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+        if !overrides.is_empty() {
+            let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+            for o in overrides {
+                let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
+                set_key(&mut table, key.trim(), value.trim());
+            }
+            config = table
+                .try_into()
+                .map_err(|e| parse_error(&format!("{origin} with --set {}", overrides.join(" --set ")), e))?;
+        }
+        config.validate().map_err(|(key, message)| ConfigError::Value {
+            origin: origin.to_string(),
+            line: line_of(text, &key),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<PipelineConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        PipelineConfig::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Range checks, as `(dotted key, complaint)`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
+        if self.data.dataset != "mnist" {
+            return fail("data.dataset", "must be \"mnist\" (the only dataset so far)");
+        }
+        if self.data.epochs == 0 {
+            return fail("data.epochs", "must be at least 1");
+        }
+        if self.data.batch == 0 {
+            return fail("data.batch", "must be at least 1");
+        }
+        if !(0..=4).contains(&self.data.jitter) {
+            return fail("data.jitter", "must be between 0 and 4 pixels");
+        }
+        if self.model.layers.is_empty() || self.model.layers.contains(&0) {
+            return fail("model.layers", "must list at least one layer, each with at least one unit");
+        }
+        let layers = self.model.layers.len();
+        if self.trainer == Trainer::Ff {
+            if self.model.goodness_from == 0 || self.model.goodness_from > layers {
+                return fail("model.goodness_from", &format!("must be between 1 and {layers} (the number of layers)"));
+            }
+            if self.model.readout_from == 0 || self.model.readout_from > layers {
+                return fail("model.readout_from", &format!("must be between 1 and {layers} (the number of layers)"));
+            }
+            if self.readout.is_none() {
+                return fail("readout", "is required for the ff trainer");
+            }
+            if self.negatives.is_none() {
+                return fail("negatives", "is required for the ff trainer");
+            }
+            if self.pipeline.is_none() {
+                return fail("pipeline", "is required for the ff trainer");
+            }
+        }
+        if !(self.model.temperature > 0.0) {
+            return fail("model.temperature", "must be positive");
+        }
+        if !(self.model.peer_normalization >= 0.0) {
+            return fail("model.peer_normalization", "must be zero or positive");
+        }
+        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+            return fail("optimizer.lr", "must be a positive number");
+        }
+        if !(self.optimizer.weight_cost >= 0.0) {
+            return fail("optimizer.weight_cost", "must be zero or positive");
+        }
+        match self.optimizer.rule {
+            Rule::Sgd { momentum } if !(0.0..1.0).contains(&momentum) => {
+                return fail("optimizer.rule", "momentum must be in [0, 1)")
+            }
+            Rule::Adam { beta1, beta2, .. } if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2)) => {
+                return fail("optimizer.rule", "beta1 and beta2 must be in [0, 1)")
+            }
+            _ => {}
+        }
+        if let Some(r) = &self.readout {
+            if !(r.lr > 0.0) {
+                return fail("readout.lr", "must be positive");
+            }
+        }
+        if let Some(p) = &self.pipeline {
+            if p.queue_capacity == 0 {
+                return fail("pipeline.queue_capacity", "must be at least 1");
+            }
+        }
+        if self.eval.every == 0 || self.eval.batch == 0 {
+            return fail("eval.every", "and eval.batch must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The stage names, in order.
+    pub fn stage_names(&self) -> Vec<String> {
+        (1..=self.model.layers.len()).map(|l| format!("layer{l}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+trainer = "ff"
+seed = 1
+[data]
+dataset = "mnist"
+epochs = 2
+[model]
+layers = [20, 20]
+[optimizer]
+rule = { kind = "matlab" }
+lr = 0.01
+[readout]
+lr = 0.1
+[negatives]
+labels = "hard"
+[pipeline]
+mode = "threaded"
+[eval]
+every = 1
+"#;
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let text = MINIMAL.replace("epochs = 2", "epochs = 2\nbatchsize = 3");
+        let err = PipelineConfig::parse(&text, "t.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("line 8") && err.contains("batchsize"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let text = MINIMAL.replace("lr = 0.01", "lr = -1.0");
+        let err = PipelineConfig::parse(&text, "t.toml", &[]).unwrap_err().to_string();
+        assert!(err.contains("line 12") && err.contains("optimizer.lr"), "{err}");
+    }
+
+    #[test]
+    fn overrides_apply_and_are_checked() {
+        let c = PipelineConfig::parse(MINIMAL, "t.toml", &["data.epochs=5".into(), "seed=9".into()]).unwrap();
+        assert_eq!((c.data.epochs, c.seed), (5, 9));
+        let err = PipelineConfig::parse(MINIMAL, "t.toml", &["data.epoch=5".into()]).unwrap_err().to_string();
+        assert!(err.contains("epoch"), "{err}");
+        assert!(PipelineConfig::parse(MINIMAL, "t.toml", &["nonsense".into()]).is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! Length normalization of each row before it enters a layer (paper §2, Matlab `ffnormrows`).
+//!
+//! `x̂ = x / (tiny + sqrt(mean(x²)))`: RMS normalization, so every row has mean square 1 (length
+//! √N). No mean is subtracted. The next layer then sees only the orientation of the activity
+//! vector, never its length, so it cannot read the goodness of the layer below.
+
+use ndarray::{Array2, ArrayView2, Axis};
+
+/// Matlab adds `exp(-100)`; that underflows in f32, so a tiny normal number stands in for it.
+const TINY: f32 = 1e-30;
+
+/// A row-normalized copy of `x`.
+///
+/// # Shapes
+/// `x: (rows, features)` → `(rows, features)`.
+pub fn normalize_rows(x: &ArrayView2<f32>) -> Array2<f32> {
+    let mut out = x.to_owned();
+    normalize_rows_in_place(&mut out);
+    out
+}
+
+/// Normalizes every row of `x` in place.
+pub fn normalize_rows_in_place(x: &mut Array2<f32>) {
+    let width = x.ncols().max(1) as f32;
+    for mut row in x.axis_iter_mut(Axis(0)) {
+        let mean_square = row.iter().map(|v| v * v).sum::<f32>() / width;
+        let scale = 1.0 / (TINY + mean_square.sqrt());
+        row.mapv_inplace(|v| v * scale);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn rows_get_mean_square_one_and_keep_direction() {
+        let x = array![[3.0f32, 4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]];
+        let y = normalize_rows(&x.view());
+        let ms0: f32 = y.row(0).iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!((ms0 - 1.0).abs() < 1e-6);
+        assert!((y[[0, 0]] / y[[0, 1]] - 0.75).abs() < 1e-6);
+        assert!(y.row(1).iter().all(|&v| v == 0.0), "a zero row stays zero, no NaN");
+        assert!(y.row(2).iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    }
+}

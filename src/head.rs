@@ -1,0 +1,323 @@
+//! The head of the pipeline: plays the source as packets and chooses the negatives.
+//!
+//! Per training batch the head writes the true label into the label pixels of each frame
+//! (positives) and a wrong label (negatives), and adds neutral-label rows that the readout
+//! learns from and predicts on. Hard negatives need those predictions: in Hinton's Matlab code
+//! a neutral-label pass runs on the *same* minibatch with the *same* weights just before the
+//! negative pass. In a pipeline that prediction has to come back from the sink, so:
+//!
+//! - `prediction_delay = 0` is the exact Matlab order: the head sends the neutral rows of batch
+//!   t alone, waits for the readout's prediction to come back, then sends batch t's positives
+//!   and negatives. Exact, but the pipeline drains once per batch.
+//! - `prediction_delay = d ≥ 1` sends the neutral rows of batch t+d inside the packet of batch
+//!   t. By the time batch t+d is due its prediction is back, computed with weights that are d
+//!   updates older than Matlab's. The pipeline stays full. Deviation from the paper: the effect
+//!   is measured against the exact order (README, results).
+//!
+//! Every epoch is self-contained (the first d batches' neutral rows go in one priming packet),
+//! so a run resumed at an epoch boundary continues exactly.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{s, Array2};
+
+use crate::data::mnist::{Mnist, Split, CLASSES, PIXELS};
+use crate::negative::{hard_label, wrong_label};
+use crate::packet::{Message, Packet, Purpose, NEUTRAL};
+use crate::rng::Rng;
+use crate::source::{DatasetSource, FrameBatch};
+
+/// How wrong labels are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeLabels {
+    /// Uniform over the wrong labels.
+    Random,
+    /// In proportion to the readout's softmax, the true label excluded (Matlab).
+    Hard,
+}
+
+/// The readout's logits for neutral rows, sent back from the sink, in the order sent.
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    /// `(neutral rows, classes)`.
+    pub logits: Array2<f32>,
+}
+
+/// How the head plays the data.
+#[derive(Clone, Debug)]
+pub struct HeadConfig {
+    /// The source (batch size, jitter, seed).
+    pub source: DatasetSource,
+    /// First epoch to play (1-based; > 1 after a resume).
+    pub first_epoch: u32,
+    /// Last epoch.
+    pub epochs: u32,
+    /// Wrong-label rule.
+    pub negatives: NegativeLabels,
+    /// Batches between a neutral pass and the negatives it chooses (see the module doc).
+    pub prediction_delay: usize,
+    /// Value written in the label pixel (Matlab `labelstrength`, 1).
+    pub label_strength: f32,
+    /// Validate every this many epochs (and after the last).
+    pub eval_every: u32,
+    /// Images per evaluation packet.
+    pub eval_batch: usize,
+    /// Training images measured without learning after the last epoch (0: none).
+    pub train_eval_size: usize,
+    /// Whether to run the test split after the last epoch.
+    pub test_at_end: bool,
+}
+
+/// Plays a dataset through the pipeline.
+pub struct Head {
+    config: HeadConfig,
+    data: Arc<Mnist>,
+    seq: u64,
+    stop: Arc<AtomicBool>,
+    evaluate_only: bool,
+}
+
+/// Where the head's messages go and where predictions come from.
+pub trait HeadIo {
+    /// Sends a message downstream; false when downstream is gone.
+    fn emit(&mut self, message: Message) -> bool;
+    /// The next prediction; `None` when the sink is gone.
+    fn prediction(&mut self) -> Option<Prediction>;
+}
+
+impl Head {
+    /// A head over `data`; it stops early (at the next packet) once `stop` is set.
+    pub fn new(config: HeadConfig, data: Arc<Mnist>, stop: Arc<AtomicBool>) -> Head {
+        Head { config, data, seq: 0, stop, evaluate_only: false }
+    }
+
+    /// Plays no training epoch: only the validation and test splits, then one epoch marker.
+    pub fn evaluate_only(&mut self) {
+        self.evaluate_only = true;
+    }
+
+    /// Whether the head needs predictions back from the sink.
+    pub fn wants_predictions(&self) -> bool {
+        self.config.negatives == NegativeLabels::Hard
+    }
+
+    /// Plays every epoch; returns false if it stopped early (Ctrl-C or downstream gone).
+    pub fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+        if self.evaluate_only {
+            let data = Arc::clone(&self.data);
+            let epoch = self.config.epochs;
+            return self.evaluate(&data.validation, Purpose::Validate, epoch, io)
+                && self.evaluate(&data.test, Purpose::Test, epoch, io)
+                && io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() });
+        }
+        for epoch in self.config.first_epoch..=self.config.epochs {
+            if !self.play_epoch(epoch, io) {
+                return false;
+            }
+            let last = epoch == self.config.epochs;
+            if epoch % self.config.eval_every.max(1) == 0 || last {
+                let data = Arc::clone(&self.data);
+                if !self.evaluate(&data.validation, Purpose::Validate, epoch, io) {
+                    return false;
+                }
+                if last && self.config.test_at_end && !self.evaluate(&data.test, Purpose::Test, epoch, io) {
+                    return false;
+                }
+                if last && self.config.train_eval_size > 0 {
+                    let subset = data.train.head(self.config.train_eval_size);
+                    if !self.evaluate(&subset, Purpose::TrainEval, epoch, io) {
+                        return false;
+                    }
+                }
+            }
+            if !io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() }) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn play_epoch(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+        let data = Arc::clone(&self.data);
+        let source = self.config.source.clone();
+        let mut batches = source.epoch_batches(&data.train, epoch);
+        let mut rng = Rng::derive(self.config.source.seed, "negatives", epoch as u64);
+        if self.config.negatives == NegativeLabels::Random {
+            for batch in batches {
+                if self.stopped() {
+                    return false;
+                }
+                let negatives: Vec<u8> = batch.labels.iter().map(|&t| wrong_label(t, CLASSES, &mut rng)).collect();
+                let packet = self.train_packet(epoch, &batch, &negatives, Some(&batch));
+                if !io.emit(Message::Data(packet)) {
+                    return false;
+                }
+            }
+            return true;
+        }
+        // Hard negatives: keep the batches whose neutral rows are in flight.
+        let delay = self.config.prediction_delay;
+        let mut waiting: VecDeque<FrameBatch> = VecDeque::new();
+        let mut logits: VecDeque<Vec<f32>> = VecDeque::new();
+        if delay > 0 {
+            waiting.extend(batches.by_ref().take(delay));
+            if !waiting.is_empty() {
+                let prime = self.predict_packet(epoch, waiting.iter());
+                if !io.emit(Message::Data(prime)) {
+                    return false;
+                }
+            }
+        }
+        loop {
+            if self.stopped() {
+                return false;
+            }
+            let batch = if delay == 0 {
+                let Some(batch) = batches.next() else { break };
+                let packet = self.predict_packet(epoch, std::iter::once(&batch));
+                if !io.emit(Message::Data(packet)) {
+                    return false;
+                }
+                batch
+            } else {
+                let Some(batch) = waiting.pop_front() else { break };
+                batch
+            };
+            while logits.len() < batch.labels.len() {
+                let Some(prediction) = io.prediction() else { return false };
+                logits.extend(prediction.logits.outer_iter().map(|row| row.to_vec()));
+            }
+            let negatives: Vec<u8> = batch
+                .labels
+                .iter()
+                .map(|&truth| hard_label(&logits.pop_front().expect("enough logits"), truth, &mut rng))
+                .collect();
+            let ahead = if delay > 0 { batches.next() } else { None };
+            let packet = self.train_packet(epoch, &batch, &negatives, ahead.as_ref());
+            if let Some(next) = ahead {
+                waiting.push_back(next);
+            }
+            if !io.emit(Message::Data(packet)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq - 1
+    }
+
+    fn write_label(&self, row: &mut [f32], label: u8) {
+        let strength = self.config.label_strength;
+        for (j, v) in row[..CLASSES].iter_mut().enumerate() {
+            *v = if label == NEUTRAL {
+                strength / CLASSES as f32
+            } else if j == label as usize {
+                strength
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// Builds a packet from groups of (frames, embedded label per row).
+    fn packet(
+        &mut self,
+        epoch: u32,
+        purpose: Purpose,
+        groups: &[(&FrameBatch, Vec<u8>)],
+        counts: [usize; 3],
+    ) -> Packet {
+        let rows: usize = groups.iter().map(|(_, labels)| labels.len()).sum();
+        let mut x = Array2::zeros((rows, PIXELS));
+        let (mut frame, mut truth, mut embedded) =
+            (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+        let mut r = 0;
+        for (batch, labels) in groups {
+            // A group's rows repeat its frames in order, `labels.len() / frames` times each.
+            let per_frame = labels.len() / batch.labels.len().max(1);
+            for (k, &label) in labels.iter().enumerate() {
+                let f = k / per_frame.max(1);
+                let mut row = x.slice_mut(s![r, ..]);
+                let row = row.as_slice_mut().expect("row");
+                row.copy_from_slice(batch.pixels.row(f).as_slice().expect("row"));
+                self.write_label(row, label);
+                frame.push(batch.index[f]);
+                truth.push(batch.labels[f]);
+                embedded.push(label);
+                r += 1;
+            }
+        }
+        let frames = groups.iter().map(|(b, _)| b.labels.len()).max().unwrap_or(0);
+        Packet {
+            seq: self.next_seq(),
+            epoch,
+            purpose,
+            x,
+            positives: counts[0],
+            negatives: counts[1],
+            neutral: counts[2],
+            frame,
+            truth,
+            embedded,
+            frames,
+            goodness: vec![0.0; rows],
+            features: Vec::new(),
+            stamp: Instant::now(),
+        }
+    }
+
+    fn train_packet(
+        &mut self,
+        epoch: u32,
+        batch: &FrameBatch,
+        negatives: &[u8],
+        neutral: Option<&FrameBatch>,
+    ) -> Packet {
+        let n = batch.labels.len();
+        let mut groups = vec![(batch, batch.labels.clone()), (batch, negatives.to_vec())];
+        let mut neutral_rows = 0;
+        if let Some(ahead) = neutral {
+            neutral_rows = ahead.labels.len();
+            groups.push((ahead, vec![NEUTRAL; neutral_rows]));
+        }
+        self.packet(epoch, Purpose::Train, &groups, [n, n, neutral_rows])
+    }
+
+    fn predict_packet<'a>(&mut self, epoch: u32, batches: impl Iterator<Item = &'a FrameBatch>) -> Packet {
+        let groups: Vec<(&FrameBatch, Vec<u8>)> = batches.map(|b| (b, vec![NEUTRAL; b.labels.len()])).collect();
+        let rows = groups.iter().map(|(_, l)| l.len()).sum();
+        let mut packet = self.packet(epoch, Purpose::Predict, &groups, [0, 0, rows]);
+        // These frames are counted when their training packet passes.
+        packet.frames = 0;
+        packet
+    }
+
+    /// Candidate rows (each image with each label) for the goodness test, then neutral rows.
+    fn evaluate(&mut self, split: &Split, purpose: Purpose, epoch: u32, io: &mut dyn HeadIo) -> bool {
+        let source = self.config.source.clone();
+        for batch in source.ordered_batches(split, self.config.eval_batch) {
+            if self.stopped() {
+                return false;
+            }
+            let n = batch.labels.len();
+            let candidates: Vec<u8> = (0..n * CLASSES).map(|k| (k % CLASSES) as u8).collect();
+            let groups = [(&batch, candidates), (&batch, vec![NEUTRAL; n])];
+            let packet = self.packet(epoch, purpose, &groups, [0, 0, n]);
+            if !io.emit(Message::Data(packet)) {
+                return false;
+            }
+        }
+        true
+    }
+}

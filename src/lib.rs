@@ -1,0 +1,37 @@
+//! ffstream: Forward-Forward learning as a streaming pipeline.
+//!
+//! ```text
+//!   {head} -[q]-> (layer1) -[q]-> (layer2) -[q]-> ... -[q]-> (layerL) -[q]-> {classify}
+//!      ^                                                                       |
+//!      +------------------- predictions (hard negatives), delayed -------------+
+//! ```
+//!
+//! `( )` is a [`stage::Stage`] on its own thread; `[q]` a bounded queue, the only thread
+//! boundary. The head plays a [`source`] as micro-batches and writes labels into the frames
+//! ([`negative`]); each stage normalizes its input, computes its layer, adds its goodness and
+//! updates its own weights ([`ff`]); the sink trains the softmax readout, scores the goodness and
+//! softmax tests, writes checkpoints, and sends predictions back to the head for hard negatives.
+//! [`pipeline`] runs the same stages threaded or in lockstep on one thread.
+#![warn(missing_docs)]
+
+pub mod backprop;
+pub mod bench;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod ff;
+pub mod head;
+pub mod matmul;
+pub mod metrics;
+pub mod negative;
+pub mod packet;
+pub mod pipeline;
+pub mod record;
+pub mod rng;
+pub mod sink;
+pub mod source;
+pub mod stage;
+pub mod throughput;
+pub mod train;

@@ -1,0 +1,244 @@
+//! Per-stage counters, the live view, `metrics.jsonl`, and the end-of-run summary.
+//!
+//! Each stage thread owns one [`StageStats`] and is its only writer: plain relaxed stores of
+//! running totals once per packet, three `Instant::now()` per packet (~70 ns, STACK.md). A
+//! reporter thread samples them every interval, turns differences into rates and
+//! utilization (busy time / wall time), prints one live line, and appends one JSON line to
+//! `metrics.jsonl`. The stage with the highest utilization is the bottleneck.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Running totals of one stage. One writer (its thread), any number of readers.
+#[derive(Debug, Default)]
+pub struct StageStats {
+    /// Stage name.
+    pub name: String,
+    frames: AtomicU64,
+    rows: AtomicU64,
+    packets: AtomicU64,
+    busy_ns: AtomicU64,
+    wait_in_ns: AtomicU64,
+    wait_out_ns: AtomicU64,
+    /// Messages waiting in the stage's input queue, as last seen by the stage.
+    queue_depth: AtomicU64,
+}
+
+/// A plain copy of a [`StageStats`] at one instant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTotals {
+    /// Source frames processed.
+    pub frames: u64,
+    /// Rows processed (a frame can be several rows: positive, negative, neutral, candidates).
+    pub rows: u64,
+    /// Packets processed.
+    pub packets: u64,
+    /// Time computing.
+    pub busy_ns: u64,
+    /// Time blocked on receive.
+    pub wait_in_ns: u64,
+    /// Time blocked on send.
+    pub wait_out_ns: u64,
+    /// Input queue depth.
+    pub queue_depth: u64,
+}
+
+impl StageStats {
+    /// Counters for a stage called `name`.
+    pub fn new(name: &str) -> Arc<StageStats> {
+        Arc::new(StageStats { name: name.to_string(), ..Default::default() })
+    }
+
+    /// Adds one packet's numbers (called by the owning thread only).
+    pub fn record(
+        &self,
+        frames: usize,
+        rows: usize,
+        busy: Duration,
+        wait_in: Duration,
+        wait_out: Duration,
+        depth: usize,
+    ) {
+        let add = |a: &AtomicU64, v: u64| a.store(a.load(Ordering::Relaxed) + v, Ordering::Relaxed);
+        add(&self.frames, frames as u64);
+        add(&self.rows, rows as u64);
+        add(&self.packets, 1);
+        add(&self.busy_ns, busy.as_nanos() as u64);
+        add(&self.wait_in_ns, wait_in.as_nanos() as u64);
+        add(&self.wait_out_ns, wait_out.as_nanos() as u64);
+        self.queue_depth.store(depth as u64, Ordering::Relaxed);
+    }
+
+    /// The totals now.
+    pub fn totals(&self) -> StageTotals {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StageTotals {
+            frames: get(&self.frames),
+            rows: get(&self.rows),
+            packets: get(&self.packets),
+            busy_ns: get(&self.busy_ns),
+            wait_in_ns: get(&self.wait_in_ns),
+            wait_out_ns: get(&self.wait_out_ns),
+            queue_depth: get(&self.queue_depth),
+        }
+    }
+}
+
+/// One stage's rates over an interval (or the whole run).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct StageRates {
+    /// Stage name.
+    pub name: String,
+    /// Source frames per second.
+    pub frames_per_s: f64,
+    /// Rows per second.
+    pub rows_per_s: f64,
+    /// Busy time / wall time, percent.
+    pub busy_pct: f64,
+    /// Blocked on receive, percent.
+    pub wait_in_pct: f64,
+    /// Blocked on send, percent.
+    pub wait_out_pct: f64,
+    /// Input queue depth at the end of the interval.
+    pub queue_depth: u64,
+}
+
+/// Rates between two totals over `wall` seconds.
+pub fn rates(name: &str, before: &StageTotals, after: &StageTotals, wall: f64) -> StageRates {
+    let wall = wall.max(1e-9);
+    let pct = |a: u64, b: u64| 100.0 * (b.saturating_sub(a)) as f64 / 1e9 / wall;
+    StageRates {
+        name: name.to_string(),
+        frames_per_s: (after.frames - before.frames) as f64 / wall,
+        rows_per_s: (after.rows - before.rows) as f64 / wall,
+        busy_pct: pct(before.busy_ns, after.busy_ns),
+        wait_in_pct: pct(before.wait_in_ns, after.wait_in_ns),
+        wait_out_pct: pct(before.wait_out_ns, after.wait_out_ns),
+        queue_depth: after.queue_depth,
+    }
+}
+
+/// What the live line shows besides the stages.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Current epoch (1-based).
+    pub epoch: AtomicU32,
+    /// Total epochs.
+    pub epochs: AtomicU32,
+    /// Frames per epoch (for the ETA).
+    pub frames_per_epoch: AtomicU64,
+}
+
+/// Samples the stages on a thread until dropped.
+pub struct Reporter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reporter {
+    /// Starts sampling `stages` every `interval`; appends to `jsonl` if given; prints a live
+    /// line on stderr unless `quiet`.
+    pub fn start(
+        stages: Vec<Arc<StageStats>>,
+        progress: Arc<Progress>,
+        interval: Duration,
+        jsonl: Option<PathBuf>,
+        quiet: bool,
+    ) -> Reporter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("reporter".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let mut file = jsonl.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+                let mut last: Vec<StageTotals> = stages.iter().map(|s| s.totals()).collect();
+                let mut last_t = Instant::now();
+                let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let mut last_print = Instant::now() - Duration::from_secs(3600);
+                while !flag.load(Ordering::Relaxed) {
+                    // Sleep in small steps so a finished run does not wait a whole interval.
+                    let wake = Instant::now() + interval;
+                    while Instant::now() < wake && !flag.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50).min(interval));
+                    }
+                    let now = Instant::now();
+                    let wall = (now - last_t).as_secs_f64();
+                    let current: Vec<StageTotals> = stages.iter().map(|s| s.totals()).collect();
+                    let rates: Vec<StageRates> = stages
+                        .iter()
+                        .zip(last.iter().zip(&current))
+                        .map(|(s, (a, b))| rates(&s.name, a, b, wall))
+                        .collect();
+                    let epoch = progress.epoch.load(Ordering::Relaxed);
+                    let epochs = progress.epochs.load(Ordering::Relaxed);
+                    if let Some(f) = file.as_mut() {
+                        let line = serde_json::json!({
+                            "t_s": (now - started).as_secs_f64(), "epoch": epoch, "stages": rates,
+                        });
+                        let _ = writeln!(f, "{line}");
+                    }
+                    // On a terminal the line redraws in place; in a log, one line every 10 s.
+                    if !quiet && (tty || now - last_print >= Duration::from_secs(10)) {
+                        last_print = now;
+                        let stages: Vec<String> = rates
+                            .iter()
+                            .map(|r| {
+                                format!("{} {:.0} f/s {:.0}% q{}", r.name, r.frames_per_s, r.busy_pct, r.queue_depth)
+                            })
+                            .collect();
+                        let line = format!("epoch {epoch}/{epochs} | {}", stages.join(" | "));
+                        if tty {
+                            eprint!("\r\x1b[2K{line}");
+                        } else {
+                            eprintln!("{line}");
+                        }
+                    }
+                    last = current;
+                    last_t = now;
+                }
+                if tty && !quiet {
+                    eprint!("\r\x1b[2K");
+                }
+            })
+            .expect("spawn reporter thread");
+        Reporter { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The per-stage table printed at the end, naming the bottleneck.
+pub fn summary_table(rates: &[StageRates]) -> String {
+    let mut out = format!(
+        "{:<10} {:>10} {:>10} {:>7} {:>8} {:>9}\n",
+        "stage", "frames/s", "rows/s", "busy%", "wait_in%", "wait_out%"
+    );
+    for r in rates {
+        out += &format!(
+            "{:<10} {:>10.0} {:>10.0} {:>7.1} {:>8.1} {:>9.1}\n",
+            r.name, r.frames_per_s, r.rows_per_s, r.busy_pct, r.wait_in_pct, r.wait_out_pct
+        );
+    }
+    if let Some(b) = bottleneck(rates) {
+        out += &format!("bottleneck: {} (busy {:.1}% of the wall time)\n", b.name, b.busy_pct);
+    }
+    out
+}
+
+/// The stage with the highest utilization.
+pub fn bottleneck(rates: &[StageRates]) -> Option<&StageRates> {
+    rates.iter().max_by(|a, b| a.busy_pct.total_cmp(&b.busy_pct))
+}

@@ -1,0 +1,77 @@
+//! Negative labels for supervised FF: a wrong label that is never the true one.
+//!
+//! - [`wrong_label`]: uniform over the other nine classes.
+//! - [`hard_label`]: Matlab's hard negatives: a wrong label drawn in proportion to the readout's
+//!   softmax on the neutral-label pass, with the true label excluded (Matlab adds −1000 to its
+//!   logit; here its probability is set to exactly zero, the same thing without the rounding).
+
+use crate::rng::Rng;
+
+/// A label drawn uniformly from the `classes − 1` labels other than `truth`.
+pub fn wrong_label(truth: u8, classes: usize, rng: &mut Rng) -> u8 {
+    // Shift by 1..classes so the true label can never come out.
+    ((truth as usize + 1 + rng.below(classes - 1)) % classes) as u8
+}
+
+/// A wrong label drawn from `softmax(logits)` restricted to the labels other than `truth`.
+///
+/// Falls back to [`wrong_label`] if the other labels' probabilities underflow to zero.
+pub fn hard_label(logits: &[f32], truth: u8, rng: &mut Rng) -> u8 {
+    let classes = logits.len();
+    let others = |j: &usize| *j != truth as usize;
+    let max = (0..classes).filter(others).map(|j| logits[j]).fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> =
+        (0..classes).map(|j| if others(&j) { ((logits[j] - max) as f64).exp() } else { 0.0 }).collect();
+    let total: f64 = weights.iter().sum();
+    if !(total.is_finite() && total > 0.0) {
+        return wrong_label(truth, classes, rng);
+    }
+    let mut target = rng.uniform_f64() * total;
+    for (j, w) in weights.iter().enumerate() {
+        if *w > 0.0 {
+            if target < *w {
+                return j as u8;
+            }
+            target -= w;
+        }
+    }
+    // Rounding left `target` just above the last bucket: take the last wrong label.
+    (0..classes).rev().find(|j| others(j)).expect("at least two classes") as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_negative_carries_its_true_label() {
+        let mut rng = Rng::new(11);
+        for trial in 0..20_000u32 {
+            let truth = (trial % 10) as u8;
+            assert_ne!(wrong_label(truth, 10, &mut rng), truth);
+            // Logits that strongly favour the true label, and random ones.
+            let mut logits: Vec<f32> = (0..10).map(|_| rng.normal() * 5.0).collect();
+            if trial % 2 == 0 {
+                logits[truth as usize] = 1e6;
+            }
+            assert_ne!(hard_label(&logits, truth, &mut rng), truth);
+        }
+    }
+
+    #[test]
+    fn hard_labels_follow_the_softmax_of_the_others() {
+        let mut rng = Rng::new(5);
+        let mut logits = [0.0f32; 10];
+        logits[3] = (3.0f32).ln(); // three times as likely as each of the other wrong labels
+        logits[0] = 50.0; // the true label: must be ignored entirely
+        let n = 90_000;
+        let mut counts = [0usize; 10];
+        (0..n).for_each(|_| counts[hard_label(&logits, 0, &mut rng) as usize] += 1);
+        assert_eq!(counts[0], 0);
+        // 8 labels of weight 1 and one of weight 3: label 3 gets 3/11.
+        let share = counts[3] as f64 / n as f64;
+        assert!((share - 3.0 / 11.0).abs() < 0.01, "share {share}");
+        let share1 = counts[1] as f64 / n as f64;
+        assert!((share1 - 1.0 / 11.0).abs() < 0.01, "share {share1}");
+    }
+}

@@ -1,0 +1,120 @@
+//! What crosses a queue: packets of rows and the in-band markers between them.
+//!
+//! A [`Packet`] is one micro-batch. Its rows are laid out in four contiguous groups, so every
+//! stage does one matrix product per packet whatever its purpose:
+//!
+//! ```text
+//! [ positives | negatives | candidates | neutral ]
+//!   learn ↑     learn ↓     observe      observe, feed the readout (label 0.1 × 10)
+//! ```
+//!
+//! Stages learn from the first two groups only. Candidate rows carry one label each for the
+//! goodness test; neutral rows carry the neutral label, and their normalized activities are
+//! collected for the softmax readout. Each stage adds its goodness to `goodness` (layers from
+//! `goodness_from` on) and appends its normalized activities of the neutral rows to `features`
+//! (layers from `readout_from` on).
+
+use std::time::Instant;
+
+use ndarray::Array2;
+
+/// Why a packet was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Training: stages learn from its positive and negative rows.
+    Train,
+    /// Neutral-label rows only, sent ahead so hard negatives can be chosen (no FF learning).
+    Predict,
+    /// Validation rows (no learning).
+    Validate,
+    /// Test rows (no learning), once at the end.
+    Test,
+    /// A subset of the training set, measured without learning.
+    TrainEval,
+}
+
+impl Purpose {
+    /// Evaluation packets never change any weight, the readout's included.
+    pub fn is_evaluation(self) -> bool {
+        matches!(self, Purpose::Validate | Purpose::Test | Purpose::TrainEval)
+    }
+}
+
+/// The label written into a row's label pixels: a class, or the neutral 0.1 in every slot.
+pub const NEUTRAL: u8 = u8::MAX;
+
+/// One micro-batch of rows.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// Position in the stream, counted by the head from 0.
+    pub seq: u64,
+    /// The 1-based epoch (learning-rate schedule).
+    pub epoch: u32,
+    /// Why it was made.
+    pub purpose: Purpose,
+    /// `(rows, features)`: raw activities of the stage before (the image for stage 1).
+    pub x: Array2<f32>,
+    /// Leading rows with positive polarity.
+    pub positives: usize,
+    /// Rows after those with negative polarity.
+    pub negatives: usize,
+    /// Trailing rows with the neutral label whose features feed the readout.
+    pub neutral: usize,
+    /// Per row: the source frame (image index in its split).
+    pub frame: Vec<u32>,
+    /// Per row: the frame's true class.
+    pub truth: Vec<u8>,
+    /// Per row: the label embedded in the row ([`NEUTRAL`] for none).
+    pub embedded: Vec<u8>,
+    /// Number of distinct source frames carried (for frames/s).
+    pub frames: usize,
+    /// Per row: goodness summed over the layers that count for the goodness test.
+    pub goodness: Vec<f32>,
+    /// Per readout layer: `(neutral, units)` normalized activities.
+    pub features: Vec<Array2<f32>>,
+    /// When the head made the packet (end-to-end latency).
+    pub stamp: Instant,
+}
+
+impl Packet {
+    /// Total rows.
+    pub fn rows(&self) -> usize {
+        self.x.nrows()
+    }
+
+    /// The first neutral row.
+    pub fn neutral_start(&self) -> usize {
+        self.rows() - self.neutral
+    }
+
+    /// The candidate rows (goodness test): after the learning rows, before the neutral ones.
+    pub fn candidates(&self) -> std::ops::Range<usize> {
+        self.positives + self.negatives..self.neutral_start()
+    }
+}
+
+/// The named tensors of one stage, as a checkpoint stores them.
+#[derive(Clone, Debug, Default)]
+pub struct StageState {
+    /// The stage's name (prefix of its tensor names).
+    pub stage: String,
+    /// `(name, shape, values)`.
+    pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// What flows through the queues. End of stream is the upstream sender being dropped.
+#[derive(Debug)]
+pub enum Message {
+    /// Rows to process.
+    Data(Packet),
+    /// The end of an epoch. Every stage appends a snapshot of its state, so the sink can write
+    /// one consistent checkpoint without touching any stage's weights itself.
+    EpochEnd {
+        /// The 1-based epoch just finished.
+        epoch: u32,
+        /// Snapshots appended by the stages in order.
+        states: Vec<StageState>,
+        /// When the head sent the marker.
+        stamp: Instant,
+    },
+}

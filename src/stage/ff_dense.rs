@@ -1,0 +1,257 @@
+//! A fully connected Forward-Forward layer as a pipeline stage.
+//!
+//! ```text
+//! x̂ = x / rms(x)            length normalization of the input (paper §2, Matlab ffnormrows)
+//! y = max(0, x̂·W + b)       (rows, units)
+//! G = ±Σy² (or ±mean y²)    goodness per row, on the unnormalized y
+//! p = σ((G − θ) / T)        probability that the row is positive
+//! ```
+//!
+//! On a training packet it then follows the Matlab direction (see [`crate::ff::objective`]):
+//! `(1−p)·y` on positive rows plus the peer-normalization term, `−p·y` on negative rows, summed
+//! into one gradient `x̂ᵀ·D` and applied by the stage's own optimizer. Positive and negative rows
+//! travel in the same packet, so both see the same weights, exactly as in `ffnew.m`.
+
+use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2};
+
+use super::Stage;
+use crate::error::StageError;
+use crate::ff::goodness::Goodness;
+use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
+use crate::ff::objective::{Objective, Polarity};
+use crate::ff::optim::{ParamOptimizer, Rule, Schedule};
+use crate::matmul::{gemm, Threads};
+use crate::packet::{Packet, Purpose, StageState};
+use crate::rng::Rng;
+
+/// Everything that defines one FF layer.
+#[derive(Clone, Debug)]
+pub struct FfDenseConfig {
+    /// The stage's name, e.g. `layer2`.
+    pub name: String,
+    /// 1-based layer index (the first hidden layer is 1).
+    pub layer: usize,
+    /// Input width.
+    pub inputs: usize,
+    /// Number of ReLUs.
+    pub units: usize,
+    /// Goodness function.
+    pub goodness: Goodness,
+    /// θ; `None` for the goodness's default (Matlab: the number of units).
+    pub threshold: Option<f32>,
+    /// T.
+    pub temperature: f32,
+    /// λ of peer normalization (Matlab 0.03; 0 turns it off).
+    pub peer_normalization: f32,
+    /// Update rule.
+    pub rule: Rule,
+    /// ε.
+    pub lr: f32,
+    /// Weight cost on W (not on b, as in Matlab).
+    pub weight_cost: f32,
+    /// Learning-rate schedule over `epochs`.
+    pub schedule: Schedule,
+    /// Total epochs (for the schedule).
+    pub epochs: u32,
+    /// Whether this layer's goodness counts in the goodness test (Matlab: layers 2..L).
+    pub counts_for_goodness: bool,
+    /// Whether the readout reads this layer (Matlab: layers 2..L).
+    pub feeds_readout: bool,
+    /// Seed for the initial weights.
+    pub seed: u64,
+}
+
+impl FfDenseConfig {
+    /// Builds the layer with Matlab's initialization: `W ~ N(0, 1)/√fan-in`, `b = 0`.
+    pub fn build(self) -> FfDense {
+        let mut rng = Rng::derive(self.seed, "ff_dense.init", self.layer as u64);
+        let scale = 1.0 / (self.inputs as f32).sqrt();
+        let weights = Array2::from_shape_simple_fn((self.inputs, self.units), || rng.normal() * scale);
+        let objective = Objective {
+            goodness: self.goodness,
+            threshold: self.threshold.unwrap_or_else(|| self.goodness.default_threshold(self.units)),
+            temperature: self.temperature,
+        };
+        FfDense {
+            weight_optimizer: ParamOptimizer::new(self.rule, self.lr, self.weight_cost, Ix2(self.inputs, self.units)),
+            bias_optimizer: ParamOptimizer::new(self.rule, self.lr, 0.0, Ix1(self.units)),
+            weights,
+            bias: Array1::zeros(self.units),
+            peer_means: Array1::from_elem(self.units, 0.5),
+            objective,
+            config: self,
+        }
+    }
+}
+
+/// A fully connected FF layer; owns its weights and optimizer state.
+pub struct FfDense {
+    config: FfDenseConfig,
+    objective: Objective,
+    /// `(inputs, units)`.
+    weights: Array2<f32>,
+    /// `(units,)`.
+    bias: Array1<f32>,
+    /// Running mean activity per unit on positive rows (peer normalization), init 0.5.
+    peer_means: Array1<f32>,
+    weight_optimizer: ParamOptimizer<Ix2>,
+    bias_optimizer: ParamOptimizer<Ix1>,
+}
+
+impl FfDense {
+    /// The layer's weights `(inputs, units)` (tests and benchmarks read them).
+    pub fn weights(&self) -> &Array2<f32> {
+        &self.weights
+    }
+
+    /// The layer's objective.
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    /// `y = relu(x̂·W + b)` for normalized input rows.
+    ///
+    /// # Shapes
+    /// `normalized: (rows, inputs)` → `(rows, units)`.
+    pub fn activities(&self, normalized: &Array2<f32>) -> Array2<f32> {
+        let mut y = Array2::from_shape_fn((normalized.nrows(), self.config.units), |(_, j)| self.bias[j]);
+        gemm(1.0, &normalized.view(), &self.weights.view(), 1.0, &mut y.view_mut(), Threads::One);
+        y.mapv_inplace(|v| v.max(0.0));
+        y
+    }
+
+    /// The local update from the learning rows (the first `positives + negatives` rows).
+    fn learn(&mut self, x: &Array2<f32>, y: &Array2<f32>, positives: usize, negatives: usize, epoch: u32) {
+        let learning = positives + negatives;
+        let units = self.config.units;
+        let mut direction = Array2::<f32>::zeros((learning, units)); // (learning, units)
+        for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
+            let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
+            let activity = y.row(r);
+            self.objective.direction(
+                activity.as_slice().expect("activities are contiguous"),
+                polarity,
+                row.as_slice_mut().expect("direction is contiguous"),
+            );
+        }
+        if self.config.peer_normalization > 0.0 && positives > 0 {
+            // Matlab: regress each unit's running mean activity towards the layer's average.
+            // Not gated by the ReLU, so it can revive units that are always off.
+            let batch_mean = y.slice(s![..positives, ..]).mean_axis(Axis(0)).expect("positives > 0");
+            self.peer_means.zip_mut_with(&batch_mean, |m, &b| *m = 0.9 * *m + 0.1 * b);
+            let layer_mean = self.peer_means.mean().unwrap_or(0.0);
+            let lambda = self.config.peer_normalization;
+            let push = self.peer_means.mapv(|m| lambda * (layer_mean - m));
+            direction.slice_mut(s![..positives, ..]).axis_iter_mut(Axis(0)).for_each(|mut row| row += &push);
+        }
+        // Matlab divides the summed positive and negative gradients by the number of cases.
+        let cases = positives.max(negatives);
+        let (alpha, beta) = self.weight_optimizer.gradient_target(cases);
+        let inputs = x.slice(s![..learning, ..]);
+        gemm(
+            alpha,
+            &inputs.t(),
+            &direction.view(),
+            beta,
+            &mut self.weight_optimizer.buffer_mut().view_mut(),
+            Threads::One,
+        );
+        let bias_sum = direction.sum_axis(Axis(0));
+        self.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
+        let gain = self.config.schedule.gain(epoch, self.config.epochs);
+        self.weight_optimizer.apply(&mut self.weights, gain);
+        self.bias_optimizer.apply(&mut self.bias, gain);
+    }
+}
+
+impl Stage for FfDense {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn process(&mut self, mut packet: Packet) -> Result<Packet, StageError> {
+        if packet.x.ncols() != self.config.inputs {
+            return Err(StageError::Width {
+                stage: self.config.name.clone(),
+                expected: self.config.inputs,
+                got: packet.x.ncols(),
+            });
+        }
+        // Paper §2: normalize so this layer cannot read the goodness of the one below.
+        let mut x = std::mem::take(&mut packet.x);
+        normalize_rows_in_place(&mut x); // (rows, inputs)
+        let y = self.activities(&x); // (rows, units)
+        let (sign, scale) = self.objective.goodness.factors(self.config.units);
+        let mut finite = true;
+        for (r, row) in y.axis_iter(Axis(0)).enumerate() {
+            let g = sign * scale * row.iter().map(|v| v * v).sum::<f32>();
+            finite &= g.is_finite();
+            if self.config.counts_for_goodness {
+                packet.goodness[r] += g;
+            }
+        }
+        if !finite {
+            return Err(StageError::NonFinite {
+                stage: self.config.name.clone(),
+                seq: packet.seq,
+                epoch: packet.epoch,
+            });
+        }
+        if self.config.feeds_readout && packet.neutral > 0 {
+            let start = packet.neutral_start();
+            packet.features.push(normalize_rows(&y.slice(s![start.., ..])));
+        }
+        let learning = packet.positives + packet.negatives;
+        if packet.purpose == Purpose::Train && learning > 0 {
+            self.learn(&x, &y, packet.positives, packet.negatives, packet.epoch);
+        }
+        packet.x = y;
+        Ok(packet)
+    }
+
+    fn snapshot(&self) -> StageState {
+        let name = &self.config.name;
+        let mut tensors = vec![
+            (format!("{name}.weights"), self.weights.shape().to_vec(), self.weights.iter().copied().collect()),
+            (format!("{name}.bias"), vec![self.config.units], self.bias.to_vec()),
+            (format!("{name}.peer_means"), vec![self.config.units], self.peer_means.to_vec()),
+        ];
+        for (key, t) in self.weight_optimizer.state() {
+            tensors.push((format!("{name}.weights.{key}"), t.shape().to_vec(), t.iter().copied().collect()));
+        }
+        for (key, t) in self.bias_optimizer.state() {
+            tensors.push((format!("{name}.bias.{key}"), t.shape().to_vec(), t.to_vec()));
+        }
+        let steps = self.weight_optimizer.steps() as f32;
+        tensors.push((format!("{name}.steps"), vec![1], vec![steps]));
+        StageState { stage: name.clone(), tensors }
+    }
+
+    fn restore(&mut self, state: &StageState) -> Result<(), String> {
+        let name = self.config.name.clone();
+        let find = |key: &str| -> Option<&Vec<f32>> {
+            state.tensors.iter().find(|(n, _, _)| n == &format!("{name}.{key}")).map(|(_, _, v)| v)
+        };
+        let copy = |dst: &mut [f32], key: &str| -> Result<(), String> {
+            let src = find(key).ok_or_else(|| format!("no tensor `{name}.{key}`"))?;
+            if src.len() != dst.len() {
+                return Err(format!("`{name}.{key}` has {} values, the layer needs {}", src.len(), dst.len()));
+            }
+            dst.copy_from_slice(src);
+            Ok(())
+        };
+        copy(self.weights.as_slice_mut().expect("contiguous"), "weights")?;
+        copy(self.bias.as_slice_mut().expect("contiguous"), "bias")?;
+        copy(self.peer_means.as_slice_mut().expect("contiguous"), "peer_means")?;
+        let steps = find("steps").and_then(|v| v.first()).copied().unwrap_or(0.0) as u64;
+        for key in ["buffer", "adam_m", "adam_v"] {
+            if let Some(v) = find(&format!("weights.{key}")) {
+                self.weight_optimizer.restore(key, v, steps);
+            }
+            if let Some(v) = find(&format!("bias.{key}")) {
+                self.bias_optimizer.restore(key, v, steps);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! `ffstream bench`: how close the stages come to the machine, measured as ratios in one run.
+//!
+//! The machines are shared and noisy, so no absolute number is claimed alone: the FMA peak is
+//! measured first in the same process, then one stage's compute rate on the paper's layer shape
+//! (as a fraction of that peak), then the MNIST stream through the 4x2000 pipeline threaded
+//! and in lockstep on one thread (as a ratio), and the bound the stages set on 2 cores.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use ndarray::Array2;
+
+use crate::bench::{fma_peak_gflops, machine_name};
+use crate::cli::pipeline_text;
+use crate::config::PipelineConfig;
+use crate::metrics::{rates, StageTotals};
+use crate::packet::{Packet, Purpose};
+use crate::pipeline::{self, Mode, PipelineStats};
+use crate::rng::Rng;
+use crate::stage::Stage;
+use crate::train::{build_head, build_sink, build_stages, load_data};
+
+/// A synthetic training packet like the head's: `batch` positives, negatives and neutral rows.
+pub fn training_packet(inputs: usize, batch: usize, seed: u64) -> Packet {
+    let rows = 3 * batch;
+    let mut rng = Rng::new(seed);
+    Packet {
+        seq: 0,
+        epoch: 1,
+        purpose: Purpose::Train,
+        x: Array2::from_shape_simple_fn((rows, inputs), || rng.uniform()),
+        positives: batch,
+        negatives: batch,
+        neutral: batch,
+        frame: (0..rows as u32).collect(),
+        truth: vec![0; rows],
+        embedded: vec![0; rows],
+        frames: batch,
+        goodness: vec![0.0; rows],
+        features: Vec::new(),
+        stamp: Instant::now(),
+    }
+}
+
+/// FLOPs of one training packet through a layer: forward on all rows, gradient on the learning rows.
+pub fn packet_flops(inputs: usize, units: usize, batch: usize) -> f64 {
+    2.0 * inputs as f64 * units as f64 * (3 * batch + 2 * batch) as f64
+}
+
+/// Seconds per training packet of one stage running alone on this thread.
+pub fn stage_seconds(stage: &mut dyn Stage, inputs: usize, batch: usize, min_time: Duration) -> f64 {
+    let packet = training_packet(inputs, batch, 1);
+    let _ = stage.process(packet.clone());
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < min_time || n < 3 {
+        let _ = stage.process(packet.clone());
+        n += 1;
+    }
+    started.elapsed().as_secs_f64() / n as f64
+}
+
+/// Runs the benchmark and prints its table; writes JSON to `out` if given.
+pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: &Arc<AtomicBool>) -> Result<()> {
+    let (text, origin) = pipeline_text("mnist-supervised")?;
+    let base = PipelineConfig::parse(&text, &origin, &[])?;
+    println!("machine: {}; matmul: {}", machine_name(), crate::matmul::backend_name());
+    let peak1 = fma_peak_gflops(1, Duration::from_millis(800));
+    let peak2 = fma_peak_gflops(2, Duration::from_millis(800));
+    println!("measured FMA peak: {peak1:.0} GFLOP/s (1 thread), {peak2:.0} GFLOP/s (2 threads)");
+
+    // One stage of each shape, alone on this thread.
+    let mut stage_rows = Vec::new();
+    let mut inputs = crate::data::mnist::PIXELS;
+    let mut stage_secs = Vec::new();
+    for mut stage in build_stages(&base) {
+        let units = base.model.layers[stage_secs.len()];
+        let s = stage_seconds(stage.as_mut(), inputs, base.data.batch, Duration::from_millis(700));
+        let gflops = packet_flops(inputs, units, base.data.batch) / s / 1e9;
+        println!(
+            "{:<8} {inputs:>4}->{units:<5} {:>7.2} ms/packet {:>7.0} frames/s {:>6.1} GFLOP/s = {:>5.1}% of 1-thread peak",
+            stage.name(),
+            s * 1e3,
+            base.data.batch as f64 / s,
+            gflops,
+            100.0 * gflops / peak1
+        );
+        stage_rows.push(serde_json::json!({"stage": stage.name(), "inputs": inputs, "units": units,
+            "ms_per_packet": s * 1e3, "gflops": gflops, "pct_of_peak_1t": 100.0 * gflops / peak1}));
+        stage_secs.push(s);
+        inputs = units;
+    }
+    // On 2 cores the stages share the cores: the bound is 2 cores' worth of the total work, or
+    // the slowest stage alone, whichever is lower.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let total: f64 = stage_secs.iter().sum();
+    let slowest = stage_secs.iter().copied().fold(0.0, f64::max);
+    let bound = base.data.batch as f64 / (total / cores).max(slowest);
+    println!("bound set by the stages on {cores} cores: {bound:.0} frames/s");
+
+    // The real stream, threaded and in lockstep.
+    let mut stream = Vec::new();
+    for mode in [Mode::Lockstep, Mode::Threaded] {
+        let overrides = vec![
+            format!("data.train_size={}", batches * base.data.batch),
+            "data.epochs=1".to_string(),
+            "eval.test=false".to_string(),
+            "eval.train_size=0".to_string(),
+            "data.validation_size=100".to_string(),
+            format!("pipeline.mode=\"{}\"", if mode == Mode::Threaded { "threaded" } else { "lockstep" }),
+        ];
+        let config = PipelineConfig::parse(&text, &origin, &overrides)?;
+        let data = load_data(&config, data_dir)?;
+        let mut head = build_head(&config, data, 1, Arc::clone(stop));
+        let stats = PipelineStats::new(&config.stage_names());
+        let mut sink = build_sink(&config);
+        let started = Instant::now();
+        let runtime = config.pipeline.clone().expect("ff pipeline");
+        pipeline::run(&mut head, build_stages(&config), &mut sink, mode, runtime.queue_capacity, &stats, &mut |_| {
+            Ok(())
+        })?;
+        let wall = started.elapsed().as_secs_f64();
+        let frames = stats.stages.last().map_or(0, |s| s.totals().frames) as f64;
+        let fps = frames / wall;
+        let per_stage: Vec<_> =
+            stats.all().iter().map(|s| rates(&s.name, &StageTotals::default(), &s.totals(), wall)).collect();
+        println!(
+            "{mode:?}: {fps:.0} frames/s ({frames} frames in {wall:.2} s) -> {:.1} s per 50k-frame epoch",
+            50_000.0 / fps
+        );
+        println!("{}", crate::metrics::summary_table(&per_stage));
+        stream.push((mode, fps, per_stage));
+    }
+    let (lock, thr) = (stream[0].1, stream[1].1);
+    println!("threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound);
+    if let Some(path) = out {
+        let json = serde_json::json!({
+            "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::train::git_commit(),
+            "peak_gflops": {"1": peak1, "2": peak2}, "stages": stage_rows, "stage_bound_frames_per_s": bound,
+            "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
+            "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
+            "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2,
+        });
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+        println!("Wrote {}.", path.display());
+    }
+    Ok(())
+}

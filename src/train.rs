@@ -1,0 +1,546 @@
+//! A run: a run folder, the data, the trainer (FF through the pipeline, or the backprop twin),
+//! a checkpoint after every epoch, the live view, and the final record.
+//!
+//! The run folder holds `pipeline.toml` (resolved), `meta.json` (commit, versions, machine),
+//! `metrics.jsonl`, `checkpoint.safetensors` (the last finished epoch), `state.json` (the
+//! curve so far) and, at the end, `record.json`. `--resume RUN` reads them back and continues
+//! with the next epoch: the data order and negatives of an epoch depend only on the seed and
+//! the epoch, so a resumed run sees exactly the stream the killed one would have.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::backprop::{Backprop, BackpropConfig};
+use crate::checkpoint;
+use crate::config::{PipelineConfig, Trainer};
+use crate::data::mnist::{Mnist, Split, CLASSES, PIXELS};
+use crate::head::{Head, HeadConfig};
+use crate::metrics::{rates, summary_table, Progress, Reporter, StageRates, StageStats, StageTotals};
+use crate::packet::StageState;
+use crate::pipeline::{self, EpochReport, Mode, PipelineStats};
+use crate::record::{CurvePoint, Metrics, Record, Throughput};
+use crate::sink::{Classify, Readout, ReadoutConfig};
+use crate::source::DatasetSource;
+use crate::stage::{FfDenseConfig, Stage};
+
+/// How to run (flags, not pipeline settings).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Where new run folders go.
+    pub runs_dir: PathBuf,
+    /// Resume this run folder instead of starting a new one.
+    pub resume: Option<PathBuf>,
+    /// No live line.
+    pub quiet: bool,
+    /// Also write the record to `<results>/<experiment>/seed<N>.json`.
+    pub results_dir: Option<PathBuf>,
+    /// The `--set` overrides (for the record).
+    pub overrides: Vec<String>,
+    /// Set by Ctrl-C.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// What a run folder remembers between epochs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs finished and checkpointed.
+    pub epochs_done: u32,
+    /// Curve so far.
+    pub curve: Vec<CurvePoint>,
+    /// Wall seconds spent in earlier sessions of this run.
+    pub seconds: f64,
+    /// Final metrics, once the last epoch is done.
+    pub metrics: Metrics,
+}
+
+/// The outcome of [`run`].
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The record (also written to the run folder).
+    pub record: Record,
+    /// Whether the stream ran to its end (false after Ctrl-C).
+    pub completed: bool,
+    /// The per-stage summary table.
+    pub table: String,
+}
+
+/// The current git commit (or "unknown").
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Loads MNIST and cuts the splits to the sizes the pipeline asks for.
+pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Mnist>> {
+    let mut data = Mnist::load(data_dir)?;
+    let cut = |split: &mut Split, n: usize| {
+        if n > 0 {
+            *split = split.head(n);
+        }
+    };
+    cut(&mut data.train, config.data.train_size);
+    cut(&mut data.validation, config.data.validation_size);
+    cut(&mut data.test, config.data.test_size);
+    Ok(Arc::new(data))
+}
+
+/// The FF stages a pipeline file describes.
+pub fn build_stages(config: &PipelineConfig) -> Vec<Box<dyn Stage>> {
+    let m = &config.model;
+    let mut inputs = PIXELS;
+    let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+    for (i, &units) in m.layers.iter().enumerate() {
+        let layer = i + 1;
+        stages.push(Box::new(
+            FfDenseConfig {
+                name: format!("layer{layer}"),
+                layer,
+                inputs,
+                units,
+                goodness: m.goodness,
+                threshold: m.threshold,
+                temperature: m.temperature,
+                peer_normalization: m.peer_normalization,
+                rule: config.optimizer.rule,
+                lr: config.optimizer.lr,
+                weight_cost: config.optimizer.weight_cost,
+                schedule: config.optimizer.schedule,
+                epochs: config.data.epochs,
+                counts_for_goodness: layer >= m.goodness_from,
+                feeds_readout: layer >= m.readout_from,
+                seed: config.seed,
+            }
+            .build(),
+        ));
+        inputs = units;
+    }
+    stages
+}
+
+/// The sink a pipeline file describes.
+pub fn build_sink(config: &PipelineConfig) -> Classify {
+    let m = &config.model;
+    let readout = config.readout.clone().expect("validated: ff pipelines have a readout");
+    let features = m.layers.iter().skip(m.readout_from - 1).sum();
+    let negatives = config.negatives.clone().expect("validated");
+    Classify::new(
+        Readout::new(ReadoutConfig {
+            features,
+            rule: config.optimizer.rule,
+            lr: readout.lr,
+            weight_cost: readout.weight_cost,
+            schedule: config.optimizer.schedule,
+            epochs: config.data.epochs,
+        }),
+        negatives.labels == crate::head::NegativeLabels::Hard,
+    )
+}
+
+/// The head a pipeline file describes, starting at `first_epoch`.
+pub fn build_head(config: &PipelineConfig, data: Arc<Mnist>, first_epoch: u32, stop: Arc<AtomicBool>) -> Head {
+    let negatives = config.negatives.clone().expect("validated");
+    Head::new(
+        HeadConfig {
+            source: DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed },
+            first_epoch,
+            epochs: config.data.epochs,
+            negatives: negatives.labels,
+            prediction_delay: negatives.prediction_delay,
+            label_strength: config.model.label_strength,
+            eval_every: config.eval.every,
+            eval_batch: config.eval.batch,
+            train_eval_size: config.eval.train_size,
+            test_at_end: config.eval.test,
+        },
+        data,
+        stop,
+    )
+}
+
+fn machine() -> String {
+    crate::bench::machine_name()
+}
+
+fn errors(goodness: Option<f64>, softmax: Option<f64>) -> crate::record::ErrorsPct {
+    let mut m = crate::record::ErrorsPct::new();
+    if let Some(g) = goodness {
+        m.insert("goodness".into(), g);
+    }
+    if let Some(s) = softmax {
+        m.insert("softmax".into(), s);
+    }
+    m
+}
+
+fn save_state(dir: &Path, state: &RunState) -> Result<()> {
+    let text = serde_json::to_string_pretty(state)?;
+    checkpoint::write_atomic(&dir.join("state.json"), text.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("state.json").display()))
+}
+
+/// Prepares the run folder; returns it with the state to continue from.
+fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<(PathBuf, RunState)> {
+    if let Some(dir) = &options.resume {
+        let state: RunState = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("state.json"))
+                .with_context(|| format!("`{}` is not a run folder (no state.json)", dir.display()))?,
+        )
+        .with_context(|| format!("{}/state.json is damaged", dir.display()))?;
+        return Ok((dir.clone(), state));
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let dir = options.runs_dir.join(format!("{}-seed{}-{stamp}", config.name, config.seed));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    std::fs::write(dir.join("pipeline.toml"), toml::to_string(config)?)?;
+    let meta = serde_json::json!({
+        "commit": git_commit(), "machine": machine(), "matmul": crate::matmul::backend_name(),
+        "ffstream": env!("CARGO_PKG_VERSION"), "overrides": options.overrides,
+    });
+    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
+    let state = RunState::default();
+    save_state(&dir, &state)?;
+    Ok((dir, state))
+}
+
+/// Runs a pipeline to its end (or to Ctrl-C), checkpointing every epoch.
+pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
+    let (dir, mut state) = open_run(config, options)?;
+    if state.epochs_done >= config.data.epochs {
+        bail!("run {} already finished all {} epochs", dir.display(), config.data.epochs);
+    }
+    let data = load_data(config, options.data_dir.as_deref())?;
+    let stop = options.stop.clone().unwrap_or_default();
+    let started = Instant::now();
+    let (completed, stage_rates, frames) = match config.trainer {
+        Trainer::Ff => run_ff(config, &data, &dir, &mut state, started, options, stop)?,
+        Trainer::Backprop => run_backprop(config, &data, &dir, &mut state, started, options, stop)?,
+    };
+    let session = started.elapsed().as_secs_f64();
+    let wall = state.seconds + session;
+    let record = Record {
+        experiment: config.name.clone(),
+        seed: config.seed,
+        commit: git_commit(),
+        machine: machine(),
+        wall_time_s: wall,
+        epochs: state.epochs_done,
+        overrides: options
+            .overrides
+            .iter()
+            .filter_map(|o| o.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        metrics: state.metrics.clone(),
+        throughput: Throughput { frames_per_s: frames as f64 / session.max(1e-9), stages: stage_rates.clone() },
+        curve: state.curve.clone(),
+        pipeline: serde_json::to_value(config)?,
+    };
+    state.seconds = wall;
+    save_state(&dir, &state)?;
+    if completed {
+        std::fs::write(dir.join("record.json"), serde_json::to_string_pretty(&record)?)?;
+        if let Some(results) = &options.results_dir {
+            let path = results.join(&config.name).join(format!("seed{}.json", config.seed));
+            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+            std::fs::write(&path, serde_json::to_string_pretty(&record)?)?;
+        }
+    }
+    Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates) })
+}
+
+/// Applies an epoch report: curve, final metrics, checkpoint, state file, one log line.
+fn finish_epoch(
+    report: &EpochReport,
+    dir: &Path,
+    state: &mut RunState,
+    config: &PipelineConfig,
+    seconds: f64,
+    quiet: bool,
+) -> Result<(), String> {
+    let tally = |k: &str| report.tallies.get(k).filter(|t| t.images > 0);
+    let val = tally("validation").map(|t| errors(Some(t.goodness_pct()), Some(t.softmax_pct()))).unwrap_or_default();
+    let stream = errors(None, (report.stream.images > 0).then(|| report.stream.softmax_pct()));
+    state.curve.push(CurvePoint {
+        epoch: report.epoch,
+        val_error_pct: val.clone(),
+        stream_error_pct: stream.clone(),
+        seconds,
+    });
+    if !val.is_empty() {
+        state.metrics.val_error_pct = val.clone();
+    }
+    if let Some(t) = tally("test") {
+        state.metrics.test_error_pct = errors(Some(t.goodness_pct()), Some(t.softmax_pct()));
+    }
+    if let Some(t) = tally("train") {
+        state.metrics.train_error_pct = errors(Some(t.goodness_pct()), Some(t.softmax_pct()));
+    }
+    let meta =
+        [("epoch", report.epoch.to_string()), ("experiment", config.name.clone()), ("seed", config.seed.to_string())];
+    checkpoint::save(&dir.join("checkpoint.safetensors"), &report.states, &meta).map_err(|e| e.to_string())?;
+    state.epochs_done = report.epoch;
+    save_state(dir, state).map_err(|e| format!("{e:#}"))?;
+    if !quiet {
+        let fmt =
+            |m: &crate::record::ErrorsPct| m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ");
+        let mut line =
+            format!("epoch {:>3}/{} {:>7.1}s  stream: {}", report.epoch, config.data.epochs, seconds, fmt(&stream));
+        if !val.is_empty() {
+            line += &format!("  validation: {}", fmt(&val));
+        }
+        if !state.metrics.test_error_pct.is_empty() && report.epoch == config.data.epochs {
+            line += &format!("  test: {}", fmt(&state.metrics.test_error_pct));
+        }
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
+fn whole_run_rates(stats: &[Arc<StageStats>], wall: f64) -> Vec<StageRates> {
+    stats.iter().map(|s| rates(&s.name, &StageTotals::default(), &s.totals(), wall)).collect()
+}
+
+type TrainerResult = Result<(bool, Vec<StageRates>, u64)>;
+
+fn run_ff(
+    config: &PipelineConfig,
+    data: &Arc<Mnist>,
+    dir: &Path,
+    state: &mut RunState,
+    started: Instant,
+    options: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> TrainerResult {
+    let mut stages = build_stages(config);
+    let mut sink = build_sink(config);
+    if state.epochs_done > 0 {
+        let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+        for stage in stages.iter_mut() {
+            stage.restore(&loaded.state).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
+        }
+        sink.readout_mut()
+            .restore(&loaded.state)
+            .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
+    }
+    let runtime = config.pipeline.clone().expect("validated");
+    let mut head = build_head(config, Arc::clone(data), state.epochs_done + 1, stop);
+    let stats = PipelineStats::new(&config.stage_names());
+    let progress = Arc::new(Progress::default());
+    progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
+    progress.epochs.store(config.data.epochs, Ordering::Relaxed);
+    let reporter = Reporter::start(
+        stats.all(),
+        Arc::clone(&progress),
+        Duration::from_secs(1),
+        Some(dir.join("metrics.jsonl")),
+        options.quiet,
+    );
+    let offset = state.seconds;
+    let mut on_epoch = |report: EpochReport| {
+        progress.epoch.store(report.epoch + 1, Ordering::Relaxed);
+        finish_epoch(&report, dir, state, config, offset + started.elapsed().as_secs_f64(), options.quiet)
+    };
+    let (_, completed) =
+        pipeline::run(&mut head, stages, &mut sink, runtime.mode, runtime.queue_capacity, &stats, &mut on_epoch)?;
+    drop(reporter);
+    let wall = started.elapsed().as_secs_f64();
+    let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
+    Ok((completed, whole_run_rates(&stats.all(), wall), frames))
+}
+
+fn run_backprop(
+    config: &PipelineConfig,
+    data: &Arc<Mnist>,
+    dir: &Path,
+    state: &mut RunState,
+    started: Instant,
+    options: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> TrainerResult {
+    let mut net = BackpropConfig {
+        inputs: PIXELS,
+        hidden: config.model.layers.clone(),
+        classes: CLASSES,
+        rule: config.optimizer.rule,
+        lr: config.optimizer.lr,
+        weight_cost: config.optimizer.weight_cost,
+        schedule: config.optimizer.schedule,
+        epochs: config.data.epochs,
+        normalize_input: config.model.normalize_input,
+        seed: config.seed,
+    }
+    .build();
+    if state.epochs_done > 0 {
+        let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+        net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
+    }
+    let stats = StageStats::new("backprop");
+    let progress = Arc::new(Progress::default());
+    progress.epochs.store(config.data.epochs, Ordering::Relaxed);
+    let reporter = Reporter::start(
+        vec![Arc::clone(&stats)],
+        Arc::clone(&progress),
+        Duration::from_secs(1),
+        Some(dir.join("metrics.jsonl")),
+        options.quiet,
+    );
+    let source = DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed };
+    let error_of = |net: &Backprop, split: &Split| -> f64 {
+        let mut wrong = 0.0;
+        for batch in source.ordered_batches(split, 1000) {
+            wrong += net.error_pct(&batch.pixels, &batch.labels) * batch.labels.len() as f64 / 100.0;
+        }
+        100.0 * wrong / split.len().max(1) as f64
+    };
+    let bp = |e: f64| crate::record::ErrorsPct::from([("backprop".to_string(), e)]);
+    let mut completed = true;
+    let mut frames = 0u64;
+    for epoch in state.epochs_done + 1..=config.data.epochs {
+        progress.epoch.store(epoch, Ordering::Relaxed);
+        let (mut wrong_stream, mut seen) = (0.0, 0usize);
+        let mut last = Instant::now();
+        for batch in source.epoch_batches(&data.train, epoch) {
+            if stop.load(Ordering::Relaxed) {
+                completed = false;
+                break;
+            }
+            let t0 = Instant::now();
+            // The twin sees the same frames as FF, without label pixels (MNIST's first ten
+            // pixels are background).
+            let x = &batch.pixels;
+            wrong_stream += net.error_pct(x, &batch.labels) * batch.labels.len() as f64 / 100.0;
+            seen += batch.labels.len();
+            let loss = net.train_step(x, &batch.labels, epoch);
+            if !loss.is_finite() {
+                bail!("backprop: the loss is not finite at epoch {epoch}; the last checkpoint is kept");
+            }
+            frames += batch.labels.len() as u64;
+            stats.record(batch.labels.len(), batch.labels.len(), t0.elapsed(), t0 - last, Duration::ZERO, 0);
+            last = Instant::now();
+        }
+        if !completed {
+            break;
+        }
+        let last_epoch = epoch == config.data.epochs;
+        let mut point = CurvePoint {
+            epoch,
+            val_error_pct: Default::default(),
+            stream_error_pct: bp(100.0 * wrong_stream / seen.max(1) as f64),
+            seconds: 0.0,
+        };
+        if epoch % config.eval.every == 0 || last_epoch {
+            point.val_error_pct = bp(error_of(&net, &data.validation));
+            state.metrics.val_error_pct = point.val_error_pct.clone();
+        }
+        if last_epoch {
+            if config.eval.test {
+                state.metrics.test_error_pct = bp(error_of(&net, &data.test));
+            }
+            if config.eval.train_size > 0 {
+                state.metrics.train_error_pct = bp(error_of(&net, &data.train.head(config.eval.train_size)));
+            }
+        }
+        point.seconds = state.seconds + started.elapsed().as_secs_f64();
+        if !options.quiet {
+            let val = point
+                .val_error_pct
+                .get("backprop")
+                .map_or(String::new(), |v| format!("  validation: backprop {v:.2}%"));
+            let test = if last_epoch {
+                state
+                    .metrics
+                    .test_error_pct
+                    .get("backprop")
+                    .map_or(String::new(), |v| format!("  test: backprop {v:.2}%"))
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "epoch {epoch:>3}/{} {:>7.1}s  stream: backprop {:.2}%{val}{test}",
+                config.data.epochs, point.seconds, point.stream_error_pct["backprop"]
+            );
+        }
+        state.curve.push(point);
+        let states = [StageState { stage: "backprop".into(), tensors: net.tensors() }];
+        let meta = [("epoch", epoch.to_string()), ("experiment", config.name.clone())];
+        checkpoint::save(&dir.join("checkpoint.safetensors"), &states, &meta)?;
+        state.epochs_done = epoch;
+        save_state(dir, state)?;
+    }
+    drop(reporter);
+    let wall = started.elapsed().as_secs_f64();
+    Ok((completed, whole_run_rates(&[stats], wall), frames))
+}
+
+/// Scores the checkpoint of a run folder on its validation and test splits.
+pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
+    let text = std::fs::read_to_string(run_dir.join("pipeline.toml"))
+        .with_context(|| format!("`{}` is not a run folder (no pipeline.toml)", run_dir.display()))?;
+    let mut config = PipelineConfig::parse(&text, &run_dir.join("pipeline.toml").display().to_string(), &[])?;
+    let loaded = checkpoint::load(&run_dir.join("checkpoint.safetensors"))?;
+    let epoch: u32 = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+    let data = load_data(&config, data_dir)?;
+    if config.trainer == Trainer::Backprop {
+        let mut net = BackpropConfig {
+            inputs: PIXELS,
+            hidden: config.model.layers.clone(),
+            classes: CLASSES,
+            rule: config.optimizer.rule,
+            lr: config.optimizer.lr,
+            weight_cost: config.optimizer.weight_cost,
+            schedule: config.optimizer.schedule,
+            epochs: config.data.epochs,
+            normalize_input: config.model.normalize_input,
+            seed: config.seed,
+        }
+        .build();
+        net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!(e))?;
+        let mut out = format!("{} (epoch {epoch}):", run_dir.display());
+        for (name, split) in [("validation", &data.validation), ("test", &data.test)] {
+            let x = split.images.iter().map(|&p| p as f32 / 255.0).collect::<Vec<f32>>();
+            let x = Array2::from_shape_vec((split.len(), PIXELS), x)?;
+            out += &format!(" {name} backprop {:.2}%", net.error_pct(&x, &split.labels));
+        }
+        return Ok(out);
+    }
+    // Evaluation only: one pass with no training epochs, then the test split.
+    config.data.epochs = epoch.max(1);
+    let mut stages = build_stages(&config);
+    let mut sink = build_sink(&config);
+    for stage in stages.iter_mut() {
+        stage.restore(&loaded.state).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    sink.readout_mut().restore(&loaded.state).map_err(|e| anyhow::anyhow!(e))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut head = build_head(&config, data, config.data.epochs, stop);
+    head.evaluate_only();
+    let stats = PipelineStats::new(&config.stage_names());
+    let mut reports = Vec::new();
+    let mut on_epoch = |r: EpochReport| {
+        reports.push(r.tallies);
+        Ok(())
+    };
+    pipeline::run(&mut head, stages, &mut sink, Mode::Lockstep, 1, &stats, &mut on_epoch)?;
+    let mut out = format!("{} (epoch {epoch}):", run_dir.display());
+    for tallies in reports {
+        for (k, t) in tallies {
+            out += &format!(" {k}: goodness {:.2}%, softmax {:.2}%;", t.goodness_pct(), t.softmax_pct());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,63 @@
+//! The binary: user errors are one line on stderr and exit code 2.
+
+use std::process::Command;
+
+fn ffstream(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ffstream")).args(args).output().expect("run the binary")
+}
+
+fn assert_user_error(out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line expected, got: {stderr}");
+    assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
+}
+
+#[test]
+fn an_unknown_key_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = include_str!("../pipeline/mnist-quick.toml")
+        .replace("batch = 100\ntrain_size", "batch = 100\nbatchsize = 3\ntrain_size");
+    std::fs::write(&path, text).unwrap();
+    let out = ffstream(&["run", path.to_str().unwrap()]);
+    assert_user_error(&out, "batchsize");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line "));
+}
+
+#[test]
+fn a_bad_value_and_a_bad_override_are_user_errors() {
+    assert_user_error(&ffstream(&["run", "mnist-quick", "--set", "optimizer.lr=-3"]), "optimizer.lr");
+    assert_user_error(&ffstream(&["run", "mnist-quick", "--set", "model.layers=[]"]), "model.layers");
+    assert_user_error(&ffstream(&["run", "no-such-pipeline"]), "no pipeline file");
+}
+
+#[test]
+fn missing_data_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "mnist-quick", "--quiet", "--runs-dir"])
+        .arg(dir.path().join("runs"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("FFSTREAM_DATA", dir.path())
+        .env("HOME", dir.path())
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap();
+    assert_user_error(&out, "cannot find `mnist/train-images-idx3-ubyte.gz`");
+}
+
+#[test]
+fn resuming_a_folder_that_is_not_a_run_is_a_user_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_user_error(&ffstream(&["run", "--resume", dir.path().to_str().unwrap()]), "not a run folder");
+}
+
+#[test]
+fn list_shows_the_paper_numbers() {
+    let out = ffstream(&["list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mnist-supervised") && text.contains("1.36%") && text.contains("1.46%"), "{text}");
+}

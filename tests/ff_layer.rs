@@ -1,0 +1,157 @@
+//! One FF layer alone, driven packet by packet (no threads): the maths the paper states.
+
+use std::time::Instant;
+
+use ffstream::ff::goodness::Goodness;
+use ffstream::ff::optim::{Rule, Schedule};
+use ffstream::packet::{Packet, Purpose};
+use ffstream::rng::Rng;
+use ffstream::stage::{FfDense, FfDenseConfig, Stage};
+use ndarray::Array2;
+
+fn layer(inputs: usize, units: usize, peer: f32, lr: f32, seed: u64) -> FfDense {
+    FfDenseConfig {
+        name: "layer1".into(),
+        layer: 1,
+        inputs,
+        units,
+        goodness: Goodness::SumSquares,
+        threshold: None,
+        temperature: 1.0,
+        peer_normalization: peer,
+        rule: Rule::Matlab,
+        lr,
+        weight_cost: 0.0,
+        schedule: Schedule::Constant,
+        epochs: 1,
+        counts_for_goodness: true,
+        feeds_readout: false,
+        seed,
+    }
+    .build()
+}
+
+fn packet(x: Array2<f32>, positives: usize, negatives: usize, purpose: Purpose) -> Packet {
+    let rows = x.nrows();
+    Packet {
+        seq: 0,
+        epoch: 1,
+        purpose,
+        x,
+        positives,
+        negatives,
+        neutral: 0,
+        frame: vec![0; rows],
+        truth: vec![0; rows],
+        embedded: vec![0; rows],
+        frames: rows,
+        goodness: vec![0.0; rows],
+        features: Vec::new(),
+        stamp: Instant::now(),
+    }
+}
+
+fn random_rows(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+    let mut rng = Rng::new(seed);
+    Array2::from_shape_simple_fn((rows, cols), || rng.normal().abs())
+}
+
+#[test]
+fn normalization_hides_the_previous_layers_goodness() {
+    // Scaling a layer's input (the previous layer's activities) by any factor changes that
+    // layer's goodness by the square of the factor, but not what this layer computes.
+    let x = random_rows(6, 20, 1);
+    let mut a = layer(20, 12, 0.0, 0.01, 3);
+    let mut b = layer(20, 12, 0.0, 0.01, 3);
+    let pa = a.process(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap();
+    let pb = b.process(packet(&x * 37.5, 0, 0, Purpose::Validate)).unwrap();
+    for (u, v) in pa.x.iter().zip(pb.x.iter()) {
+        assert!((u - v).abs() <= 1e-5 * (1.0 + u.abs()), "{u} vs {v}");
+    }
+    assert!(pa.goodness.iter().zip(&pb.goodness).all(|(g, h)| (g - h).abs() <= 1e-3 * (1.0 + g)));
+}
+
+#[test]
+fn a_positive_step_raises_goodness_and_a_negative_step_lowers_it() {
+    for (positives, negatives, sign) in [(1, 0, 1.0f32), (0, 1, -1.0)] {
+        let x = random_rows(1, 30, 5);
+        let mut l = layer(30, 25, 0.0, 0.05, 9);
+        let before = l.process(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap().goodness[0];
+        // A goodness near θ = 25, where the logistic is not saturated: true for this seed.
+        assert!((5.0..60.0).contains(&before), "goodness {before} is far from the threshold");
+        for _ in 0..5 {
+            l.process(packet(x.clone(), positives, negatives, Purpose::Train)).unwrap();
+        }
+        let after = l.process(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap().goodness[0];
+        assert!(sign * (after - before) > 0.0, "sign {sign}: goodness {before} -> {after}");
+    }
+}
+
+#[test]
+fn evaluation_packets_never_change_the_weights() {
+    let mut l = layer(10, 8, 0.03, 0.1, 1);
+    let w = l.weights().clone();
+    for purpose in [Purpose::Validate, Purpose::Test, Purpose::TrainEval, Purpose::Predict] {
+        l.process(packet(random_rows(4, 10, 2), 2, 2, purpose)).unwrap();
+    }
+    assert_eq!(&w, l.weights());
+}
+
+#[test]
+fn the_matlab_update_is_the_gradient_of_the_logistic_loss_up_to_two_over_t() {
+    // One step from zero velocity with the Matlab rule and no weight cost or peer term:
+    // ΔW = ε·0.1·(1/cases)·x̂ᵀD, with D the Matlab direction = (T/2)·∂ℓ/∂z. So ΔW must equal
+    // ε·0.1·(1/cases)·(T/2)·∂L/∂W, L the summed log-likelihood, checked by finite differences.
+    let (inputs, units) = (7, 5);
+    let x = random_rows(2, inputs, 17);
+    let (eps, cases) = (0.3f32, 1.0f32);
+    let mut l = layer(inputs, units, 0.0, eps, 4);
+    let w0 = l.weights().clone();
+    let objective = *l.objective();
+    // Raise θ so the rows sit in the logistic's unsaturated range.
+    let mut xn = x.clone();
+    ffstream::ff::normalize::normalize_rows_in_place(&mut xn);
+    let loglik = |w: &Array2<f32>| -> f64 {
+        let z = xn.dot(w); // bias is zero at init
+        (0..2)
+            .map(|r| {
+                let y: Vec<f32> = z.row(r).iter().map(|v| v.max(0.0)).collect();
+                let g = objective.goodness.of(&y);
+                let pol = if r == 0 {
+                    ffstream::ff::objective::Polarity::Positive
+                } else {
+                    ffstream::ff::objective::Polarity::Negative
+                };
+                objective.log_likelihood(g, pol) as f64
+            })
+            .sum()
+    };
+    l.process(packet(x.clone(), 1, 1, Purpose::Train)).unwrap();
+    let dw = l.weights() - &w0;
+    let h = 1e-3f32;
+    let mut checked = 0;
+    for i in 0..inputs {
+        for j in 0..units {
+            let mut up = w0.clone();
+            up[[i, j]] += h;
+            let mut down = w0.clone();
+            down[[i, j]] -= h;
+            let numeric = (loglik(&up) - loglik(&down)) / (2.0 * h as f64);
+            let expected = eps as f64 * 0.1 / cases as f64 * (objective.temperature as f64 / 2.0) * numeric;
+            assert!(
+                (dw[[i, j]] as f64 - expected).abs() <= 1e-4 * expected.abs().max(1e-3),
+                "w[{i},{j}]: update {} vs expected {expected}",
+                dw[[i, j]]
+            );
+            checked += (numeric.abs() > 1e-4) as usize;
+        }
+    }
+    assert!(checked > inputs * units / 3, "too few non-zero gradients ({checked}) to mean anything");
+}
+
+#[test]
+fn a_wrong_width_is_an_error_that_names_the_stage() {
+    let mut l = layer(10, 4, 0.0, 0.1, 1);
+    let err = l.process(packet(random_rows(2, 11, 1), 1, 1, Purpose::Train)).unwrap_err().to_string();
+    assert!(err.contains("layer1") && err.contains("11") && err.contains("10"), "{err}");
+}

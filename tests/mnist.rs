@@ -1,0 +1,153 @@
+//! Real MNIST (found through $FFSTREAM_DATA, as CI sets it): loading, checks, pipelines, resume.
+
+use std::path::PathBuf;
+
+use ffstream::cli::PIPELINES;
+use ffstream::config::PipelineConfig;
+use ffstream::data::mnist::Mnist;
+use ffstream::train::{self, RunOptions};
+
+fn data_dir() -> PathBuf {
+    let dir =
+        std::env::var_os("FFSTREAM_DATA").expect("set FFSTREAM_DATA to the folder holding mnist/ (CI: ../shared/data)");
+    PathBuf::from(dir)
+}
+
+#[test]
+fn mnist_loads_verified_with_the_documented_split() {
+    let m = Mnist::load(Some(&data_dir())).unwrap();
+    assert_eq!((m.train.len(), m.validation.len(), m.test.len()), (50_000, 10_000, 10_000));
+    assert_eq!(&m.train.labels[..10], &[5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
+    assert_eq!(&m.test.labels[..10], &[7, 2, 1, 0, 4, 1, 4, 9, 5, 9]);
+    // The first ten pixels (the label pixels) are background in every image.
+    assert!(m.train.images.chunks(784).all(|img| img[..10].iter().all(|&p| p == 0)));
+}
+
+#[test]
+fn a_corrupt_file_is_one_clear_error_naming_file_and_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mnist")).unwrap();
+    for f in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ] {
+        let bytes = std::fs::read(data_dir().join("mnist").join(f)).unwrap();
+        let keep = if f.starts_with("train-images") { &bytes[..bytes.len() / 2] } else { &bytes[..] };
+        std::fs::write(dir.path().join("mnist").join(f), keep).unwrap();
+    }
+    let err = Mnist::load(Some(dir.path())).unwrap_err().to_string();
+    assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("440fcabf"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}
+
+fn quick(overrides: &[&str]) -> PipelineConfig {
+    let text = include_str!("../pipeline/mnist-quick.toml");
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    PipelineConfig::parse(text, "mnist-quick.toml", &o).unwrap()
+}
+
+fn options(runs: &std::path::Path) -> RunOptions {
+    RunOptions { data_dir: Some(data_dir()), runs_dir: runs.to_path_buf(), quiet: true, ..Default::default() }
+}
+
+#[test]
+fn every_pipeline_file_parses_and_runs_a_few_steps() {
+    let runs = tempfile::tempdir().unwrap();
+    for (name, text) in PIPELINES {
+        let tiny = [
+            "data.train_size=200",
+            "data.validation_size=100",
+            "data.test_size=100",
+            "data.epochs=1",
+            "eval.train_size=100",
+        ];
+        let o: Vec<String> = tiny.iter().map(|s| s.to_string()).collect();
+        let config = PipelineConfig::parse(text, name, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let outcome = train::run(&config, &options(runs.path())).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(outcome.completed, "{name}");
+        assert!(!outcome.record.metrics.test_error_pct.is_empty(), "{name}: no test error");
+        assert!(outcome.run_dir.join("checkpoint.safetensors").is_file(), "{name}");
+        assert!(outcome.run_dir.join("metrics.jsonl").is_file() || outcome.record.wall_time_s < 1.0, "{name}");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let runs = tempfile::tempdir().unwrap();
+    let base = [
+        "data.train_size=1000",
+        "data.validation_size=200",
+        "data.test_size=200",
+        "model.layers=[64, 48, 32]",
+        "data.epochs=3",
+    ];
+    let straight = train::run(&quick(&base), &options(runs.path())).unwrap();
+    // A run stopped after epoch 1 (as Ctrl-C or a kill leaves it), then resumed.
+    let mut first = base.to_vec();
+    first.push("data.epochs=3");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = quick(&first);
+    let dir = {
+        let mut o = options(runs.path());
+        o.runs_dir = runs.path().join("killed");
+        // Stop as soon as the first epoch's checkpoint exists.
+        let flag = std::sync::Arc::clone(&stop);
+        let watch = o.runs_dir.clone();
+        let watcher = std::thread::spawn(move || loop {
+            let done = std::fs::read_dir(&watch)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.path().join("state.json"));
+            if let Some(state) = done.and_then(|p| std::fs::read_to_string(p).ok()) {
+                if state.contains("\"epochs_done\": 1") {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        });
+        o.stop = Some(stop);
+        let outcome = train::run(&config, &o).unwrap();
+        watcher.join().unwrap();
+        assert!(!outcome.completed, "the run should have been stopped");
+        outcome.run_dir
+    };
+    let mut o = options(runs.path());
+    o.resume = Some(dir.clone());
+    let resumed = train::run(&config, &o).unwrap();
+    assert!(resumed.completed);
+    let a = ffstream::checkpoint::load(&straight.run_dir.join("checkpoint.safetensors")).unwrap();
+    let b = ffstream::checkpoint::load(&dir.join("checkpoint.safetensors")).unwrap();
+    let sorted = |mut t: Vec<(String, Vec<usize>, Vec<f32>)>| {
+        t.sort_by(|x, y| x.0.cmp(&y.0));
+        t
+    };
+    assert_eq!(sorted(a.state.tensors), sorted(b.state.tensors));
+    assert_eq!(straight.record.metrics, resumed.record.metrics);
+    assert_eq!(resumed.record.curve.len(), 3);
+}
+
+#[test]
+fn a_short_real_mnist_stream_learns() {
+    // 20,000 training images, 3x500, 2 epochs: well under a minute on 2 cores in release mode.
+    let runs = tempfile::tempdir().unwrap();
+    let config = quick(&[
+        "data.train_size=20000",
+        "model.layers=[500, 500, 500]",
+        "data.validation_size=5000",
+        "data.test_size=10000",
+    ]);
+    let started = std::time::Instant::now();
+    let outcome = train::run(&config, &options(runs.path())).unwrap();
+    let test = &outcome.record.metrics.test_error_pct;
+    eprintln!("short stream: {test:?} in {:.1} s", started.elapsed().as_secs_f64());
+    assert!(test["goodness"] < THRESHOLD_GOODNESS_PCT, "goodness test error {}", test["goodness"]);
+    assert!(test["softmax"] < THRESHOLD_SOFTMAX_PCT, "softmax test error {}", test["softmax"]);
+}
+
+/// Measured 2026-11-26 on the 2-core CI machine kind; see the closing note of issue 2.
+const THRESHOLD_GOODNESS_PCT: f64 = 12.0;
+const THRESHOLD_SOFTMAX_PCT: f64 = 9.0;

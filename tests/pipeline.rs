@@ -1,0 +1,182 @@
+//! The pipeline against its single-threaded reference, locality, checkpoints and failures.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ffstream::config::PipelineConfig;
+use ffstream::data::mnist::{Mnist, Split, PIXELS};
+use ffstream::error::StageError;
+use ffstream::packet::{Packet, StageState};
+use ffstream::pipeline::{self, EpochReport, Mode, PipelineError, PipelineStats};
+use ffstream::rng::Rng;
+use ffstream::stage::Stage;
+use ffstream::train::{build_head, build_sink, build_stages};
+
+/// Random blobs with a class-dependent bright square, so the nets have something to learn.
+fn synthetic_split(n: usize, seed: u64) -> Split {
+    let mut rng = Rng::new(seed);
+    let mut images = vec![0u8; n * PIXELS];
+    let labels: Vec<u8> = (0..n).map(|_| rng.below(10) as u8).collect();
+    for (i, &label) in labels.iter().enumerate() {
+        let img = &mut images[i * PIXELS..(i + 1) * PIXELS];
+        for p in img.iter_mut().skip(28) {
+            *p = (rng.below(60)) as u8;
+        }
+        let (r, c) = (4 + 2 * (label as usize / 5) * 5, 3 + (label as usize % 5) * 5);
+        for y in r..r + 5 {
+            for x in c..c + 4 {
+                img[y * 28 + x] = 255;
+            }
+        }
+    }
+    Split { images, labels }
+}
+
+fn synthetic_mnist() -> Arc<Mnist> {
+    Arc::new(Mnist {
+        train: synthetic_split(600, 1),
+        validation: synthetic_split(200, 2),
+        test: synthetic_split(200, 3),
+    })
+}
+
+fn config(extra: &[&str]) -> PipelineConfig {
+    let text = include_str!("../pipeline/mnist-quick.toml");
+    let mut overrides: Vec<String> = vec![
+        "model.layers=[48, 40, 32]".into(),
+        "data.epochs=2".into(),
+        "data.batch=50".into(),
+        "negatives.prediction_delay=2".into(),
+        "eval.batch=50".into(),
+    ];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    PipelineConfig::parse(text, "mnist-quick.toml", &overrides).unwrap()
+}
+
+/// Runs a config on the synthetic data; returns the final stage states and every epoch report.
+fn run(config: &PipelineConfig, mode: Mode) -> (Vec<StageState>, Vec<EpochReport>) {
+    let data = synthetic_mnist();
+    let mut head = build_head(config, data, 1, Arc::new(AtomicBool::new(false)));
+    let mut sink = build_sink(config);
+    let stats = PipelineStats::new(&config.stage_names());
+    let mut reports = Vec::new();
+    let (stages, completed) = pipeline::run(&mut head, build_stages(config), &mut sink, mode, 1, &stats, &mut |r| {
+        reports.push(r);
+        Ok(())
+    })
+    .unwrap();
+    assert!(completed);
+    // Every frame is processed: the source's count reaches the sink.
+    assert_eq!(stats.source.totals().frames, stats.sink.totals().frames);
+    assert!(stats.sink.totals().frames > 0);
+    (stages.iter().map(|s| s.snapshot()).collect(), reports)
+}
+
+#[test]
+fn threaded_pipeline_ends_with_the_same_weights_as_lockstep() {
+    let c = config(&[]);
+    let (threaded, reports_t) = run(&c, Mode::Threaded);
+    let (lockstep, reports_l) = run(&c, Mode::Lockstep);
+    assert_eq!(threaded.len(), 3);
+    for (a, b) in threaded.iter().zip(&lockstep) {
+        assert_eq!(a.tensors, b.tensors, "stage {} differs", a.stage);
+    }
+    // Same snapshots at every epoch boundary, same test scores.
+    for (a, b) in reports_t.iter().zip(&reports_l) {
+        assert_eq!(a.states.len(), 4, "3 stages and the readout");
+        for (x, y) in a.states.iter().zip(&b.states) {
+            assert_eq!(x.tensors, y.tensors);
+        }
+        assert_eq!(a.tallies, b.tallies);
+    }
+    // The stages really learned something (weights moved), so the comparison is not vacuous.
+    let fresh = build_stages(&c)[0].snapshot();
+    assert_ne!(fresh.tensors[0].2, threaded[0].tensors[0].2);
+}
+
+#[test]
+fn a_stage_never_depends_on_the_stages_after_it() {
+    // Random negatives: the head does not read predictions, so layers 1-2 must be bit-identical
+    // whatever layer 3 is (or whether there is one).
+    let a = run(&config(&["negatives.labels=\"random\"", "model.layers=[48, 40, 32]"]), Mode::Threaded).0;
+    let b = run(&config(&["negatives.labels=\"random\"", "model.layers=[48, 40, 7]"]), Mode::Threaded).0;
+    let c =
+        run(&config(&["negatives.labels=\"random\"", "model.layers=[48, 40]", "model.readout_from=2"]), Mode::Threaded)
+            .0;
+    for k in 0..2 {
+        assert_eq!(a[k].tensors, b[k].tensors, "layer {} changed with layer 3's width", k + 1);
+        assert_eq!(a[k].tensors, c[k].tensors, "layer {} changed without layer 3", k + 1);
+    }
+    assert_ne!(a[2].tensors[0].1, b[2].tensors[0].1);
+}
+
+#[test]
+fn prediction_delay_changes_the_stream_but_every_mode_agrees_with_itself() {
+    // Delay 0 (exact Matlab order) in both modes, and delay 0 vs 2 differ (the negatives do).
+    let exact = config(&["negatives.prediction_delay=0"]);
+    let (t, _) = run(&exact, Mode::Threaded);
+    let (l, _) = run(&exact, Mode::Lockstep);
+    assert_eq!(t[0].tensors, l[0].tensors);
+    let (delayed, _) = run(&config(&[]), Mode::Lockstep);
+    assert_ne!(delayed[0].tensors, l[0].tensors);
+}
+
+struct Exploding;
+
+impl Stage for Exploding {
+    fn name(&self) -> &str {
+        "exploding"
+    }
+    fn process(&mut self, packet: Packet) -> Result<Packet, StageError> {
+        if packet.seq >= 3 {
+            panic!("boom at packet {}", packet.seq);
+        }
+        Ok(packet)
+    }
+    fn snapshot(&self) -> StageState {
+        StageState::default()
+    }
+    fn restore(&mut self, _: &StageState) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_stage_becomes_an_error_not_a_hang() {
+    let c = config(&["model.layers=[16]", "model.goodness_from=1", "model.readout_from=1"]);
+    let mut stages = build_stages(&c);
+    stages.insert(0, Box::new(Exploding));
+    let mut names = vec!["exploding".to_string()];
+    names.extend(c.stage_names());
+    let mut head = build_head(&c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
+    let mut sink = build_sink(&c);
+    let stats = PipelineStats::new(&names);
+    let result = pipeline::run(&mut head, stages, &mut sink, Mode::Threaded, 1, &stats, &mut |_| Ok(()));
+    match result {
+        Err(PipelineError::Stage(StageError::Panicked { stage, message })) => {
+            assert_eq!(stage, "exploding");
+            assert!(message.contains("boom at packet 3"), "{message}");
+        }
+        other => panic!("expected a panic error, got {:?}", other.map(|(_, c)| c)),
+    }
+}
+
+#[test]
+fn stopping_early_ends_the_stream_cleanly() {
+    let c = config(&["data.epochs=50"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut head = build_head(&c, synthetic_mnist(), 1, Arc::clone(&stop));
+    let mut sink = build_sink(&c);
+    let stats = PipelineStats::new(&c.stage_names());
+    let mut epochs = 0;
+    let (_, completed) = pipeline::run(&mut head, build_stages(&c), &mut sink, Mode::Threaded, 2, &stats, &mut |r| {
+        epochs = r.epoch;
+        if r.epoch == 2 {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(!completed);
+    assert!((2..50).contains(&epochs));
+}
