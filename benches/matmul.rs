@@ -31,10 +31,7 @@ fn main() {
     println!("backend: {backend}");
     println!("machine: {machine}");
     let load_before = load_average();
-    println!(
-        "load average before: {}",
-        load_before.as_deref().unwrap_or("-")
-    );
+    println!("load average before: {}", load_before.as_deref().unwrap_or("-"));
     println!();
 
     // The peak for every thread count a product is compared against, measured before and again
@@ -45,12 +42,8 @@ fn main() {
     peak_threads.extend(SQUARE_THREADS);
     peak_threads.sort_unstable();
     peak_threads.dedup();
-    let measure_peaks = || -> BTreeMap<usize, f64> {
-        peak_threads
-            .iter()
-            .map(|&t| (t, fma_peak_gflops(t, PEAK_TIME)))
-            .collect()
-    };
+    let measure_peaks =
+        || -> BTreeMap<usize, f64> { peak_threads.iter().map(|&t| (t, fma_peak_gflops(t, PEAK_TIME))).collect() };
     let peaks_start = measure_peaks();
 
     let mut ff_points = Vec::new();
@@ -67,10 +60,7 @@ fn main() {
     }
 
     let peaks_end = measure_peaks();
-    let peaks: BTreeMap<usize, f64> = peaks_start
-        .iter()
-        .map(|(&t, &g)| (t, g.max(peaks_end[&t])))
-        .collect();
+    let peaks: BTreeMap<usize, f64> = peaks_start.iter().map(|(&t, &g)| (t, g.max(peaks_end[&t]))).collect();
 
     let mut table = Table::default();
     for (&t, &gflops) in &peaks {
@@ -81,14 +71,7 @@ fn main() {
         let what = format!("{inputs}->{units} {}", p.kind);
         let shape = format!("B={} ({}x{}x{})", batch_of(p), p.m, p.k, p.n);
         let peak = peaks[&p.threads];
-        table.row(
-            &what,
-            p.threads,
-            &shape,
-            p.gflops,
-            Some(peak),
-            Some(p.seconds_per_call),
-        );
+        table.row(&what, p.threads, &shape, p.gflops, Some(peak), Some(p.seconds_per_call));
     }
     for &(t, gflops, seconds) in &square_points {
         let shape = format!("{SQUARE}x{SQUARE}x{SQUARE}");
@@ -97,10 +80,7 @@ fn main() {
     table.print();
     // Other processes on these shared machines skew everything; the load says whether they ran.
     let load_after = load_average();
-    println!(
-        "load average after: {}",
-        load_after.as_deref().unwrap_or("-")
-    );
+    println!("load average after: {}", load_after.as_deref().unwrap_or("-"));
     let over: Vec<_> = ff_points
         .iter()
         .map(|(_, _, p)| p.gflops / peaks[&p.threads])
@@ -108,10 +88,7 @@ fn main() {
         .filter(|&ratio| ratio > 1.0)
         .collect();
     if !over.is_empty() {
-        println!(
-            "warning: {} product(s) above the measured peak: the peak runs were disturbed, rerun",
-            over.len()
-        );
+        println!("warning: {} product(s) above the measured peak: the peak runs were disturbed, rerun", over.len());
     }
 
     let date = today();
@@ -149,9 +126,7 @@ fn main() {
             "percent_of_peak": 100.0 * g / peaks[&t],
         })).collect::<Vec<_>>(),
     });
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("benches")
-        .join("results");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches").join("results");
     let path = dir.join(format!("matmul-{date}.json"));
     let written = std::fs::create_dir_all(&dir).and_then(|()| {
         let text = serde_json::to_string_pretty(&report).expect("a json! value always serialises");
@@ -166,12 +141,7 @@ fn main() {
 /// The 1, 5 and 15 minute load averages from `/proc/loadavg`, where there is one.
 fn load_average() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(
-        text.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
+    Some(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
 /// The batch size of an FF point: the output rows of the forward product, the summed dimension of
@@ -186,9 +156,7 @@ fn batch_of(p: &GemmPoint) -> usize {
 
 /// Today's UTC date as YYYY-MM-DD, from the system clock (days to civil date, H. Hinnant).
 fn today() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -208,37 +176,19 @@ struct Table {
 }
 
 impl Table {
-    fn row(
-        &mut self,
-        what: &str,
-        threads: usize,
-        shape: &str,
-        gflops: f64,
-        peak: Option<f64>,
-        seconds: Option<f64>,
-    ) {
+    fn row(&mut self, what: &str, threads: usize, shape: &str, gflops: f64, peak: Option<f64>, seconds: Option<f64>) {
         self.rows.push([
             what.to_string(),
             threads.to_string(),
             shape.to_string(),
             format!("{gflops:.1}"),
-            peak.map_or_else(
-                || "-".to_string(),
-                |p| format!("{:.1}%", 100.0 * gflops / p),
-            ),
+            peak.map_or_else(|| "-".to_string(), |p| format!("{:.1}%", 100.0 * gflops / p)),
             seconds.map_or_else(|| "-".to_string(), |s| format!("{:.3}", s * 1e3)),
         ]);
     }
 
     fn print(&self) {
-        const HEADER: [&str; 6] = [
-            "product",
-            "threads",
-            "shape (m x k x n)",
-            "GFLOP/s",
-            "% of peak",
-            "ms/call",
-        ];
+        const HEADER: [&str; 6] = ["product", "threads", "shape (m x k x n)", "GFLOP/s", "% of peak", "ms/call"];
         let mut widths = HEADER.map(str::len);
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {

@@ -52,10 +52,7 @@ pub fn fma_peak_gflops(threads: usize, duration: Duration) -> f64 {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("FMA peak thread panicked"))
-            .sum()
+        handles.into_iter().map(|h| h.join().expect("FMA peak thread panicked")).sum()
     })
 }
 
@@ -236,11 +233,7 @@ pub fn measure_ff_shapes(
     min_time: Duration,
 ) -> Vec<GemmPoint> {
     let par = threads_arg(threads);
-    let mut rng = Rng::derive(
-        0,
-        "bench-ff-shapes",
-        inputs as u64 * 1_000_003 + units as u64,
-    );
+    let mut rng = Rng::derive(0, "bench-ff-shapes", inputs as u64 * 1_000_003 + units as u64);
     let w = random_matrix(&mut rng, inputs, units);
     let mut g = random_matrix(&mut rng, inputs, units);
     let mut points = Vec::with_capacity(2 * batches.len());
@@ -359,10 +352,7 @@ mod tests {
         let points = measure_ff_shapes(&[1, 3], 5, 7, 1, Duration::from_millis(5));
         assert_eq!(points.len(), 4);
         assert_eq!(points[0].kind, "forward");
-        assert_eq!(
-            (points[1].kind, points[1].m, points[1].k, points[1].n),
-            ("gradient", 5, 1, 7)
-        );
+        assert_eq!((points[1].kind, points[1].m, points[1].k, points[1].n), ("gradient", 5, 1, 7));
         for p in &points {
             assert!(p.gflops > 0.0 && p.gflops.is_finite(), "{p:?}");
             assert!(p.seconds_per_call > 0.0);
