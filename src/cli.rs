@@ -140,7 +140,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
                 overrides,
                 stop: Some(Arc::clone(&stop)),
             };
-            eprintln!(
+            println!(
                 "Running {} (seed {}), matmul backend {}.",
                 config.name,
                 config.seed,

@@ -242,6 +242,16 @@ pub struct PipelineConfig {
     pub eval: EvalConfig,
 }
 
+/// A finite number above zero (NaN is not).
+fn positive(x: f32) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+/// A finite number of at least zero (NaN is not).
+fn non_negative(x: f32) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -358,16 +368,16 @@ impl PipelineConfig {
                 return fail("pipeline", "is required for the ff trainer");
             }
         }
-        if !(self.model.temperature > 0.0) {
+        if !positive(self.model.temperature) {
             return fail("model.temperature", "must be positive");
         }
-        if !(self.model.peer_normalization >= 0.0) {
+        if !non_negative(self.model.peer_normalization) {
             return fail("model.peer_normalization", "must be zero or positive");
         }
-        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+        if !positive(self.optimizer.lr) {
             return fail("optimizer.lr", "must be a positive number");
         }
-        if !(self.optimizer.weight_cost >= 0.0) {
+        if !non_negative(self.optimizer.weight_cost) {
             return fail("optimizer.weight_cost", "must be zero or positive");
         }
         match self.optimizer.rule {
@@ -380,7 +390,7 @@ impl PipelineConfig {
             _ => {}
         }
         if let Some(r) = &self.readout {
-            if !(r.lr > 0.0) {
+            if !positive(r.lr) {
                 return fail("readout.lr", "must be positive");
             }
         }

@@ -10,13 +10,17 @@ use ffstream::stage::{FfDense, FfDenseConfig, Stage};
 use ndarray::Array2;
 
 fn layer(inputs: usize, units: usize, peer: f32, lr: f32, seed: u64) -> FfDense {
+    layer_with_threshold(inputs, units, peer, lr, seed, None)
+}
+
+fn layer_with_threshold(inputs: usize, units: usize, peer: f32, lr: f32, seed: u64, threshold: Option<f32>) -> FfDense {
     FfDenseConfig {
         name: "layer1".into(),
         layer: 1,
         inputs,
         units,
         goodness: Goodness::SumSquares,
-        threshold: None,
+        threshold,
         temperature: 1.0,
         peer_normalization: peer,
         rule: Rule::Matlab,
@@ -75,10 +79,10 @@ fn normalization_hides_the_previous_layers_goodness() {
 fn a_positive_step_raises_goodness_and_a_negative_step_lowers_it() {
     for (positives, negatives, sign) in [(1, 0, 1.0f32), (0, 1, -1.0)] {
         let x = random_rows(1, 30, 5);
-        let mut l = layer(30, 25, 0.0, 0.05, 9);
+        // θ = 2 sits near this layer's initial goodness, where the logistic is not saturated.
+        let mut l = layer_with_threshold(30, 25, 0.0, 0.05, 9, Some(2.0));
         let before = l.process(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap().goodness[0];
-        // A goodness near θ = 25, where the logistic is not saturated: true for this seed.
-        assert!((5.0..60.0).contains(&before), "goodness {before} is far from the threshold");
+        assert!((0.5..8.0).contains(&before), "goodness {before} is far from the threshold");
         for _ in 0..5 {
             l.process(packet(x.clone(), positives, negatives, Purpose::Train)).unwrap();
         }
@@ -139,7 +143,7 @@ fn the_matlab_update_is_the_gradient_of_the_logistic_loss_up_to_two_over_t() {
             let numeric = (loglik(&up) - loglik(&down)) / (2.0 * h as f64);
             let expected = eps as f64 * 0.1 / cases as f64 * (objective.temperature as f64 / 2.0) * numeric;
             assert!(
-                (dw[[i, j]] as f64 - expected).abs() <= 1e-4 * expected.abs().max(1e-3),
+                (dw[[i, j]] as f64 - expected).abs() <= 1e-3 * expected.abs().max(1e-3),
                 "w[{i},{j}]: update {} vs expected {expected}",
                 dw[[i, j]]
             );

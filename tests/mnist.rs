@@ -148,6 +148,8 @@ fn a_short_real_mnist_stream_learns() {
     assert!(test["softmax"] < THRESHOLD_SOFTMAX_PCT, "softmax test error {}", test["softmax"]);
 }
 
-/// Measured 2026-11-26 on the 2-core CI machine kind; see the closing note of issue 2.
-const THRESHOLD_GOODNESS_PCT: f64 = 12.0;
-const THRESHOLD_SOFTMAX_PCT: f64 = 9.0;
+/// This stream measured 11.51% (goodness) and 7.67% (softmax) test error on 2026-11-26 (Xeon,
+/// 2 cores, gemm x86-v4; ~14 s). The margin covers other float kernels (AVX2 machines); a
+/// net that does not learn stays near 90%.
+const THRESHOLD_GOODNESS_PCT: f64 = 15.0;
+const THRESHOLD_SOFTMAX_PCT: f64 = 10.0;
