@@ -57,6 +57,9 @@ pub enum Command {
         /// No live progress line.
         #[arg(long)]
         quiet: bool,
+        /// Threads for the backprop twin (0: all cores; FF stages use one thread each).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Score a run's last checkpoint on the validation and test splits.
     Eval {
@@ -118,9 +121,10 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
         runs_dir: "runs".into(),
         record: false,
         quiet: false,
+        threads: 0,
     });
     match command {
-        Command::Run { pipeline, overrides, resume, data_dir, runs_dir, record, quiet } => {
+        Command::Run { pipeline, overrides, resume, data_dir, runs_dir, record, quiet, threads } => {
             let config = if let Some(dir) = &resume {
                 if pipeline.is_some() || !overrides.is_empty() {
                     bail!("--resume continues a run as it was set up; drop the pipeline and --set arguments");
@@ -139,6 +143,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
                 results_dir: record.then(|| PathBuf::from("results")),
                 overrides,
                 stop: Some(Arc::clone(&stop)),
+                threads,
             };
             println!(
                 "Running {} (seed {}), matmul backend {}.",

@@ -21,6 +21,7 @@ use crate::checkpoint;
 use crate::config::{PipelineConfig, Trainer};
 use crate::data::mnist::{Mnist, Split, CLASSES, PIXELS};
 use crate::head::{Head, HeadConfig};
+use crate::matmul::Threads;
 use crate::metrics::{rates, summary_table, Progress, Reporter, StageRates, StageStats, StageTotals};
 use crate::packet::StageState;
 use crate::pipeline::{self, EpochReport, Mode, PipelineStats};
@@ -46,6 +47,9 @@ pub struct RunOptions {
     pub overrides: Vec<String>,
     /// Set by Ctrl-C.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Threads for the backprop twin's products (0: all cores). FF stages always use one
+    /// thread each: the stages themselves are the parallelism.
+    pub threads: usize,
 }
 
 /// What a run folder remembers between epochs.
@@ -74,8 +78,12 @@ pub struct Outcome {
     pub table: String,
 }
 
-/// The current git commit (or "unknown").
+/// The current git commit: `$FFSTREAM_COMMIT` if set (a copy of the tree without `.git`),
+/// else `git rev-parse HEAD`, else "unknown".
 pub fn git_commit() -> String {
+    if let Some(commit) = std::env::var_os("FFSTREAM_COMMIT") {
+        return commit.to_string_lossy().into_owned();
+    }
     std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -385,6 +393,11 @@ fn run_backprop(
         seed: config.seed,
     }
     .build();
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    net.set_threads(if threads > 1 { Threads::Pool(threads) } else { Threads::One });
     if state.epochs_done > 0 {
         let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
