@@ -192,6 +192,17 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
             }
             std::fs::write(results.join("RESULTS.md"), record::results_markdown(&records))?;
             std::fs::write(results.join("curves.svg"), record::curves_svg(&records))?;
+            // The README carries the same generated table between two markers.
+            let readme = Path::new("README.md");
+            if let Ok(text) = std::fs::read_to_string(readme) {
+                let (begin, end) = ("<!-- results:begin -->", "<!-- results:end -->");
+                if let (Some(a), Some(b)) = (text.find(begin), text.find(end)) {
+                    let table = record::results_markdown(&records);
+                    let table = table.split_once("\n\n").map_or(table.as_str(), |(_, rest)| rest);
+                    let updated = format!("{}{begin}\n{table}{}", &text[..a], &text[b..]);
+                    std::fs::write(readme, updated)?;
+                }
+            }
             println!(
                 "Wrote {} and {} from {} records.",
                 results.join("RESULTS.md").display(),

@@ -106,6 +106,18 @@ fn mean_spread(values: &[f64]) -> String {
     format!("{mean:.2} ± {sd:.2} (n={})", values.len())
 }
 
+/// How the run was executed, from its resolved pipeline: "threaded, d=8", "lockstep, d=0", "backprop".
+fn run_kind(pipeline: &serde_json::Value) -> String {
+    let mode = pipeline.get("pipeline").and_then(|p| p.get("mode")).and_then(|m| m.as_str());
+    let delay = pipeline.get("negatives").and_then(|n| n.get("prediction_delay")).and_then(|d| d.as_u64());
+    let labels = pipeline.get("negatives").and_then(|n| n.get("labels")).and_then(|l| l.as_str());
+    match (mode, delay, labels) {
+        (Some(m), Some(d), Some("hard")) => format!("{m}, d={d}"),
+        (Some(m), _, Some(l)) => format!("{m}, {l} negatives"),
+        _ => "backprop".into(),
+    }
+}
+
 /// `RESULTS.md` from the records: one row per experiment, paper vs ours.
 pub fn results_markdown(records: &[Record]) -> String {
     let mut by_exp: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
@@ -117,8 +129,8 @@ pub fn results_markdown(records: &[Record]) -> String {
          do not edit by hand. Errors are test-set percentages (the test set scored once, after the last epoch); \
          `goodness` is the goodness-for-every-label test, `softmax` the one-pass softmax readout, \
          `backprop` the backprop twin. Mean ± sample standard deviation where more than one seed ran.\n\n\
-         | experiment | paper | ours: goodness | ours: softmax | ours: backprop | val (goodness) | epochs | wall time | machine | seeds | commit |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         | experiment | paper | ours: goodness | ours: softmax | ours: backprop | validation | epochs | run | wall time | machine | seeds | commit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (exp, rs) in &by_exp {
         let pick = |f: &dyn Fn(&Record) -> Option<f64>| rs.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
@@ -129,13 +141,16 @@ pub fn results_markdown(records: &[Record]) -> String {
             .and_then(|v| v.as_f64())
             .map_or("–".to_string(), |v| format!("{v:.2}"));
         let test = |k: &str| mean_spread(&pick(&|r: &Record| r.metrics.test_error_pct.get(k).copied()));
-        let val = mean_spread(&pick(&|r: &Record| r.metrics.val_error_pct.get("goodness").copied()));
+        let val = mean_spread(&pick(&|r: &Record| {
+            r.metrics.val_error_pct.get("goodness").or(r.metrics.val_error_pct.get("backprop")).copied()
+        }));
+        let run = run_kind(&rs[0].pipeline);
         let wall = pick(&|r: &Record| Some(r.wall_time_s));
         let wall = format!("{:.0} min", wall.iter().sum::<f64>() / wall.len().max(1) as f64 / 60.0);
         let seeds: Vec<String> = rs.iter().map(|r| r.seed.to_string()).collect();
         let commits: Vec<String> = rs.iter().map(|r| r.commit.chars().take(8).collect()).collect();
         out += &format!(
-            "| {exp} | {paper} | {} | {} | {} | {val} | {} | {wall} | {} | {} | {} |\n",
+            "| {exp} | {paper} | {} | {} | {} | {val} | {} | {run} | {wall} | {} | {} | {} |\n",
             test("goodness"),
             test("softmax"),
             test("backprop"),

@@ -59,8 +59,13 @@ pub struct RunState {
     pub epochs_done: u32,
     /// Curve so far.
     pub curve: Vec<CurvePoint>,
-    /// Wall seconds spent in earlier sessions of this run.
+    /// Wall seconds of the work kept so far: up to the last checkpointed epoch, over every
+    /// session of the run (time a killed session spent after its last checkpoint is lost work
+    /// and not counted).
     pub seconds: f64,
+    /// The `--set` overrides the run was started with (kept for the record across resumes).
+    #[serde(default)]
+    pub overrides: Vec<String>,
     /// Final metrics, once the last epoch is done.
     pub metrics: Metrics,
 }
@@ -220,7 +225,7 @@ fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<(PathBuf, R
         "ffstream": env!("CARGO_PKG_VERSION"), "overrides": options.overrides,
     });
     std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
-    let state = RunState::default();
+    let state = RunState { overrides: options.overrides.clone(), ..Default::default() };
     save_state(&dir, &state)?;
     Ok((dir, state))
 }
@@ -234,12 +239,13 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     let data = load_data(config, options.data_dir.as_deref())?;
     let stop = options.stop.clone().unwrap_or_default();
     let started = Instant::now();
+    let offset = state.seconds;
     let (completed, stage_rates, frames) = match config.trainer {
         Trainer::Ff => run_ff(config, &data, &dir, &mut state, started, options, stop)?,
         Trainer::Backprop => run_backprop(config, &data, &dir, &mut state, started, options, stop)?,
     };
     let session = started.elapsed().as_secs_f64();
-    let wall = state.seconds + session;
+    let wall = offset + session;
     let record = Record {
         experiment: config.name.clone(),
         seed: config.seed,
@@ -247,7 +253,7 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
         machine: machine(),
         wall_time_s: wall,
         epochs: state.epochs_done,
-        overrides: options
+        overrides: state
             .overrides
             .iter()
             .filter_map(|o| o.split_once('='))
@@ -258,7 +264,9 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
         curve: state.curve.clone(),
         pipeline: serde_json::to_value(config)?,
     };
-    state.seconds = wall;
+    if completed {
+        state.seconds = wall;
+    }
     save_state(&dir, &state)?;
     if completed {
         std::fs::write(dir.join("record.json"), serde_json::to_string_pretty(&record)?)?;
@@ -289,6 +297,7 @@ fn finish_epoch(
         stream_error_pct: stream.clone(),
         seconds,
     });
+    state.seconds = seconds;
     if !val.is_empty() {
         state.metrics.val_error_pct = val.clone();
     }
@@ -413,6 +422,7 @@ fn run_backprop(
         options.quiet,
     );
     let source = DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed };
+    let offset = state.seconds;
     let error_of = |net: &Backprop, split: &Split| -> f64 {
         let mut wrong = 0.0;
         for batch in source.ordered_batches(split, 1000) {
@@ -468,7 +478,8 @@ fn run_backprop(
                 state.metrics.train_error_pct = bp(error_of(&net, &data.train.head(config.eval.train_size)));
             }
         }
-        point.seconds = state.seconds + started.elapsed().as_secs_f64();
+        point.seconds = offset + started.elapsed().as_secs_f64();
+        state.seconds = point.seconds;
         if !options.quiet {
             let val = point
                 .val_error_pct

@@ -110,6 +110,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
             std::thread::sleep(std::time::Duration::from_millis(2));
         });
         o.stop = Some(stop);
+        o.overrides = first.iter().map(|s| s.to_string()).collect();
         let outcome = train::run(&config, &o).unwrap();
         watcher.join().unwrap();
         assert!(!outcome.completed, "the run should have been stopped");
@@ -128,6 +129,11 @@ fn a_killed_run_resumes_to_the_same_weights() {
     assert_eq!(sorted(a.state.tensors), sorted(b.state.tensors));
     assert_eq!(straight.record.metrics, resumed.record.metrics);
     assert_eq!(resumed.record.curve.len(), 3);
+    // The clock continues across the resume, and the record keeps the original overrides.
+    let seconds: Vec<f64> = resumed.record.curve.iter().map(|c| c.seconds).collect();
+    assert!(seconds.windows(2).all(|w| w[0] < w[1]), "{seconds:?} {:?}", resumed.record.curve);
+    assert!(resumed.record.wall_time_s >= seconds[2]);
+    assert_eq!(resumed.record.overrides.get("data.epochs").map(String::as_str), Some("3"));
 }
 
 #[test]
