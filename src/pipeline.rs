@@ -138,7 +138,7 @@ fn frames_rows(message: &Message) -> (usize, usize) {
     }
 }
 
-/// A stage's side of one message.
+/// A stage's side of one message (the update is left pending: see [`Stage::learn`]).
 fn step(stage: &mut dyn Stage, message: Message) -> Result<Message, StageError> {
     Ok(match message {
         Message::Data(packet) => Message::Data(stage.process(packet)?),
@@ -189,7 +189,9 @@ fn run_stage(
         if output.send(message).is_err() {
             break; // downstream is gone: stop
         }
-        stats.record(frames, rows, t2 - t1, t1 - t0, t2.elapsed(), input.len());
+        let t3 = Instant::now();
+        stage.learn();
+        stats.record(frames, rows, t2 - t1 + t3.elapsed(), t1 - t0, t3 - t2, input.len());
     }
     Ok(stage)
 }
@@ -306,6 +308,7 @@ impl HeadIo for LockstepIo<'_, '_> {
                     return false;
                 }
             };
+            stage.learn();
             stats.record(frames, rows, started.elapsed(), Default::default(), Default::default(), 0);
         }
         let started = Instant::now();

@@ -53,11 +53,11 @@ pub fn packet_flops(inputs: usize, units: usize, batch: usize) -> f64 {
 /// Seconds per training packet of one stage running alone on this thread.
 pub fn stage_seconds(stage: &mut dyn Stage, inputs: usize, batch: usize, min_time: Duration) -> f64 {
     let packet = training_packet(inputs, batch, 1);
-    let _ = stage.process(packet.clone());
+    let _ = stage.step(packet.clone());
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < min_time || n < 3 {
-        let _ = stage.process(packet.clone());
+        let _ = stage.step(packet.clone());
         n += 1;
     }
     started.elapsed().as_secs_f64() / n as f64

@@ -67,8 +67,8 @@ fn normalization_hides_the_previous_layers_goodness() {
     let x = random_rows(6, 20, 1);
     let mut a = layer(20, 12, 0.0, 0.01, 3);
     let mut b = layer(20, 12, 0.0, 0.01, 3);
-    let pa = a.process(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap();
-    let pb = b.process(packet(&x * 37.5, 0, 0, Purpose::Validate)).unwrap();
+    let pa = a.step(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap();
+    let pb = b.step(packet(&x * 37.5, 0, 0, Purpose::Validate)).unwrap();
     for (u, v) in pa.x.iter().zip(pb.x.iter()) {
         assert!((u - v).abs() <= 1e-5 * (1.0 + u.abs()), "{u} vs {v}");
     }
@@ -81,12 +81,12 @@ fn a_positive_step_raises_goodness_and_a_negative_step_lowers_it() {
         let x = random_rows(1, 30, 5);
         // θ = 2 sits near this layer's initial goodness, where the logistic is not saturated.
         let mut l = layer_with_threshold(30, 25, 0.0, 0.05, 9, Some(2.0));
-        let before = l.process(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap().goodness[0];
+        let before = l.step(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap().goodness[0];
         assert!((0.5..8.0).contains(&before), "goodness {before} is far from the threshold");
         for _ in 0..5 {
-            l.process(packet(x.clone(), positives, negatives, Purpose::Train)).unwrap();
+            l.step(packet(x.clone(), positives, negatives, Purpose::Train)).unwrap();
         }
-        let after = l.process(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap().goodness[0];
+        let after = l.step(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap().goodness[0];
         assert!(sign * (after - before) > 0.0, "sign {sign}: goodness {before} -> {after}");
     }
 }
@@ -96,7 +96,7 @@ fn evaluation_packets_never_change_the_weights() {
     let mut l = layer(10, 8, 0.03, 0.1, 1);
     let w = l.weights().clone();
     for purpose in [Purpose::Validate, Purpose::Test, Purpose::TrainEval, Purpose::Predict] {
-        l.process(packet(random_rows(4, 10, 2), 2, 2, purpose)).unwrap();
+        l.step(packet(random_rows(4, 10, 2), 2, 2, purpose)).unwrap();
     }
     assert_eq!(&w, l.weights());
 }
@@ -130,7 +130,7 @@ fn the_matlab_update_is_the_gradient_of_the_logistic_loss_up_to_two_over_t() {
             })
             .sum()
     };
-    l.process(packet(x.clone(), 1, 1, Purpose::Train)).unwrap();
+    l.step(packet(x.clone(), 1, 1, Purpose::Train)).unwrap();
     let dw = l.weights() - &w0;
     let h = 1e-3f32;
     let mut checked = 0;
@@ -156,6 +156,6 @@ fn the_matlab_update_is_the_gradient_of_the_logistic_loss_up_to_two_over_t() {
 #[test]
 fn a_wrong_width_is_an_error_that_names_the_stage() {
     let mut l = layer(10, 4, 0.0, 0.1, 1);
-    let err = l.process(packet(random_rows(2, 11, 1), 1, 1, Purpose::Train)).unwrap_err().to_string();
+    let err = l.step(packet(random_rows(2, 11, 1), 1, 1, Purpose::Train)).unwrap_err().to_string();
     assert!(err.contains("layer1") && err.contains("11") && err.contains("10"), "{err}");
 }

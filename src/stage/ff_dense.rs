@@ -11,6 +11,10 @@
 //! `(1−p)·y` on positive rows plus the peer-normalization term, `−p·y` on negative rows, summed
 //! into one gradient `x̂ᵀ·D` and applied by the stage's own optimizer. Positive and negative rows
 //! travel in the same packet, so both see the same weights, exactly as in `ffnew.m`.
+//!
+//! The update is applied after the packet's output has been sent on ([`Stage::learn`]): the
+//! forward pass is all the next stage waits for, and the weights still change before this
+//! stage sees its next packet, so the rule is unchanged.
 
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2};
 
@@ -78,6 +82,7 @@ impl FfDenseConfig {
             weights,
             bias: Array1::zeros(self.units),
             peer_means: Array1::from_elem(self.units, 0.5),
+            pending: None,
             objective,
             config: self,
         }
@@ -96,6 +101,8 @@ pub struct FfDense {
     peer_means: Array1<f32>,
     weight_optimizer: ParamOptimizer<Ix2>,
     bias_optimizer: ParamOptimizer<Ix1>,
+    /// The update of the last training packet, until [`Stage::learn`] applies it.
+    pending: Option<Pending>,
 }
 
 impl FfDense {
@@ -120,11 +127,14 @@ impl FfDense {
         y
     }
 
-    /// The local update from the learning rows (the first `positives + negatives` rows).
-    fn learn(&mut self, x: &Array2<f32>, y: &Array2<f32>, positives: usize, negatives: usize, epoch: u32) {
+    /// The ascent direction on the total inputs of the learning rows (the first
+    /// `positives + negatives` rows of `y`), with the peer-normalization term on positives.
+    ///
+    /// # Shapes
+    /// `y: (rows, units)` → `(positives + negatives, units)`.
+    fn direction(&mut self, y: &Array2<f32>, positives: usize, negatives: usize) -> Array2<f32> {
         let learning = positives + negatives;
-        let units = self.config.units;
-        let mut direction = Array2::<f32>::zeros((learning, units)); // (learning, units)
+        let mut direction = Array2::<f32>::zeros((learning, self.config.units));
         for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
             let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
             let activity = y.row(r);
@@ -144,18 +154,17 @@ impl FfDense {
             let push = self.peer_means.mapv(|m| lambda * (layer_mean - m));
             direction.slice_mut(s![..positives, ..]).axis_iter_mut(Axis(0)).for_each(|mut row| row += &push);
         }
-        // Matlab divides the summed positive and negative gradients by the number of cases.
-        let cases = positives.max(negatives);
+        direction
+    }
+
+    /// Applies a pending update: one gradient `x̂ᵀ·D` into the optimizer, one step.
+    fn apply(&mut self, pending: Pending) {
+        let Pending { inputs, direction, cases, epoch } = pending;
         let (alpha, beta) = self.weight_optimizer.gradient_target(cases);
-        let inputs = x.slice(s![..learning, ..]);
-        gemm(
-            alpha,
-            &inputs.t(),
-            &direction.view(),
-            beta,
-            &mut self.weight_optimizer.buffer_mut().view_mut(),
-            Threads::One,
-        );
+        let learning = direction.nrows();
+        let x = inputs.slice(s![..learning, ..]);
+        let buffer = &mut self.weight_optimizer.buffer_mut().view_mut();
+        gemm(alpha, &x.t(), &direction.view(), beta, buffer, Threads::One);
         let bias_sum = direction.sum_axis(Axis(0));
         self.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
         let gain = self.config.schedule.gain(epoch, self.config.epochs);
@@ -164,12 +173,25 @@ impl FfDense {
     }
 }
 
+/// An update computed from a packet but applied after the packet has been sent on.
+struct Pending {
+    /// The normalized inputs of the packet `(rows, inputs)`; the first rows are the learning rows.
+    inputs: Array2<f32>,
+    /// `(learning rows, units)`.
+    direction: Array2<f32>,
+    /// Matlab divides the summed positive and negative gradients by the number of cases.
+    cases: usize,
+    epoch: u32,
+}
+
 impl Stage for FfDense {
     fn name(&self) -> &str {
         &self.config.name
     }
 
     fn process(&mut self, mut packet: Packet) -> Result<Packet, StageError> {
+        // A caller that did not call `learn` still gets the synchronous rule.
+        self.learn();
         if packet.x.ncols() != self.config.inputs {
             return Err(StageError::Width {
                 stage: self.config.name.clone(),
@@ -203,13 +225,24 @@ impl Stage for FfDense {
         }
         let learning = packet.positives + packet.negatives;
         if packet.purpose == Purpose::Train && learning > 0 {
-            self.learn(&x, &y, packet.positives, packet.negatives, packet.epoch);
+            // Only the cheap part now; the gradient product waits until the output has gone
+            // downstream (`learn`), so the next stage starts one product earlier.
+            let direction = self.direction(&y, packet.positives, packet.negatives);
+            let cases = packet.positives.max(packet.negatives);
+            self.pending = Some(Pending { inputs: x, direction, cases, epoch: packet.epoch });
         }
         packet.x = y;
         Ok(packet)
     }
 
+    fn learn(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.apply(pending);
+        }
+    }
+
     fn snapshot(&self) -> StageState {
+        assert!(self.pending.is_none(), "snapshot with an update pending: call learn() first");
         let name = &self.config.name;
         let mut tensors = vec![
             (format!("{name}.weights"), self.weights.shape().to_vec(), self.weights.iter().copied().collect()),

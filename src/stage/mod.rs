@@ -16,8 +16,18 @@ pub use ff_dense::{FfDense, FfDenseConfig};
 pub trait Stage: Send {
     /// The stage's name (thread name, metrics label, checkpoint prefix).
     fn name(&self) -> &str;
-    /// Forwards `packet` and applies this stage's local update from its learning rows.
+    /// Forwards `packet` and prepares this stage's local update from its learning rows.
     fn process(&mut self, packet: Packet) -> Result<Packet, StageError>;
+    /// Applies the update prepared by the last [`Stage::process`]. The runtime calls it right
+    /// after the packet has been sent downstream, so the next stage does not wait for it;
+    /// `process` applies a forgotten one first, so skipping it never changes the maths.
+    fn learn(&mut self) {}
+    /// [`Stage::process`] then [`Stage::learn`]: the synchronous rule, for tests and tools.
+    fn step(&mut self, packet: Packet) -> Result<Packet, StageError> {
+        let out = self.process(packet)?;
+        self.learn();
+        Ok(out)
+    }
     /// A copy of the stage's state for a checkpoint.
     fn snapshot(&self) -> StageState;
     /// Restores a state written by [`Stage::snapshot`]; the error says what does not fit.
