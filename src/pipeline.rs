@@ -154,22 +154,28 @@ struct ChannelIo<'a> {
     predictions: Receiver<Prediction>,
     stats: &'a StageStats,
     last: Instant,
+    /// Time spent waiting for predictions since the last emit (the head's "receive" wait).
+    waited: std::time::Duration,
 }
 
 impl HeadIo for ChannelIo<'_> {
     fn emit(&mut self, message: Message) -> bool {
-        let busy = self.last.elapsed();
+        let waited = std::mem::take(&mut self.waited);
+        let busy = self.last.elapsed().saturating_sub(waited);
         let (frames, rows) = frames_rows(&message);
         let sent = Instant::now();
         let Some(tx) = &self.tx else { return false };
         let ok = tx.send(message).is_ok();
         self.last = Instant::now();
-        self.stats.record(frames, rows, busy, Default::default(), self.last - sent, tx.len());
+        self.stats.record(frames, rows, busy, waited, self.last - sent, tx.len());
         ok
     }
 
     fn prediction(&mut self) -> Option<Prediction> {
-        self.predictions.recv().ok()
+        let started = Instant::now();
+        let prediction = self.predictions.recv().ok();
+        self.waited += started.elapsed();
+        prediction
     }
 }
 
@@ -227,6 +233,7 @@ fn run_threaded(
                     predictions: feedback_rx,
                     stats: source_stats,
                     last: Instant::now(),
+                    waited: Default::default(),
                 };
                 head.run(&mut io)
             })
