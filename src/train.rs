@@ -164,6 +164,23 @@ pub fn build_sink(config: &PipelineConfig) -> Classify {
     )
 }
 
+/// The backprop twin a pipeline file describes.
+pub fn build_backprop(config: &PipelineConfig) -> Backprop {
+    BackpropConfig {
+        inputs: PIXELS,
+        hidden: config.model.layers.clone(),
+        classes: CLASSES,
+        rule: config.optimizer.rule,
+        lr: config.optimizer.lr,
+        weight_cost: config.optimizer.weight_cost,
+        schedule: config.optimizer.schedule,
+        epochs: config.data.epochs,
+        normalize_input: config.model.normalize_input,
+        seed: config.seed,
+    }
+    .build()
+}
+
 /// The head a pipeline file describes, starting at `first_epoch`.
 pub fn build_head(config: &PipelineConfig, data: Arc<Mnist>, first_epoch: u32, stop: Arc<AtomicBool>) -> Head {
     let negatives = config.negatives.clone().expect("validated");
@@ -389,19 +406,7 @@ fn run_backprop(
     options: &RunOptions,
     stop: Arc<AtomicBool>,
 ) -> TrainerResult {
-    let mut net = BackpropConfig {
-        inputs: PIXELS,
-        hidden: config.model.layers.clone(),
-        classes: CLASSES,
-        rule: config.optimizer.rule,
-        lr: config.optimizer.lr,
-        weight_cost: config.optimizer.weight_cost,
-        schedule: config.optimizer.schedule,
-        epochs: config.data.epochs,
-        normalize_input: config.model.normalize_input,
-        seed: config.seed,
-    }
-    .build();
+    let mut net = build_backprop(config);
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -520,19 +525,7 @@ pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
     let epoch: u32 = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let data = load_data(&config, data_dir)?;
     if config.trainer == Trainer::Backprop {
-        let mut net = BackpropConfig {
-            inputs: PIXELS,
-            hidden: config.model.layers.clone(),
-            classes: CLASSES,
-            rule: config.optimizer.rule,
-            lr: config.optimizer.lr,
-            weight_cost: config.optimizer.weight_cost,
-            schedule: config.optimizer.schedule,
-            epochs: config.data.epochs,
-            normalize_input: config.model.normalize_input,
-            seed: config.seed,
-        }
-        .build();
+        let mut net = build_backprop(&config);
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!(e))?;
         let mut out = format!("{} (epoch {epoch}):", run_dir.display());
         for (name, split) in [("validation", &data.validation), ("test", &data.test)] {
