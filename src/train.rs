@@ -66,6 +66,9 @@ pub struct RunState {
     /// The `--set` overrides the run was started with (kept for the record across resumes).
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// The commit of every session of the run, in order (a resume may run newer code).
+    #[serde(default)]
+    pub commits: Vec<String>,
     /// Final metrics, once the last epoch is done.
     pub metrics: Metrics,
 }
@@ -254,6 +257,10 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
         bail!("run {} already finished all {} epochs", dir.display(), config.data.epochs);
     }
     let data = load_data(config, options.data_dir.as_deref())?;
+    let commit = git_commit();
+    if state.commits.last() != Some(&commit) {
+        state.commits.push(commit);
+    }
     let stop = options.stop.clone().unwrap_or_default();
     let started = Instant::now();
     let offset = state.seconds;
@@ -266,7 +273,7 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     let record = Record {
         experiment: config.name.clone(),
         seed: config.seed,
-        commit: git_commit(),
+        commit: state.commits.join("+"),
         machine: machine(),
         wall_time_s: wall,
         epochs: state.epochs_done,
