@@ -1,7 +1,7 @@
 //! The command line: `run`, `eval`, `list`, `report`, `bench`. The only user of `anyhow`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -215,9 +215,4 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
             crate::throughput::bench(data_dir.as_deref(), batches, out.as_deref(), &stop)
         }
     }
-}
-
-/// Whether the user asked to stop.
-pub fn stopped(stop: &AtomicBool) -> bool {
-    stop.load(Ordering::Relaxed)
 }

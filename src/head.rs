@@ -100,11 +100,6 @@ impl Head {
         self.evaluate_only = true;
     }
 
-    /// Whether the head needs predictions back from the sink.
-    pub fn wants_predictions(&self) -> bool {
-        self.config.negatives == NegativeLabels::Hard
-    }
-
     /// Plays every epoch; returns false if it stopped early (Ctrl-C or downstream gone).
     pub fn run(&mut self, io: &mut dyn HeadIo) -> bool {
         if self.evaluate_only {

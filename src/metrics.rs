@@ -130,8 +130,6 @@ pub struct Progress {
     pub epoch: AtomicU32,
     /// Total epochs.
     pub epochs: AtomicU32,
-    /// Frames per epoch (for the ETA).
-    pub frames_per_epoch: AtomicU64,
 }
 
 /// Samples the stages on a thread until dropped.

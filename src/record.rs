@@ -207,3 +207,44 @@ pub fn curves_svg(records: &[Record]) -> String {
     }
     svg + "</svg>\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seed: u64, goodness: f64) -> Record {
+        Record {
+            experiment: "mnist-supervised".into(),
+            seed,
+            commit: "abcdef0123".into(),
+            machine: "cpu, 2 cores".into(),
+            wall_time_s: 120.0,
+            epochs: 60,
+            overrides: BTreeMap::new(),
+            metrics: Metrics {
+                test_error_pct: BTreeMap::from([("goodness".into(), goodness), ("softmax".into(), 1.7)]),
+                ..Default::default()
+            },
+            throughput: Throughput::default(),
+            curve: vec![CurvePoint {
+                epoch: 5,
+                val_error_pct: BTreeMap::from([("goodness".into(), 3.0)]),
+                stream_error_pct: BTreeMap::new(),
+                seconds: 10.0,
+            }],
+            pipeline: serde_json::json!({"paper": {"test_error_pct": 1.36},
+                "pipeline": {"mode": "threaded"}, "negatives": {"labels": "hard", "prediction_delay": 8}}),
+        }
+    }
+
+    #[test]
+    fn the_table_has_mean_and_spread_over_seeds_and_the_paper_number() {
+        let md = results_markdown(&[record(0, 1.3), record(1, 1.5)]);
+        let row = md.lines().find(|l| l.starts_with("| mnist-supervised")).expect("a row");
+        assert!(row.contains("| 1.36 |"), "{row}");
+        assert!(row.contains("1.40 ± 0.14 (n=2)"), "{row}");
+        assert!(row.contains("threaded, d=8") && row.contains("0, 1"), "{row}");
+        let svg = curves_svg(&[record(0, 1.3)]);
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    }
+}
