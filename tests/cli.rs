@@ -61,3 +61,19 @@ fn list_shows_the_paper_numbers() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("mnist-supervised") && text.contains("1.36%") && text.contains("1.46%"), "{text}");
 }
+
+#[test]
+fn every_file_in_pipeline_is_shipped_in_the_binary() {
+    let shipped: Vec<&str> = ffstream::cli::PIPELINES.iter().map(|(n, _)| *n).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+            assert!(shipped.contains(&name.as_str()), "{name}.toml is not in cli::PIPELINES");
+            let on_disk = std::fs::read_to_string(&path).unwrap();
+            let built_in = ffstream::cli::PIPELINES.iter().find(|(n, _)| *n == name).unwrap().1;
+            assert_eq!(on_disk, built_in);
+        }
+    }
+}
