@@ -14,6 +14,18 @@ fn layer(inputs: usize, units: usize, peer: f32, lr: f32, seed: u64) -> FfDense 
 }
 
 fn layer_with_threshold(inputs: usize, units: usize, peer: f32, lr: f32, seed: u64, threshold: Option<f32>) -> FfDense {
+    layer_with_rule(inputs, units, peer, lr, seed, threshold, Rule::Matlab)
+}
+
+fn layer_with_rule(
+    inputs: usize,
+    units: usize,
+    peer: f32,
+    lr: f32,
+    seed: u64,
+    threshold: Option<f32>,
+    rule: Rule,
+) -> FfDense {
     FfDenseConfig {
         name: "layer1".into(),
         layer: 1,
@@ -23,7 +35,7 @@ fn layer_with_threshold(inputs: usize, units: usize, peer: f32, lr: f32, seed: u
         threshold,
         temperature: 1.0,
         peer_normalization: peer,
-        rule: Rule::Matlab,
+        rule,
         lr,
         weight_cost: 0.0,
         schedule: Schedule::Constant,
@@ -158,4 +170,23 @@ fn a_wrong_width_is_an_error_that_names_the_stage() {
     let mut l = layer(10, 4, 0.0, 0.1, 1);
     let err = l.step(packet(random_rows(2, 11, 1), 1, 1, Purpose::Train)).unwrap_err().to_string();
     assert!(err.contains("layer1") && err.contains("11") && err.contains("10"), "{err}");
+}
+
+#[test]
+fn one_step_scales_every_active_unit_alike_so_the_next_layer_sees_no_change() {
+    // Paper §7 ("learning fast and slow", PAPER.md E9): for a single normalized input, an FF
+    // step changes each active unit's total input in proportion to its activity, so the
+    // normalized output the next layer reads is unchanged while the goodness moves.
+    let x = random_rows(1, 40, 21);
+    let mut l = layer_with_rule(40, 30, 0.0, 0.02, 8, Some(40.0), Rule::Sgd { momentum: 0.0 });
+    let before = l.step(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap();
+    l.step(packet(x.clone(), 1, 0, Purpose::Train)).unwrap();
+    let after = l.step(packet(x.clone(), 0, 0, Purpose::Validate)).unwrap();
+    assert!(after.goodness[0] > before.goodness[0] * 1.01, "{} -> {}", before.goodness[0], after.goodness[0]);
+    let norm = |p: &Packet| ffstream::ff::normalize::normalize_rows(&p.x.view());
+    let (a, b) = (norm(&before), norm(&after));
+    assert!(before.x.iter().filter(|&&v| v > 0.0).count() > 5, "too few active units to mean anything");
+    for (u, v) in a.iter().zip(b.iter()) {
+        assert!((u - v).abs() < 1e-4, "normalized output moved: {u} -> {v}");
+    }
 }
