@@ -167,7 +167,7 @@ pub fn results_markdown(records: &[Record]) -> String {
 
 /// An SVG plot of validation error against epoch for every record (a picture beats a table).
 pub fn curves_svg(records: &[Record]) -> String {
-    let (w, h, left, bottom, top, right) = (760.0, 420.0, 60.0, 40.0, 20.0, 200.0);
+    let (w, h, left, bottom, top, right) = (860.0, 440.0, 60.0, 45.0, 30.0, 300.0);
     let series: Vec<(String, Vec<(f64, f64)>)> = records
         .iter()
         .flat_map(|r| {
@@ -179,19 +179,29 @@ pub fn curves_svg(records: &[Record]) -> String {
         })
         .collect();
     let max_x = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).fold(1.0, f64::max);
-    let max_y = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).fold(1.0, f64::max).min(10.0).ceil();
+    let max_y = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).fold(1.0, f64::max).min(5.0).ceil();
     let x = |e: f64| left + (w - left - right) * e / max_x;
     let y = |v: f64| top + (h - top - bottom) * (1.0 - v.min(max_y) / max_y);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n\
-         <text x=\"{}\" y=\"{}\">epoch</text><text x=\"5\" y=\"{}\">val error %</text>\n",
-        h - bottom, w - right, h - bottom, h - bottom, (w - right) / 2.0, h - 8.0, top + 4.0
+         <text x=\"{}\" y=\"{}\">epoch</text><text x=\"{left}\" y=\"{}\">validation error, % (clipped at {max_y:.0})</text>\n",
+        h - bottom, w - right, h - bottom, h - bottom, (w - right) / 2.0, h - 8.0, top - 12.0
     );
     for k in 0..=4 {
-        let v = max_y * k as f64 / 4.0;
+        let e = (max_x * k as f64 / 4.0).round();
+        svg += &format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{e:.0}</text>\n", x(e), h - bottom + 16.0);
+    }
+    for k in 0..=max_y as usize {
+        let v = k as f64;
         svg += &format!("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.1}</text>\n", left - 5.0, y(v) + 4.0);
+        svg += &format!(
+            "<line x1=\"{left}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n",
+            y(v),
+            w - right,
+            y(v)
+        );
     }
     let colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
     for (i, (name, pts)) in series.iter().enumerate() {
