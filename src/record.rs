@@ -40,7 +40,8 @@ pub struct Metrics {
 /// Throughput over the whole run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Throughput {
-    /// Training frames per second end to end.
+    /// Frames per second through the whole pipeline over the last session (training and
+    /// evaluation frames alike; the bench measures the training stream alone).
     pub frames_per_s: f64,
     /// Per thread.
     pub stages: Vec<StageRates>,
