@@ -149,7 +149,9 @@ pub fn results_markdown(records: &[Record]) -> String {
         let wall = pick(&|r: &Record| Some(r.wall_time_s));
         let wall = format!("{:.0} min", wall.iter().sum::<f64>() / wall.len().max(1) as f64 / 60.0);
         let seeds: Vec<String> = rs.iter().map(|r| r.seed.to_string()).collect();
-        let commits: Vec<String> = rs.iter().map(|r| r.commit.chars().take(8).collect()).collect();
+        // A resumed run names each session's commit: "abc+def".
+        let short = |c: &str| c.split('+').map(|p| p.chars().take(8).collect::<String>()).collect::<Vec<_>>().join("+");
+        let commits: Vec<String> = rs.iter().map(|r| short(&r.commit)).collect();
         out += &format!(
             "| {exp} | {paper} | {} | {} | {} | {val} | {} | {run} | {wall} | {} | {} | {} |\n",
             test("goodness"),
