@@ -67,8 +67,14 @@ impl Objective {
     /// `out_j = (1 - p)·s·c·y_j` for positives, `-p·s·c·y_j` for negatives; the analytic
     /// gradient of the log-likelihood is this times `2 / T`.
     pub fn direction(&self, activities: &[f32], polarity: Polarity, out: &mut [f32]) -> f32 {
+        let g = self.goodness.of(activities);
+        self.direction_at(g, activities, polarity, out);
+        g
+    }
+
+    /// [`Objective::direction`] for a row whose goodness `g` the caller already has.
+    pub fn direction_at(&self, g: f32, activities: &[f32], polarity: Polarity, out: &mut [f32]) {
         let (sign, scale) = self.goodness.factors(activities.len());
-        let g = sign * scale * activities.iter().map(|y| y * y).sum::<f32>();
         let p = self.probability(g);
         let factor = match polarity {
             Polarity::Positive => 1.0 - p,
@@ -78,7 +84,6 @@ impl Objective {
         for (o, &y) in out.iter_mut().zip(activities) {
             *o = factor * y;
         }
-        g
     }
 }
 

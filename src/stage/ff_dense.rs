@@ -132,13 +132,14 @@ impl FfDense {
     ///
     /// # Shapes
     /// `y: (rows, units)` → `(positives + negatives, units)`.
-    fn direction(&mut self, y: &Array2<f32>, positives: usize, negatives: usize) -> Array2<f32> {
+    fn direction(&mut self, y: &Array2<f32>, goodness: &[f32], positives: usize, negatives: usize) -> Array2<f32> {
         let learning = positives + negatives;
         let mut direction = Array2::<f32>::zeros((learning, self.config.units));
         for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
             let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
             let activity = y.row(r);
-            self.objective.direction(
+            self.objective.direction_at(
+                goodness[r],
                 activity.as_slice().expect("activities are contiguous"),
                 polarity,
                 row.as_slice_mut().expect("direction is contiguous"),
@@ -204,15 +205,12 @@ impl Stage for FfDense {
         normalize_rows_in_place(&mut x); // (rows, inputs)
         let y = self.activities(&x); // (rows, units)
         let (sign, scale) = self.objective.goodness.factors(self.config.units);
-        let mut finite = true;
-        for (r, row) in y.axis_iter(Axis(0)).enumerate() {
-            let g = sign * scale * row.iter().map(|v| v * v).sum::<f32>();
-            finite &= g.is_finite();
-            if self.config.counts_for_goodness {
-                packet.goodness[r] += g;
-            }
+        let goodness: Vec<f32> =
+            y.axis_iter(Axis(0)).map(|row| sign * scale * row.iter().map(|v| v * v).sum::<f32>()).collect();
+        if self.config.counts_for_goodness {
+            packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
         }
-        if !finite {
+        if !goodness.iter().all(|g| g.is_finite()) {
             return Err(StageError::NonFinite {
                 stage: self.config.name.clone(),
                 seq: packet.seq,
@@ -227,7 +225,7 @@ impl Stage for FfDense {
         if packet.purpose == Purpose::Train && learning > 0 {
             // Only the cheap part now; the gradient product waits until the output has gone
             // downstream (`learn`), so the next stage starts one product earlier.
-            let direction = self.direction(&y, packet.positives, packet.negatives);
+            let direction = self.direction(&y, &goodness, packet.positives, packet.negatives);
             let cases = packet.positives.max(packet.negatives);
             self.pending = Some(Pending { inputs: x, direction, cases, epoch: packet.epoch });
         }
