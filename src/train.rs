@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::backprop::{Backprop, BackpropConfig};
@@ -435,13 +434,6 @@ fn run_backprop(
     );
     let source = DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed };
     let offset = state.seconds;
-    let error_of = |net: &Backprop, split: &Split| -> f64 {
-        let mut wrong = 0.0;
-        for batch in source.ordered_batches(split, 1000) {
-            wrong += net.error_pct(&batch.pixels, &batch.labels) * batch.labels.len() as f64 / 100.0;
-        }
-        100.0 * wrong / split.len().max(1) as f64
-    };
     let bp = |e: f64| crate::record::ErrorsPct::from([("backprop".to_string(), e)]);
     let mut completed = true;
     let mut frames = 0u64;
@@ -479,15 +471,15 @@ fn run_backprop(
             seconds: 0.0,
         };
         if epoch % config.eval.every == 0 || last_epoch {
-            point.val_error_pct = bp(error_of(&net, &data.validation));
+            point.val_error_pct = bp(backprop_error_pct(&net, &data.validation));
             state.metrics.val_error_pct = point.val_error_pct.clone();
         }
         if last_epoch {
             if config.eval.test {
-                state.metrics.test_error_pct = bp(error_of(&net, &data.test));
+                state.metrics.test_error_pct = bp(backprop_error_pct(&net, &data.test));
             }
             if config.eval.train_size > 0 {
-                state.metrics.train_error_pct = bp(error_of(&net, &data.train.head(config.eval.train_size)));
+                state.metrics.train_error_pct = bp(backprop_error_pct(&net, &data.train.head(config.eval.train_size)));
             }
         }
         point.seconds = offset + started.elapsed().as_secs_f64();
@@ -523,6 +515,16 @@ fn run_backprop(
     Ok((completed, whole_run_rates(&[stats], wall), frames))
 }
 
+/// The backprop twin's error on a whole split, percent (unjittered, in stored order).
+fn backprop_error_pct(net: &Backprop, split: &Split) -> f64 {
+    let source = DatasetSource { batch: 1000, jitter: 0, seed: 0 };
+    let wrong: f64 = source
+        .ordered_batches(split, 1000)
+        .map(|batch| net.error_pct(&batch.pixels, &batch.labels) * batch.labels.len() as f64 / 100.0)
+        .sum();
+    100.0 * wrong / split.len().max(1) as f64
+}
+
 /// Scores the checkpoint of a run folder on its validation and test splits.
 pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
     let text = std::fs::read_to_string(run_dir.join("pipeline.toml"))
@@ -536,9 +538,7 @@ pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!(e))?;
         let mut out = format!("{} (epoch {epoch}):", run_dir.display());
         for (name, split) in [("validation", &data.validation), ("test", &data.test)] {
-            let x = split.images.iter().map(|&p| p as f32 / 255.0).collect::<Vec<f32>>();
-            let x = Array2::from_shape_vec((split.len(), PIXELS), x)?;
-            out += &format!(" {name} backprop {:.2}%", net.error_pct(&x, &split.labels));
+            out += &format!(" {name} backprop {:.2}%", backprop_error_pct(&net, split));
         }
         return Ok(out);
     }
