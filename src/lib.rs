@@ -35,3 +35,4 @@ pub mod source;
 pub mod stage;
 pub mod throughput;
 pub mod train;
+pub mod video;

@@ -1,0 +1,1 @@
+//! Placeholder: live feed with drop policy (being written).
