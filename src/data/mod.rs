@@ -7,6 +7,7 @@
 //! and CI must not touch the network, and the error says where to put the files.
 
 pub mod mnist;
+pub mod moving_mnist;
 
 use std::path::{Path, PathBuf};
 
