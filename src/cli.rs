@@ -13,7 +13,10 @@ use crate::train::{self, RunOptions};
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 6] = [
+pub const PIPELINES: [(&str, &str); 9] = [
+    ("video-unsupervised", include_str!("../pipeline/video-unsupervised.toml")),
+    ("moving-mnist", include_str!("../pipeline/moving-mnist.toml")),
+    ("camera", include_str!("../pipeline/camera.toml")),
     ("mnist-quick", include_str!("../pipeline/mnist-quick.toml")),
     ("mnist-supervised", include_str!("../pipeline/mnist-supervised.toml")),
     ("mnist-supervised-2xlr", include_str!("../pipeline/mnist-supervised-2xlr.toml")),
@@ -21,6 +24,9 @@ pub const PIPELINES: [(&str, &str); 6] = [
     ("mnist-jitter", include_str!("../pipeline/mnist-jitter.toml")),
     ("mnist-backprop", include_str!("../pipeline/mnist-backprop.toml")),
 ];
+
+/// What `ffstream run` runs without a name: unsupervised FF on the bundled clip.
+pub const DEFAULT_PIPELINE: &str = "video-unsupervised";
 
 /// Forward-Forward learning as a streaming pipeline: one stage per layer, bounded queues,
 /// local updates.
@@ -35,7 +41,7 @@ pub struct Args {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a pipeline (default: the short `mnist-quick` stream).
+    /// Run a pipeline (default: `video-unsupervised`, learning from the bundled clip).
     Run {
         /// A pipeline name from `ffstream list`, or a path to a pipeline file.
         pipeline: Option<String>,
@@ -132,7 +138,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
                 PipelineConfig::load(&dir.join("pipeline.toml"), &[])
                     .with_context(|| format!("`{}` is not a run folder that can be resumed", dir.display()))?
             } else {
-                let (text, origin) = pipeline_text(pipeline.as_deref().unwrap_or("mnist-quick"))?;
+                let (text, origin) = pipeline_text(pipeline.as_deref().unwrap_or(DEFAULT_PIPELINE))?;
                 PipelineConfig::parse(&text, &origin, &overrides)?
             };
             let options = RunOptions {

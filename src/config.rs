@@ -12,6 +12,7 @@ use crate::ff::goodness::Goodness;
 use crate::ff::optim::{Rule, Schedule};
 use crate::head::NegativeLabels;
 use crate::pipeline::Mode;
+use crate::video::negatives::NegativeKind;
 
 /// A pipeline file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,82 @@ pub struct DataConfig {
     /// Use only the first N test images (0: all 10,000).
     #[serde(default)]
     pub test_size: usize,
+}
+
+/// The dataset names a pipeline file may use.
+pub const DATASETS: [&str; 3] = ["mnist", "moving_mnist", "video"];
+
+/// Unsupervised FF on a frame stream (`moving_mnist` and `video` datasets).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Consecutive frames per positive row (1: single frames).
+    #[serde(default = "one_usize")]
+    pub window: usize,
+    /// How negatives are made (hybrid, shuffle, cut).
+    #[serde(default)]
+    pub negatives: NegativeKind,
+    /// Windows in the replay memory negatives draw partners from.
+    #[serde(default = "default_replay")]
+    pub replay: usize,
+    /// Blur passes of the hybrid masks (more: larger regions).
+    #[serde(default = "default_blurs")]
+    pub mask_blurs: usize,
+    /// Hold every k-th window out of learning for the separation measure (0: none).
+    #[serde(default = "default_holdout_every")]
+    pub holdout_every: usize,
+    /// Held-out windows measured after every epoch.
+    #[serde(default = "default_eval_windows")]
+    pub eval_windows: usize,
+    /// Step size of the live test-then-train probes (labelled streams).
+    #[serde(default = "default_probe_lr")]
+    pub probe_lr: f32,
+    /// Frames per epoch for generated and live streams (a file's epoch is one pass).
+    #[serde(default = "default_frames_per_epoch")]
+    pub frames_per_epoch: u64,
+    /// Labelled frames of the final frozen-probe stream (0: no final probe).
+    #[serde(default)]
+    pub probe_frames: usize,
+    /// Also train the backprop twin on the same frames with their labels, for comparison.
+    #[serde(default)]
+    pub backprop_twin: bool,
+}
+
+impl Default for StreamConfig {
+    fn default() -> StreamConfig {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+fn one_usize() -> usize {
+    1
+}
+fn default_replay() -> usize {
+    512
+}
+fn default_blurs() -> usize {
+    8
+}
+fn default_holdout_every() -> usize {
+    10
+}
+fn default_eval_windows() -> usize {
+    500
+}
+fn default_probe_lr() -> f32 {
+    0.5
+}
+fn default_frames_per_epoch() -> u64 {
+    20_000
+}
+
+/// The Moving MNIST stream (MMNIST-SM64 v1, `../shared/samples/MOVING_MNIST.md`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MovingMnistSettings {
+    /// Digits per sequence: 1 (a clean 10-way label per frame) or 2 (the standard set).
+    #[serde(default = "one_usize")]
+    pub digits: usize,
 }
 
 fn default_batch() -> usize {
@@ -240,6 +317,12 @@ pub struct PipelineConfig {
     pub pipeline: Option<RuntimeConfig>,
     /// Evaluation.
     pub eval: EvalConfig,
+    /// Unsupervised FF on frames (video datasets).
+    pub stream: Option<StreamConfig>,
+    /// Moving MNIST settings.
+    pub moving_mnist: Option<MovingMnistSettings>,
+    /// The video input (dataset `video`).
+    pub video: Option<crate::video::VideoConfig>,
 }
 
 /// A finite number above zero (NaN is not).
@@ -335,8 +418,36 @@ impl PipelineConfig {
     /// Range checks, as `(dotted key, complaint)`.
     fn validate(&self) -> Result<(), (String, String)> {
         let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
-        if self.data.dataset != "mnist" {
-            return fail("data.dataset", "must be \"mnist\" (the only dataset so far)");
+        if !DATASETS.contains(&self.data.dataset.as_str()) {
+            return fail("data.dataset", &format!("must be one of {}", DATASETS.join(", ")));
+        }
+        let frames = self.is_frame_stream();
+        if self.data.dataset == "video" && self.video.is_none() {
+            return fail("video", "is required for the video dataset (at least `input = ...`)");
+        }
+        if let Some(v) = &self.video {
+            if let Err(e) = v.validate() {
+                return fail("video", &e.to_string());
+            }
+        }
+        if let Some(s) = &self.stream {
+            if s.window == 0 {
+                return fail("stream.window", "must be at least 1 frame");
+            }
+            if s.window == 1 && s.negatives != NegativeKind::Hybrid {
+                return fail("stream.negatives", "shuffle and cut need windows of 2 or more frames (stream.window)");
+            }
+            if !positive(s.probe_lr) {
+                return fail("stream.probe_lr", "must be positive");
+            }
+            if s.frames_per_epoch == 0 {
+                return fail("stream.frames_per_epoch", "must be at least 1");
+            }
+        }
+        if let Some(m) = &self.moving_mnist {
+            if !(1..=2).contains(&m.digits) {
+                return fail("moving_mnist.digits", "must be 1 or 2");
+            }
         }
         if self.data.epochs == 0 {
             return fail("data.epochs", "must be at least 1");
@@ -358,15 +469,18 @@ impl PipelineConfig {
             if self.model.readout_from == 0 || self.model.readout_from > layers {
                 return fail("model.readout_from", &format!("must be between 1 and {layers} (the number of layers)"));
             }
-            if self.readout.is_none() {
-                return fail("readout", "is required for the ff trainer");
+            if self.readout.is_none() && !frames {
+                return fail("readout", "is required for the ff trainer on mnist");
             }
-            if self.negatives.is_none() {
-                return fail("negatives", "is required for the ff trainer");
+            if self.negatives.is_none() && !frames {
+                return fail("negatives", "is required for the ff trainer on mnist (frame streams use [stream])");
             }
             if self.pipeline.is_none() {
                 return fail("pipeline", "is required for the ff trainer");
             }
+        }
+        if frames && self.trainer == Trainer::Backprop {
+            return fail("trainer", "backprop on a frame stream runs as the FF run's twin (stream.backprop_twin)");
         }
         if !positive(self.model.temperature) {
             return fail("model.temperature", "must be positive");
@@ -403,6 +517,11 @@ impl PipelineConfig {
             return fail("eval.every", "and eval.batch must be at least 1");
         }
         Ok(())
+    }
+
+    /// True for the unsupervised frame streams (Moving MNIST, video), false for labelled MNIST.
+    pub fn is_frame_stream(&self) -> bool {
+        self.data.dataset != "mnist"
     }
 
     /// The stage names, in order.

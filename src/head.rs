@@ -268,7 +268,10 @@ impl Head {
             frames,
             goodness: vec![0.0; rows],
             features: Vec::new(),
+            observe: Default::default(),
+            layer_goodness: Vec::new(),
             stamp: Instant::now(),
+            captured: Instant::now(),
         }
     }
 
@@ -314,5 +317,11 @@ impl Head {
             }
         }
         true
+    }
+}
+
+impl crate::pipeline::Play for Head {
+    fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+        Head::run(self, io)
     }
 }

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod negative;
 pub mod packet;
 pub mod pipeline;
+pub mod plot;
 pub mod record;
 pub mod rng;
 pub mod sink;

@@ -130,6 +130,44 @@ pub struct Progress {
     pub epoch: AtomicU32,
     /// Total epochs.
     pub epochs: AtomicU32,
+    /// The frame source's counters (video feeds write them).
+    pub source: SourceCounters,
+    /// End-to-end latency, when the run measures it.
+    pub latency: std::sync::OnceLock<Arc<Latency>>,
+}
+
+/// What a frame source counted: decoded, dropped, corrupt, reconnects, decode time.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Frames decoded or generated.
+    pub decoded: AtomicU64,
+    /// Frames dropped because the pipeline was slower than a live source.
+    pub dropped: AtomicU64,
+    /// Corrupt packets or frames skipped.
+    pub corrupt: AtomicU64,
+    /// Reconnections.
+    pub reconnects: AtomicU64,
+    /// Decode frames per second (decode time alone), as f64 bits.
+    pub decode_fps_bits: AtomicU64,
+}
+
+impl SourceCounters {
+    /// The counters as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "decoded": get(&self.decoded), "dropped": get(&self.dropped), "corrupt": get(&self.corrupt),
+            "reconnects": get(&self.reconnects), "decode_fps": f64::from_bits(get(&self.decode_fps_bits)),
+        })
+    }
+}
+
+/// Resident memory of this process in MiB (Linux; 0 elsewhere).
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
+        .map_or(0.0, |pages| pages * 4096.0 / (1024.0 * 1024.0))
 }
 
 /// Samples the stages on a thread until dropped.
@@ -156,6 +194,7 @@ impl Reporter {
                 let started = Instant::now();
                 let mut file = jsonl.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
                 let mut last: Vec<StageTotals> = stages.iter().map(|s| s.totals()).collect();
+                let mut last_latency = progress.latency.get().map(|l| l.counts()).unwrap_or_default();
                 let mut last_t = Instant::now();
                 let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let mut last_print = Instant::now() - Duration::from_secs(3600);
@@ -175,9 +214,18 @@ impl Reporter {
                         .collect();
                     let epoch = progress.epoch.load(Ordering::Relaxed);
                     let epochs = progress.epochs.load(Ordering::Relaxed);
+                    // Latency of the frames that arrived since the last sample.
+                    let latency_now = progress.latency.get().map(|l| l.counts()).unwrap_or_default();
+                    let quantile = |q| Latency::quantile(&last_latency, &latency_now, q).map(|s| s * 1000.0);
+                    let (p50, p99) = (quantile(0.5), quantile(0.99));
+                    last_latency = latency_now;
+                    let source = &progress.source;
+                    let decoded = source.decoded.load(Ordering::Relaxed);
+                    let rss = rss_mib();
                     if let Some(f) = file.as_mut() {
                         let line = serde_json::json!({
                             "t_s": (now - started).as_secs_f64(), "epoch": epoch, "stages": rates,
+                            "latency_ms": {"p50": p50, "p99": p99}, "source": source.json(), "rss_mib": rss,
                         });
                         let _ = writeln!(f, "{line}");
                     }
@@ -190,7 +238,15 @@ impl Reporter {
                                 format!("{} {:.0} f/s {:.0}% q{}", r.name, r.frames_per_s, r.busy_pct, r.queue_depth)
                             })
                             .collect();
-                        let line = format!("epoch {epoch}/{epochs} | {}", stages.join(" | "));
+                        let mut line = format!("epoch {epoch}/{epochs} | {}", stages.join(" | "));
+                        if decoded > 0 {
+                            let dropped = source.dropped.load(Ordering::Relaxed);
+                            line += &format!(" | decoded {decoded} dropped {dropped}");
+                        }
+                        if let (Some(p50), Some(p99)) = (p50, p99) {
+                            line += &format!(" | latency p50 {p50:.0} ms p99 {p99:.0} ms");
+                        }
+                        line += &format!(" | rss {rss:.0} MiB");
                         if tty {
                             eprint!("\r\x1b[2K{line}");
                         } else {
@@ -239,4 +295,57 @@ pub fn summary_table(rates: &[StageRates]) -> String {
 /// The stage with the highest utilization.
 pub fn bottleneck(rates: &[StageRates]) -> Option<&StageRates> {
     rates.iter().max_by(|a, b| a.busy_pct.total_cmp(&b.busy_pct))
+}
+
+/// End-to-end latency (source timestamp to the sink), as a log-scale histogram.
+///
+/// Written by the sink thread only, read by the reporter: 20 buckets per decade from 10 µs to
+/// 1000 s, so a percentile is known to within 12% without storing samples; memory stays flat
+/// however long the stream.
+#[derive(Debug)]
+pub struct Latency {
+    buckets: Vec<AtomicU64>,
+}
+
+const LATENCY_FLOOR_S: f64 = 1e-5;
+const LATENCY_PER_DECADE: f64 = 20.0;
+const LATENCY_BUCKETS: usize = 160;
+
+impl Default for Latency {
+    fn default() -> Latency {
+        Latency { buckets: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+    }
+}
+
+impl Latency {
+    /// Adds one packet's latency, once per frame it carries.
+    pub fn record(&self, latency: Duration, frames: usize) {
+        let s = latency.as_secs_f64().max(LATENCY_FLOOR_S);
+        let bucket = ((s / LATENCY_FLOOR_S).log10() * LATENCY_PER_DECADE) as usize;
+        self.buckets[bucket.min(LATENCY_BUCKETS - 1)].fetch_add(frames as u64, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The `q`-quantile (0..1) in seconds of the frames counted between `before` and `after`
+    /// (two [`Latency::counts`]); the upper edge of its bucket. `None` when nothing was counted.
+    pub fn quantile(before: &[u64], after: &[u64], q: f64) -> Option<f64> {
+        let diff: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let total: u64 = diff.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let target = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &c) in diff.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return Some(LATENCY_FLOOR_S * 10f64.powf((i + 1) as f64 / LATENCY_PER_DECADE));
+            }
+        }
+        None
+    }
 }

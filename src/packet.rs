@@ -43,6 +43,16 @@ impl Purpose {
 /// The label written into a row's label pixels: a class, or the neutral 0.1 in every slot.
 pub const NEUTRAL: u8 = u8::MAX;
 
+/// Which rows' normalized activities the stages append to [`Packet::features`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Observe {
+    /// The neutral rows (the supervised readout).
+    #[default]
+    Neutral,
+    /// The positive rows (the video probes read the real frames as they are learned from).
+    Positives,
+}
+
 /// One micro-batch of rows.
 #[derive(Clone, Debug)]
 pub struct Packet {
@@ -70,10 +80,17 @@ pub struct Packet {
     pub frames: usize,
     /// Per row: goodness summed over the layers that count for the goodness test.
     pub goodness: Vec<f32>,
-    /// Per readout layer: `(neutral, units)` normalized activities.
+    /// Per readout layer: `(observed rows, units)` normalized activities.
     pub features: Vec<Array2<f32>>,
-    /// When the head made the packet (end-to-end latency).
+    /// Which rows [`Packet::features`] holds.
+    pub observe: Observe,
+    /// Per stage in order: each row's goodness in that layer alone (separation per stage).
+    pub layer_goodness: Vec<Vec<f32>>,
+    /// When the head made the packet.
     pub stamp: Instant,
+    /// When the oldest of its frames left the source (end-to-end latency is measured from
+    /// here; the head's own time for datasets).
+    pub captured: Instant,
 }
 
 impl Packet {
@@ -90,6 +107,14 @@ impl Packet {
     /// The candidate rows (goodness test): after the learning rows, before the neutral ones.
     pub fn candidates(&self) -> std::ops::Range<usize> {
         self.positives + self.negatives..self.neutral_start()
+    }
+
+    /// The rows whose normalized activities go to [`Packet::features`].
+    pub fn observed(&self) -> std::ops::Range<usize> {
+        match self.observe {
+            Observe::Neutral => self.neutral_start()..self.rows(),
+            Observe::Positives => 0..self.positives,
+        }
     }
 }
 

@@ -18,11 +18,25 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::error::StageError;
-use crate::head::{Head, HeadIo, Prediction};
-use crate::metrics::StageStats;
-use crate::packet::{Message, StageState};
-use crate::sink::{Classify, Tally};
+use crate::head::{HeadIo, Prediction};
+use crate::metrics::{Latency, StageStats};
+use crate::packet::{Message, Packet, StageState};
+use crate::sink::Tally;
 use crate::stage::Stage;
+
+/// What feeds the pipeline: plays its stream into `io` until the end or a stop.
+pub trait Play: Send {
+    /// Plays every packet and epoch marker; false if it stopped early (Ctrl-C, downstream gone).
+    fn run(&mut self, io: &mut dyn HeadIo) -> bool;
+}
+
+/// What ends the pipeline: scores packets, and closes each epoch into a report.
+pub trait Sink: Send {
+    /// Consumes one packet; returns a prediction for the head (hard negatives), if any.
+    fn consume(&mut self, packet: &Packet) -> Option<Prediction>;
+    /// Closes an epoch: `states` holds every stage's snapshot; the sink adds its own.
+    fn end_epoch(&mut self, epoch: u32, states: Vec<StageState>) -> EpochReport;
+}
 
 /// Threaded or single-threaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +59,9 @@ pub struct EpochReport {
     pub tallies: BTreeMap<&'static str, Tally>,
     /// The readout's errors on the training stream during the epoch (before each update).
     pub stream: Tally,
+    /// Other named measures of the epoch (video: probe accuracy and goodness separation per
+    /// stage), in percent.
+    pub measures: BTreeMap<String, f64>,
 }
 
 /// Why a run stopped with an error.
@@ -68,6 +85,8 @@ pub struct PipelineStats {
     pub stages: Vec<Arc<StageStats>>,
     /// The sink.
     pub sink: Arc<StageStats>,
+    /// End-to-end latency of every frame that reached the sink.
+    pub latency: Arc<Latency>,
 }
 
 impl PipelineStats {
@@ -76,7 +95,8 @@ impl PipelineStats {
         PipelineStats {
             source: StageStats::new("source"),
             stages: stage_names.iter().map(|n| StageStats::new(n)).collect(),
-            sink: StageStats::new("classify"),
+            sink: StageStats::new("sink"),
+            latency: Arc::default(),
         }
     }
 
@@ -95,9 +115,9 @@ pub type OnEpoch<'a> = dyn FnMut(EpochReport) -> Result<(), String> + 'a;
 /// Runs `head` through `stages` into `sink`. Returns the stages (with their learned state) and
 /// whether the stream ran to its end (false after Ctrl-C).
 pub fn run(
-    head: &mut Head,
+    head: &mut dyn Play,
     stages: Vec<Box<dyn Stage>>,
-    sink: &mut Classify,
+    sink: &mut dyn Sink,
     mode: Mode,
     capacity: usize,
     stats: &PipelineStats,
@@ -111,9 +131,10 @@ pub fn run(
 
 /// The sink's side of one message, shared by both modes.
 fn deliver(
-    sink: &mut Classify,
+    sink: &mut dyn Sink,
     message: Message,
     on_epoch: &mut OnEpoch<'_>,
+    latency: &Latency,
     mut feedback: impl FnMut(Prediction),
 ) -> Result<(), PipelineError> {
     match message {
@@ -121,12 +142,13 @@ fn deliver(
             if let Some(prediction) = sink.consume(&packet) {
                 feedback(prediction);
             }
+            if packet.frames > 0 {
+                latency.record(packet.captured.elapsed(), packet.frames);
+            }
             Ok(())
         }
-        Message::EpochEnd { epoch, mut states, .. } => {
-            states.push(sink.readout().snapshot());
-            let (tallies, stream) = sink.take_tallies();
-            on_epoch(EpochReport { epoch, states, tallies, stream }).map_err(PipelineError::Epoch)
+        Message::EpochEnd { epoch, states, .. } => {
+            on_epoch(sink.end_epoch(epoch, states)).map_err(PipelineError::Epoch)
         }
     }
 }
@@ -211,9 +233,9 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn run_threaded(
-    head: &mut Head,
+    head: &mut dyn Play,
     stages: Vec<Box<dyn Stage>>,
-    sink: &mut Classify,
+    sink: &mut dyn Sink,
     capacity: usize,
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
@@ -254,7 +276,7 @@ fn run_threaded(
         while let Ok(message) = rx.recv() {
             let t1 = Instant::now();
             let (frames, rows) = frames_rows(&message);
-            if let Err(e) = deliver(sink, message, on_epoch, |p| {
+            if let Err(e) = deliver(sink, message, on_epoch, &stats.latency, |p| {
                 let _ = feedback_tx.send(p);
             }) {
                 failure = Some(e);
@@ -295,7 +317,7 @@ fn run_threaded(
 
 struct LockstepIo<'a, 'b> {
     stages: Vec<Box<dyn Stage>>,
-    sink: &'a mut Classify,
+    sink: &'a mut dyn Sink,
     predictions: VecDeque<Prediction>,
     on_epoch: &'a mut OnEpoch<'b>,
     stats: &'a PipelineStats,
@@ -320,7 +342,7 @@ impl HeadIo for LockstepIo<'_, '_> {
         }
         let started = Instant::now();
         let predictions = &mut self.predictions;
-        if let Err(e) = deliver(self.sink, message, self.on_epoch, |p| predictions.push_back(p)) {
+        if let Err(e) = deliver(self.sink, message, self.on_epoch, &self.stats.latency, |p| predictions.push_back(p)) {
             self.failure = Some(e);
             return false;
         }
@@ -334,9 +356,9 @@ impl HeadIo for LockstepIo<'_, '_> {
 }
 
 fn run_lockstep(
-    head: &mut Head,
+    head: &mut dyn Play,
     stages: Vec<Box<dyn Stage>>,
-    sink: &mut Classify,
+    sink: &mut dyn Sink,
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {

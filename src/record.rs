@@ -72,6 +72,9 @@ pub struct Record {
     pub curve: Vec<CurvePoint>,
     /// The resolved pipeline file.
     pub pipeline: serde_json::Value,
+    /// Other measured facts (video runs: source counters, latency, memory by epoch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, serde_json::Value>,
 }
 
 /// All records under `results/`.
@@ -247,6 +250,7 @@ mod tests {
             }],
             pipeline: serde_json::json!({"paper": {"test_error_pct": 1.36},
                 "pipeline": {"mode": "threaded"}, "negatives": {"labels": "hard", "prediction_delay": 8}}),
+            details: BTreeMap::new(),
         }
     }
 

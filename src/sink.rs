@@ -226,3 +226,15 @@ impl Classify {
         (std::mem::take(&mut self.tallies), std::mem::take(&mut self.train_seen))
     }
 }
+
+impl crate::pipeline::Sink for Classify {
+    fn consume(&mut self, packet: &Packet) -> Option<Prediction> {
+        Classify::consume(self, packet)
+    }
+
+    fn end_epoch(&mut self, epoch: u32, mut states: Vec<StageState>) -> crate::pipeline::EpochReport {
+        states.push(self.readout.snapshot());
+        let (tallies, stream) = self.take_tallies();
+        crate::pipeline::EpochReport { epoch, states, tallies, stream, measures: BTreeMap::new() }
+    }
+}

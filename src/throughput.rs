@@ -41,7 +41,10 @@ pub fn training_packet(inputs: usize, batch: usize, seed: u64) -> Packet {
         frames: batch,
         goodness: vec![0.0; rows],
         features: Vec::new(),
+        observe: Default::default(),
+        layer_goodness: Vec::new(),
         stamp: Instant::now(),
+        captured: Instant::now(),
     }
 }
 

@@ -70,6 +70,9 @@ pub struct RunState {
     pub commits: Vec<String>,
     /// Final metrics, once the last epoch is done.
     pub metrics: Metrics,
+    /// Other measured facts of the run (video: source counters, latency, memory by epoch).
+    #[serde(default)]
+    pub details: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The outcome of [`run`].
@@ -114,10 +117,15 @@ pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc
     Ok(Arc::new(data))
 }
 
-/// The FF stages a pipeline file describes.
+/// The FF stages a pipeline file describes (MNIST input).
 pub fn build_stages(config: &PipelineConfig) -> Vec<Box<dyn Stage>> {
+    build_stages_for(config, PIXELS)
+}
+
+/// The FF stages a pipeline file describes, the first reading rows of `inputs` values.
+pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn Stage>> {
     let m = &config.model;
-    let mut inputs = PIXELS;
+    let mut inputs = inputs;
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     for (i, &units) in m.layers.iter().enumerate() {
         let layer = i + 1;
@@ -219,7 +227,7 @@ fn errors(goodness: Option<f64>, softmax: Option<f64>) -> crate::record::ErrorsP
     m
 }
 
-fn save_state(dir: &Path, state: &RunState) -> Result<()> {
+pub(crate) fn save_state(dir: &Path, state: &RunState) -> Result<()> {
     let text = serde_json::to_string_pretty(state)?;
     checkpoint::write_atomic(&dir.join("state.json"), text.as_bytes())
         .with_context(|| format!("cannot write {}", dir.join("state.json").display()))
@@ -255,7 +263,6 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     if state.epochs_done >= config.data.epochs {
         bail!("run {} already finished all {} epochs", dir.display(), config.data.epochs);
     }
-    let data = load_data(config, options.data_dir.as_deref())?;
     let commit = git_commit();
     if state.commits.last() != Some(&commit) {
         state.commits.push(commit);
@@ -263,9 +270,15 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     let stop = options.stop.clone().unwrap_or_default();
     let started = Instant::now();
     let offset = state.seconds;
-    let (completed, stage_rates, frames) = match config.trainer {
-        Trainer::Ff => run_ff(config, &data, &dir, &mut state, started, options, stop)?,
-        Trainer::Backprop => run_backprop(config, &data, &dir, &mut state, started, options, stop)?,
+    let (completed, stage_rates, frames) = if config.is_frame_stream() {
+        let feed = crate::video::feed::open(config, options.data_dir.as_deref(), Arc::clone(&stop))?;
+        crate::video::run::run_frames(config, feed, &dir, &mut state, started, options, stop)?
+    } else {
+        let data = load_data(config, options.data_dir.as_deref())?;
+        match config.trainer {
+            Trainer::Ff => run_ff(config, &data, &dir, &mut state, started, options, stop)?,
+            Trainer::Backprop => run_backprop(config, &data, &dir, &mut state, started, options, stop)?,
+        }
     };
     let session = started.elapsed().as_secs_f64();
     let wall = offset + session;
@@ -286,6 +299,7 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
         throughput: Throughput { frames_per_s: frames as f64 / session.max(1e-9), stages: stage_rates.clone() },
         curve: state.curve.clone(),
         pipeline: serde_json::to_value(config)?,
+        details: state.details.clone(),
     };
     if completed {
         state.seconds = wall;
@@ -351,11 +365,33 @@ fn finish_epoch(
     Ok(())
 }
 
-fn whole_run_rates(stats: &[Arc<StageStats>], wall: f64) -> Vec<StageRates> {
+pub(crate) fn whole_run_rates(stats: &[Arc<StageStats>], wall: f64) -> Vec<StageRates> {
     stats.iter().map(|s| rates(&s.name, &StageTotals::default(), &s.totals(), wall)).collect()
 }
 
 type TrainerResult = Result<(bool, Vec<StageRates>, u64)>;
+
+/// The live view and `metrics.jsonl` of a pipeline run, starting at the next epoch.
+pub(crate) fn start_reporter(
+    stats: &PipelineStats,
+    config: &PipelineConfig,
+    state: &RunState,
+    dir: &Path,
+    quiet: bool,
+) -> (Arc<Progress>, Reporter) {
+    let progress = Arc::new(Progress::default());
+    let _ = progress.latency.set(Arc::clone(&stats.latency));
+    progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
+    progress.epochs.store(config.data.epochs, Ordering::Relaxed);
+    let reporter = Reporter::start(
+        stats.all(),
+        Arc::clone(&progress),
+        Duration::from_secs(1),
+        Some(dir.join("metrics.jsonl")),
+        quiet,
+    );
+    (progress, reporter)
+}
 
 fn run_ff(
     config: &PipelineConfig,
@@ -380,16 +416,7 @@ fn run_ff(
     let runtime = config.pipeline.clone().expect("validated");
     let mut head = build_head(config, Arc::clone(data), state.epochs_done + 1, stop);
     let stats = PipelineStats::new(&config.stage_names());
-    let progress = Arc::new(Progress::default());
-    progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
-    progress.epochs.store(config.data.epochs, Ordering::Relaxed);
-    let reporter = Reporter::start(
-        stats.all(),
-        Arc::clone(&progress),
-        Duration::from_secs(1),
-        Some(dir.join("metrics.jsonl")),
-        options.quiet,
-    );
+    let (progress, reporter) = start_reporter(&stats, config, state, dir, options.quiet);
     let offset = state.seconds;
     let mut on_epoch = |report: EpochReport| {
         progress.epoch.store(report.epoch + 1, Ordering::Relaxed);
@@ -398,6 +425,9 @@ fn run_ff(
     let (_, completed) =
         pipeline::run(&mut head, stages, &mut sink, runtime.mode, runtime.queue_capacity, &stats, &mut on_epoch)?;
     drop(reporter);
+    if let Some(svg) = crate::plot::throughput_svg(&dir.join("metrics.jsonl")) {
+        std::fs::write(dir.join("throughput.svg"), svg)?;
+    }
     let wall = started.elapsed().as_secs_f64();
     let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
     Ok((completed, whole_run_rates(&stats.all(), wall), frames))

@@ -63,7 +63,10 @@ fn packet(x: Array2<f32>, positives: usize, negatives: usize, purpose: Purpose) 
         frames: rows,
         goodness: vec![0.0; rows],
         features: Vec::new(),
+        observe: Default::default(),
+        layer_goodness: Vec::new(),
         stamp: Instant::now(),
+        captured: Instant::now(),
     }
 }
 

@@ -201,6 +201,8 @@ impl Stage for FfDense {
             });
         }
         // Paper §2: normalize so this layer cannot read the goodness of the one below.
+        // Which rows feed the readout or probes: known only while `packet.x` still has its rows.
+        let observed = packet.observed();
         let mut x = std::mem::take(&mut packet.x);
         normalize_rows_in_place(&mut x); // (rows, inputs)
         let y = self.activities(&x); // (rows, units)
@@ -217,9 +219,11 @@ impl Stage for FfDense {
                 epoch: packet.epoch,
             });
         }
-        if self.config.feeds_readout && packet.neutral > 0 {
-            let start = packet.neutral_start();
-            packet.features.push(normalize_rows(&y.slice(s![start.., ..])));
+        if packet.purpose.is_evaluation() {
+            packet.layer_goodness.push(goodness.clone());
+        }
+        if self.config.feeds_readout && !observed.is_empty() {
+            packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
         }
         let learning = packet.positives + packet.negatives;
         if packet.purpose == Purpose::Train && learning > 0 {

@@ -4,11 +4,23 @@
 //!   frames at a chosen size, with crop, stride, pacing and timestamps.
 //! - [`live`]: the decoder on its own thread with a bounded frame buffer and a drop policy, so
 //!   a live stream faster than the pipeline loses counted frames instead of building up lag.
+//! - [`feed`]: frame feeds by epoch (files, Moving MNIST, live streams, memory).
+//! - [`head`]: windows of frames as positive rows, and their negatives ([`negatives`]).
+//! - [`sink`]: goodness separation per stage and live probes while streaming; [`probe`]: the
+//!   linear probes on frozen stages, against a random-init net.
 
 #[cfg(feature = "video")]
 pub mod input;
 #[cfg(feature = "video")]
 pub mod live;
+
+pub mod feed;
+pub mod head;
+pub mod moving;
+pub mod negatives;
+pub mod probe;
+pub mod run;
+pub mod sink;
 
 use std::time::Instant;
 
@@ -34,4 +46,18 @@ pub struct Frame {
     pub sequence: u64,
     /// Labels carried with the frame (Moving MNIST digit identities); empty for real video.
     pub labels: Vec<u8>,
+}
+
+// TEMPORARY until the input module lands.
+/// Video input settings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VideoConfig {
+    /// Input.
+    pub input: String,
+}
+impl VideoConfig {
+    /// Checks.
+    pub fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -1,0 +1,369 @@
+//! The video head: plays a [`FrameFeed`] as packets of positive windows and their negatives.
+//!
+//! A window is `window` consecutive frames of one sequence, flattened into one row (pixels
+//! scaled to 0..1); windows slide by one frame, so each new frame completes one new window and
+//! one row of positives per frame reaches the stages. A window that would span a cut between
+//! sequences is never made. Each positive gets one negative (see [`super::negatives`]), its
+//! partner drawn from a replay memory of recent windows. Updates are interleaved: positives and
+//! negatives travel in the same packet (wake/sleep phases come with issue 4).
+//!
+//! Held-out windows: with `holdout_every = k`, every window whose last frame index is
+//! `k−1 mod k` is never learned from; the first `eval_windows` of them (with negatives drawn
+//! once from a fixed seed) are played as validation packets after every epoch, so the
+//! separation of positive and negative goodness per stage is measured on the same rows each
+//! time. A feed with its own held-out frames (Moving MNIST's test split) supplies them instead.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::Array2;
+
+use super::feed::FrameFeed;
+use super::negatives::{make_negative, MaskBank, NegativeKind};
+use super::Frame;
+use crate::head::HeadIo;
+use crate::metrics::Progress;
+use crate::packet::{Message, Observe, Packet, Purpose, NEUTRAL};
+use crate::rng::Rng;
+
+/// How the video head plays its feed.
+#[derive(Clone, Debug)]
+pub struct VideoHeadConfig {
+    /// Positive windows per packet.
+    pub batch: usize,
+    /// Frames per window (1: single frames).
+    pub window: usize,
+    /// Values per frame (`height × width × channels`).
+    pub frame_len: usize,
+    /// Frame width and height (masks).
+    pub width: usize,
+    /// Frame height.
+    pub height: usize,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// How negatives are made.
+    pub negatives: NegativeKind,
+    /// Windows kept in the replay memory that negatives' partners come from.
+    pub replay: usize,
+    /// Blur passes of the hybrid masks.
+    pub mask_blurs: usize,
+    /// Hold out every k-th window (0: none).
+    pub holdout_every: usize,
+    /// Held-out windows evaluated after every epoch.
+    pub eval_windows: usize,
+    /// First epoch to play (1-based; > 1 after a resume).
+    pub first_epoch: u32,
+    /// Last epoch.
+    pub epochs: u32,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+/// Plays a frame feed through the pipeline.
+pub struct VideoHead {
+    config: VideoHeadConfig,
+    feed: Box<dyn FrameFeed>,
+    masks: MaskBank,
+    stop: Arc<AtomicBool>,
+    seq: u64,
+    /// Recent windows (rows of `window × frame_len` values).
+    replay: VecDeque<Vec<f32>>,
+    /// The held-out windows and their negatives, fixed once made.
+    held_out: Vec<(Vec<f32>, u8)>,
+    held_out_negatives: Vec<Vec<f32>>,
+    /// The first error of the feed: the run reports it and stops.
+    error: Option<String>,
+    /// Where the feed's counters are published for the live view.
+    progress: Option<Arc<Progress>>,
+}
+
+/// A window ready to become a row.
+struct Window {
+    values: Vec<f32>,
+    /// The label of its last frame, if the frame carries exactly one.
+    truth: u8,
+    index: u64,
+    captured: Instant,
+}
+
+impl VideoHead {
+    /// A head over `feed`; it stops at the next packet once `stop` is set.
+    pub fn new(config: VideoHeadConfig, feed: Box<dyn FrameFeed>, stop: Arc<AtomicBool>) -> VideoHead {
+        let masks = MaskBank::new(config.width, config.height, config.mask_blurs, 256, config.seed);
+        VideoHead {
+            config,
+            feed,
+            masks,
+            stop,
+            seq: 0,
+            replay: VecDeque::new(),
+            held_out: Vec::new(),
+            held_out_negatives: Vec::new(),
+            error: None,
+            progress: None,
+        }
+    }
+
+    /// Publishes the feed's counters to `progress` after every packet (the live view).
+    pub fn report_to(&mut self, progress: Arc<Progress>) {
+        self.progress = Some(progress);
+    }
+
+    fn publish(&self) {
+        if let Some(p) = &self.progress {
+            let c = self.feed.counters();
+            let s = &p.source;
+            s.decoded.store(c.decoded, Ordering::Relaxed);
+            s.dropped.store(c.dropped, Ordering::Relaxed);
+            s.corrupt.store(c.corrupt, Ordering::Relaxed);
+            s.reconnects.store(c.reconnects, Ordering::Relaxed);
+            s.decode_fps_bits.store(c.decode_fps.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// The feed's error that stopped the head, if any.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The feed (its counters).
+    pub fn feed(&self) -> &dyn FrameFeed {
+        self.feed.as_ref()
+    }
+
+    fn fail(&mut self, message: String) -> bool {
+        self.error.get_or_insert(message);
+        false
+    }
+
+    fn to_values(&self, frames: &VecDeque<Frame>) -> Vec<f32> {
+        let mut values = Vec::with_capacity(self.config.window * self.config.frame_len);
+        for frame in frames {
+            values.extend(frame.pixels.iter().map(|&p| p as f32 * (1.0 / 255.0)));
+        }
+        values
+    }
+
+    fn window_of(&self, frames: &VecDeque<Frame>) -> Window {
+        let last = frames.back().expect("a full window");
+        Window {
+            values: self.to_values(frames),
+            truth: if last.labels.len() == 1 { last.labels[0] } else { NEUTRAL },
+            index: last.index,
+            captured: frames.front().expect("a full window").captured,
+        }
+    }
+
+    fn held_out_window(&self, index: u64) -> bool {
+        let k = self.config.holdout_every as u64;
+        k > 0 && index % k == k - 1
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq - 1
+    }
+
+    /// Builds the rows `[positives | negatives]` and the packet around them.
+    fn packet(&mut self, epoch: u32, purpose: Purpose, windows: &[Window], negatives: Vec<Vec<f32>>) -> Packet {
+        let n = windows.len();
+        let width = self.config.window * self.config.frame_len;
+        let mut x = Array2::<f32>::zeros((2 * n, width));
+        for (r, w) in windows.iter().enumerate() {
+            x.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&w.values);
+        }
+        for (r, neg) in negatives.iter().enumerate() {
+            x.row_mut(n + r).as_slice_mut().expect("row").copy_from_slice(neg);
+        }
+        let frame: Vec<u32> = windows.iter().chain(windows).map(|w| w.index as u32).collect();
+        let truth: Vec<u8> = windows.iter().chain(windows).map(|w| w.truth).collect();
+        let captured = windows.iter().map(|w| w.captured).min().unwrap_or_else(Instant::now);
+        Packet {
+            seq: self.next_seq(),
+            epoch,
+            purpose,
+            x,
+            positives: n,
+            negatives: n,
+            neutral: 0,
+            frame,
+            truth,
+            embedded: vec![NEUTRAL; 2 * n],
+            frames: if purpose == Purpose::Train { n } else { 0 },
+            goodness: vec![0.0; 2 * n],
+            features: Vec::new(),
+            observe: Observe::Positives,
+            layer_goodness: Vec::new(),
+            stamp: Instant::now(),
+            captured,
+        }
+    }
+
+    /// Negatives for `windows`, partners from the replay memory (or the batch itself while
+    /// the memory is empty).
+    fn negatives_for(&self, windows: &[Window], rng: &mut Rng) -> Vec<Vec<f32>> {
+        let width = self.config.window * self.config.frame_len;
+        (0..windows.len())
+            .map(|i| {
+                let partner = if self.replay.is_empty() {
+                    &windows[(i + 1) % windows.len()].values
+                } else {
+                    &self.replay[rng.below(self.replay.len())]
+                };
+                let mut out = vec![0.0; width];
+                make_negative(
+                    self.config.negatives,
+                    &windows[i].values,
+                    partner,
+                    self.config.window,
+                    self.config.frame_len,
+                    &self.masks,
+                    self.config.channels,
+                    rng,
+                    &mut out,
+                );
+                out
+            })
+            .collect()
+    }
+
+    fn send_batch(&mut self, epoch: u32, batch: &mut Vec<Window>, rng: &mut Rng, io: &mut dyn HeadIo) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let negatives = self.negatives_for(batch, rng);
+        let packet = self.packet(epoch, Purpose::Train, batch, negatives);
+        for w in batch.drain(..) {
+            if self.config.replay > 0 {
+                if self.replay.len() == self.config.replay {
+                    self.replay.pop_front();
+                }
+                self.replay.push_back(w.values);
+            }
+        }
+        self.publish();
+        io.emit(Message::Data(packet))
+    }
+
+    /// Fixes the held-out negatives once the held-out windows are known.
+    fn seal_held_out(&mut self) {
+        if !self.held_out_negatives.is_empty() || self.held_out.is_empty() {
+            return;
+        }
+        let mut rng = Rng::derive(self.config.seed, "video.holdout", 0);
+        let windows: Vec<Window> = self
+            .held_out
+            .iter()
+            .map(|(v, t)| Window { values: v.clone(), truth: *t, index: 0, captured: Instant::now() })
+            .collect();
+        // Partners come from the held-out set itself, so evaluation never depends on the replay
+        // memory's state.
+        let saved = std::mem::take(&mut self.replay);
+        self.replay = self.held_out.iter().map(|(v, _)| v.clone()).collect();
+        self.held_out_negatives = self.negatives_for(&windows, &mut rng);
+        self.replay = saved;
+    }
+
+    fn evaluate(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+        self.seal_held_out();
+        let batch = self.config.batch.max(1);
+        for start in (0..self.held_out.len()).step_by(batch) {
+            let end = (start + batch).min(self.held_out.len());
+            let windows: Vec<Window> = self.held_out[start..end]
+                .iter()
+                .map(|(v, t)| Window { values: v.clone(), truth: *t, index: 0, captured: Instant::now() })
+                .collect();
+            let negatives = self.held_out_negatives[start..end].to_vec();
+            let packet = self.packet(epoch, Purpose::Validate, &windows, negatives);
+            if !io.emit(Message::Data(packet)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn load_feed_holdout(&mut self) -> Result<(), String> {
+        let Some(frames) = self.feed.holdout()? else { return Ok(()) };
+        let mut recent: VecDeque<Frame> = VecDeque::new();
+        for frame in frames {
+            if recent.back().is_some_and(|f| f.sequence != frame.sequence) {
+                recent.clear();
+            }
+            recent.push_back(frame);
+            if recent.len() > self.config.window {
+                recent.pop_front();
+            }
+            if recent.len() == self.config.window && self.held_out.len() < self.config.eval_windows {
+                let w = self.window_of(&recent);
+                self.held_out.push((w.values, w.truth));
+            }
+        }
+        Ok(())
+    }
+
+    /// Plays every epoch; false if it stopped early or the feed failed (see [`VideoHead::error`]).
+    pub fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+        if let Err(e) = self.load_feed_holdout() {
+            return self.fail(e);
+        }
+        let own_holdout = self.held_out.is_empty();
+        for epoch in self.config.first_epoch..=self.config.epochs {
+            if let Err(e) = self.feed.start_epoch(epoch) {
+                return self.fail(e);
+            }
+            let mut rng = Rng::derive(self.config.seed, "video.negatives", epoch as u64);
+            // Every epoch is self-contained (the replay memory starts empty), so a run resumed
+            // at an epoch boundary makes the same negatives as one that never stopped.
+            self.replay.clear();
+            let mut recent: VecDeque<Frame> = VecDeque::new();
+            let mut batch: Vec<Window> = Vec::with_capacity(self.config.batch);
+            loop {
+                if self.stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let frame = match self.feed.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => return self.fail(e),
+                };
+                if recent.back().is_some_and(|f| f.sequence != frame.sequence) {
+                    recent.clear(); // a cut: no window spans it
+                }
+                recent.push_back(frame);
+                if recent.len() > self.config.window {
+                    recent.pop_front();
+                }
+                if recent.len() < self.config.window {
+                    continue;
+                }
+                let index = recent.back().expect("full").index;
+                if own_holdout && self.held_out_window(index) {
+                    if self.held_out.len() < self.config.eval_windows && self.held_out_negatives.is_empty() {
+                        let w = self.window_of(&recent);
+                        self.held_out.push((w.values, w.truth));
+                    }
+                    continue;
+                }
+                batch.push(self.window_of(&recent));
+                if batch.len() == self.config.batch && !self.send_batch(epoch, &mut batch, &mut rng, io) {
+                    return false;
+                }
+            }
+            if !self.send_batch(epoch, &mut batch, &mut rng, io) || !self.evaluate(epoch, io) {
+                return false;
+            }
+            if !io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() }) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl crate::pipeline::Play for VideoHead {
+    fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+        VideoHead::run(self, io)
+    }
+}

@@ -1,0 +1,134 @@
+//! Moving MNIST as a frame feed: the labelled stream that tells what each stage learned.
+//!
+//! Epoch e plays training sequences `[(e−1)·S, e·S)` with `S = frames_per_epoch / 20`, so the
+//! stream depends only on the epoch and a resumed run continues exactly. Digits come from the
+//! 60,000 MNIST training images. Held-out frames (separation) are test-split sequences from 0,
+//! probe frames test-split sequences from 1,000,000 on: digits no stage ever learned from, and
+//! never the same rows in both measures.
+
+use std::time::Instant;
+
+use super::feed::{FeedCounters, FrameFeed};
+use super::Frame;
+use crate::data::mnist::Mnist;
+use crate::data::moving_mnist::{MovingMnist, MovingMnistConfig, MovingSplit, Sequence, FRAMES_PER_SEQUENCE};
+
+/// Canvas side in pixels.
+pub const SIDE: usize = 64;
+/// First test sequence of the probe stream.
+const PROBE_FIRST_SEQUENCE: u64 = 1_000_000;
+
+/// Moving MNIST, one block of sequences per epoch.
+pub struct MovingMnistFeed {
+    train: MovingMnist,
+    test: MovingMnist,
+    frames_per_epoch: u64,
+    holdout_frames: usize,
+    next_sequence: u64,
+    current: Sequence,
+    t: usize,
+    emitted: u64,
+    decoded: u64,
+    generate_ns: u64,
+}
+
+impl MovingMnistFeed {
+    /// A feed of `digits`-digit sequences; `holdout_frames` test frames for the separation set.
+    pub fn new(mnist: &Mnist, digits: usize, frames_per_epoch: u64, holdout_frames: usize) -> anyhow::Result<Self> {
+        let build = |split| {
+            let mut c = MovingMnistConfig::new(split);
+            c.num_digits = digits;
+            c.build(mnist)
+        };
+        Ok(MovingMnistFeed {
+            train: build(MovingSplit::Train)?,
+            test: build(MovingSplit::Test)?,
+            frames_per_epoch,
+            holdout_frames,
+            next_sequence: 0,
+            current: Sequence::default(),
+            t: usize::MAX,
+            emitted: 0,
+            decoded: 0,
+            generate_ns: 0,
+        })
+    }
+
+    fn frame_of(sequence: &Sequence, t: usize) -> Frame {
+        Frame {
+            index: sequence.index * FRAMES_PER_SEQUENCE as u64 + t as u64,
+            // The generator's clock: 10 frames per second, as the original sequences are shown.
+            pts: Some((sequence.index * FRAMES_PER_SEQUENCE as u64 + t as u64) as f64 / 10.0),
+            captured: Instant::now(),
+            width: SIDE,
+            height: SIDE,
+            channels: 1,
+            pixels: sequence.frame(t).expect("t within the sequence").to_vec(),
+            sequence: sequence.index,
+            labels: sequence.labels(),
+        }
+    }
+
+    /// `count` consecutive frames of `source` starting at sequence `first`.
+    fn frames_of(source: &MovingMnist, first: u64, count: usize) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(count);
+        let mut i = first;
+        while frames.len() < count {
+            let sequence = source.sequence(i);
+            let take = sequence.len().min(count - frames.len());
+            frames.extend((0..take).map(|t| Self::frame_of(&sequence, t)));
+            i += 1;
+        }
+        frames
+    }
+
+    /// Labelled test-split frames for the final probes.
+    pub fn probe_frames(&self, count: usize) -> Vec<Frame> {
+        Self::frames_of(&self.test, PROBE_FIRST_SEQUENCE, count)
+    }
+
+    /// The first `count` training frames (the backprop twin's stream).
+    pub fn train_frames(&self, count: usize) -> Vec<Frame> {
+        Self::frames_of(&self.train, 0, count)
+    }
+}
+
+impl FrameFeed for MovingMnistFeed {
+    fn start_epoch(&mut self, epoch: u32) -> Result<(), String> {
+        let sequences = self.frames_per_epoch.div_ceil(FRAMES_PER_SEQUENCE as u64);
+        self.next_sequence = (epoch as u64 - 1) * sequences;
+        self.t = usize::MAX;
+        self.emitted = 0;
+        Ok(())
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+        if self.emitted >= self.frames_per_epoch {
+            return Ok(None);
+        }
+        if self.t >= self.current.len() {
+            let started = Instant::now();
+            self.train.sequence_into(self.next_sequence, &mut self.current);
+            self.generate_ns += started.elapsed().as_nanos() as u64;
+            self.next_sequence += 1;
+            self.t = 0;
+        }
+        let frame = Self::frame_of(&self.current, self.t);
+        self.t += 1;
+        self.emitted += 1;
+        self.decoded += 1;
+        Ok(Some(frame))
+    }
+
+    fn holdout(&mut self) -> Result<Option<Vec<Frame>>, String> {
+        Ok(Some(Self::frames_of(&self.test, 0, self.holdout_frames)))
+    }
+
+    fn counters(&self) -> FeedCounters {
+        FeedCounters {
+            decoded: self.decoded,
+            decode_fps: self.decoded as f64 / (self.generate_ns.max(1) as f64 * 1e-9),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! A run of unsupervised FF on a frame stream: the feed, the stages, the video sink, a
+//! checkpoint per epoch, and at the end the frozen-probe comparison with a random-init net
+//! (and the backprop twin) on labelled streams.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use ndarray::Array2;
+
+use super::feed::FrameFeed;
+use super::head::{VideoHead, VideoHeadConfig};
+use super::probe::{probe_error_pct, stage_features};
+use super::sink::VideoSink;
+use super::Frame;
+use crate::backprop::BackpropConfig;
+use crate::checkpoint;
+use crate::config::{PipelineConfig, StreamConfig};
+use crate::data::mnist::CLASSES;
+use crate::matmul::Threads;
+use crate::metrics::{Latency, StageRates};
+use crate::pipeline::{self, EpochReport, PipelineStats};
+use crate::record::{CurvePoint, ErrorsPct};
+use crate::train::{build_stages_for, save_state, start_reporter, whole_run_rates, RunOptions, RunState};
+
+/// The shape of the frames a feed delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameShape {
+    /// Width.
+    pub width: usize,
+    /// Height.
+    pub height: usize,
+    /// 1 or 3.
+    pub channels: usize,
+}
+
+impl FrameShape {
+    /// Values per frame.
+    pub fn len(&self) -> usize {
+        self.width * self.height * self.channels
+    }
+
+    /// True for a zero-sized frame.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A feed ready to play, with what the run needs to know about it.
+pub struct Feed {
+    /// The frames.
+    pub feed: Box<dyn FrameFeed>,
+    /// Their shape.
+    pub shape: FrameShape,
+    /// Labelled frames for the final probes (Moving MNIST), if any.
+    pub probe: Option<Vec<Frame>>,
+    /// Labelled training frames for the backprop twin, if asked for.
+    pub twin: Option<Vec<Frame>>,
+}
+
+/// Rows of `window` consecutive frames of one sequence, with the last frame's labels.
+pub fn windows_of(frames: &[Frame], window: usize) -> (Array2<f32>, Vec<Vec<u8>>) {
+    let mut rows: Vec<f32> = Vec::new();
+    let mut labels = Vec::new();
+    let mut width = 0;
+    for end in window.max(1) - 1..frames.len() {
+        let span = &frames[end + 1 - window.max(1)..=end];
+        if span.iter().any(|f| f.sequence != span[0].sequence) {
+            continue;
+        }
+        for f in span {
+            rows.extend(f.pixels.iter().map(|&p| p as f32 * (1.0 / 255.0)));
+        }
+        width = span.iter().map(|f| f.pixels.len()).sum();
+        labels.push(frames[end].labels.clone());
+    }
+    let n = labels.len();
+    (Array2::from_shape_vec((n, width), rows).expect("rows of equal width"), labels)
+}
+
+/// Runs FF on a frame stream to its end (or Ctrl-C). Returns whether it completed, the
+/// per-thread rates, and the frames that reached the last stage.
+pub fn run_frames(
+    config: &PipelineConfig,
+    mut feed: Feed,
+    dir: &Path,
+    state: &mut RunState,
+    started: Instant,
+    options: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<(bool, Vec<StageRates>, u64)> {
+    let stream = config.stream.clone().unwrap_or_default();
+    let shape = feed.shape;
+    let inputs = stream.window * shape.len();
+    let mut stages = build_stages_for(config, inputs);
+    let observed: Vec<(String, usize)> = config
+        .stage_names()
+        .into_iter()
+        .zip(config.model.layers.iter().copied())
+        .skip(config.model.readout_from - 1)
+        .collect();
+    let mut sink = VideoSink::new(
+        observed.iter().map(|(n, _)| n.clone()).collect(),
+        &observed.iter().map(|&(_, u)| u).collect::<Vec<_>>(),
+        stream.probe_lr,
+    );
+    if state.epochs_done > 0 {
+        let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+        for stage in stages.iter_mut() {
+            stage.restore(&loaded.state).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
+        }
+        sink.restore(std::slice::from_ref(&loaded.state))
+            .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
+    }
+    let runtime = config.pipeline.clone().expect("validated");
+    let probe = feed.probe.take();
+    let twin = feed.twin.take();
+    let mut head = VideoHead::new(
+        VideoHeadConfig {
+            batch: config.data.batch,
+            window: stream.window,
+            frame_len: shape.len(),
+            width: shape.width,
+            height: shape.height,
+            channels: shape.channels,
+            negatives: stream.negatives,
+            replay: stream.replay,
+            mask_blurs: stream.mask_blurs,
+            holdout_every: stream.holdout_every,
+            eval_windows: stream.eval_windows,
+            first_epoch: state.epochs_done + 1,
+            epochs: config.data.epochs,
+            seed: config.seed,
+        },
+        feed.feed,
+        stop,
+    );
+    let stats = PipelineStats::new(&config.stage_names());
+    let (progress, reporter) = start_reporter(&stats, config, state, dir, options.quiet);
+    let offset = state.seconds;
+    let mut latency_before = stats.latency.counts();
+    let mut on_epoch = |report: EpochReport| {
+        progress.epoch.store(report.epoch + 1, Ordering::Relaxed);
+        let now = stats.latency.counts();
+        let p = |q| Latency::quantile(&latency_before, &now, q).map(|s| s * 1000.0);
+        let (p50, p99) = (p(0.5), p(0.99));
+        latency_before = now;
+        let seconds = offset + started.elapsed().as_secs_f64();
+        finish_epoch(&report, dir, state, config, seconds, options.quiet, (p50, p99))
+    };
+    head.report_to(Arc::clone(&progress));
+    let (stages, completed) =
+        pipeline::run(&mut head, stages, &mut sink, runtime.mode, runtime.queue_capacity, &stats, &mut on_epoch)?;
+    drop(reporter);
+    if let Some(svg) = crate::plot::throughput_svg(&dir.join("metrics.jsonl")) {
+        std::fs::write(dir.join("throughput.svg"), svg)?;
+    }
+    if let Some(error) = head.error() {
+        bail!("{error}");
+    }
+    let counters = head.feed().counters();
+    let wall = started.elapsed().as_secs_f64();
+    let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
+    let all = stats.latency.counts();
+    let zero = vec![0; all.len()];
+    state.details.insert("source".into(), serde_json::to_value(counters)?);
+    state.details.insert(
+        "latency_ms".into(),
+        serde_json::json!({
+            "p50": Latency::quantile(&zero, &all, 0.5).map(|s| s * 1000.0),
+            "p99": Latency::quantile(&zero, &all, 0.99).map(|s| s * 1000.0),
+        }),
+    );
+    if completed {
+        let mut stages = stages;
+        if let Some(frames) = probe {
+            final_probes(config, &stream, inputs, &mut stages, &frames, twin.as_deref(), state, options.quiet)?;
+            save_state(dir, state)?;
+        }
+    }
+    Ok((completed, whole_run_rates(&stats.all(), wall), frames))
+}
+
+/// Scores the frozen trained stages, a random-init net of the same shape, and (if asked) the
+/// backprop twin, on the labelled probe stream.
+#[allow(clippy::too_many_arguments)]
+fn final_probes(
+    config: &PipelineConfig,
+    stream: &StreamConfig,
+    inputs: usize,
+    stages: &mut [Box<dyn crate::stage::Stage>],
+    frames: &[Frame],
+    twin: Option<&[Frame]>,
+    state: &mut RunState,
+    quiet: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let (x, labels) = windows_of(frames, stream.window);
+    let mut random = build_stages_for(config, inputs);
+    let trained_features = stage_features(stages, x.clone(), 500)?;
+    let random_features = stage_features(&mut random, x.clone(), 500)?;
+    let names: Vec<String> = config.stage_names().into_iter().skip(config.model.readout_from - 1).collect();
+    let mut test = ErrorsPct::new();
+    for ((name, trained), random) in names.iter().zip(&trained_features).zip(&random_features) {
+        test.insert(format!("probe.{name}"), probe_error_pct(trained, &labels));
+        test.insert(format!("probe_random.{name}"), probe_error_pct(random, &labels));
+    }
+    // The raw pixels through the same probe: the floor any representation should beat.
+    test.insert("probe.pixels".into(), probe_error_pct(&crate::ff::normalize::normalize_rows(&x.view()), &labels));
+    if let Some(twin) = twin {
+        test.insert("backprop".into(), backprop_twin(config, stream, inputs, twin, &x, &labels)?);
+    }
+    if !quiet {
+        let line: Vec<String> = test.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect();
+        eprintln!(
+            "frozen probes ({:.0} s, {} frames): {}",
+            started.elapsed().as_secs_f64(),
+            x.nrows(),
+            line.join(", ")
+        );
+    }
+    state.metrics.test_error_pct = test;
+    Ok(())
+}
+
+/// The backprop twin: the same layers with a softmax on top, trained end to end with the labels
+/// on `twin` frames (one pass, the Matlab schedule over one epoch), then scored on the last
+/// probe block (the frames the probes score last, unseen by all).
+fn backprop_twin(
+    config: &PipelineConfig,
+    stream: &StreamConfig,
+    inputs: usize,
+    twin: &[Frame],
+    probe_x: &Array2<f32>,
+    probe_labels: &[Vec<u8>],
+) -> Result<f64> {
+    let (x, labels) = windows_of(twin, stream.window);
+    let single: Vec<u8> = labels.iter().map(|l| l.first().copied().unwrap_or(0)).collect();
+    if labels.iter().any(|l| l.len() != 1) {
+        bail!("the backprop twin needs one label per frame (moving_mnist.digits = 1)");
+    }
+    let mut net = BackpropConfig {
+        inputs,
+        hidden: config.model.layers.clone(),
+        classes: CLASSES,
+        rule: crate::ff::optim::Rule::Sgd { momentum: 0.9 },
+        lr: 0.02,
+        weight_cost: 1e-4,
+        schedule: crate::ff::optim::Schedule::Constant,
+        epochs: 1,
+        normalize_input: true,
+        seed: config.seed,
+    }
+    .build();
+    net.set_threads(Threads::One);
+    for start in (0..x.nrows()).step_by(config.data.batch) {
+        let end = (start + config.data.batch).min(x.nrows());
+        let rows = x.slice(ndarray::s![start..end, ..]).to_owned();
+        net.train_step(&rows, &single[start..end], 1);
+    }
+    let block = probe_x.nrows() / super::probe::BLOCKS;
+    let last = probe_x.nrows() - block..probe_x.nrows();
+    let truth: Vec<u8> = probe_labels[last.clone()].iter().map(|l| l[0]).collect();
+    Ok(net.error_pct(&probe_x.slice(ndarray::s![last, ..]).to_owned(), &truth))
+}
+
+/// Applies an epoch report of a frame stream: curve, checkpoint, state, one log line.
+fn finish_epoch(
+    report: &EpochReport,
+    dir: &Path,
+    state: &mut RunState,
+    config: &PipelineConfig,
+    seconds: f64,
+    quiet: bool,
+    latency: (Option<f64>, Option<f64>),
+) -> Result<(), String> {
+    let pick = |prefix: &str| -> ErrorsPct {
+        report.measures.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), *v)).collect()
+    };
+    let separation = pick("separation.");
+    let live = pick("live_probe.");
+    state.curve.push(CurvePoint {
+        epoch: report.epoch,
+        val_error_pct: separation.clone(),
+        stream_error_pct: live.clone(),
+        seconds,
+    });
+    if !separation.is_empty() {
+        state.metrics.val_error_pct = separation.clone();
+    }
+    let rss = crate::metrics::rss_mib();
+    let entry = state.details.entry("rss_mib_by_epoch".to_string()).or_insert_with(|| serde_json::json!([]));
+    if let Some(list) = entry.as_array_mut() {
+        list.push(serde_json::json!(rss));
+    }
+    let meta =
+        [("epoch", report.epoch.to_string()), ("experiment", config.name.clone()), ("seed", config.seed.to_string())];
+    checkpoint::save(&dir.join("checkpoint.safetensors"), &report.states, &meta).map_err(|e| e.to_string())?;
+    state.epochs_done = report.epoch;
+    state.seconds = seconds;
+    save_state(dir, state).map_err(|e| format!("{e:#}"))?;
+    if !quiet {
+        let fmt = |m: &ErrorsPct| {
+            m.iter()
+                .map(|(k, v)| format!("{} {v:.1}%", k.rsplit('.').next().unwrap_or(k)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut line = format!("epoch {:>3}/{} {:>7.1}s", report.epoch, config.data.epochs, seconds);
+        if !separation.is_empty() {
+            line += &format!("  separation error: {}", fmt(&separation));
+        }
+        if !live.is_empty() {
+            line += &format!("  live probe error: {}", fmt(&live));
+        }
+        if let (Some(p50), Some(p99)) = latency {
+            line += &format!("  latency p50 {p50:.0} ms p99 {p99:.0} ms");
+        }
+        line += &format!("  rss {rss:.0} MiB");
+        eprintln!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Unsupervised FF on frame streams through the stage pipeline: what is learned (probes against
+//! a random-init net), what is counted (every frame), and that a killed run resumes.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ffstream::config::PipelineConfig;
+use ffstream::pipeline::{self, EpochReport, Mode, PipelineStats};
+use ffstream::train::{self, build_stages_for, RunOptions};
+use ffstream::video::feed::MemoryFeed;
+use ffstream::video::head::{VideoHead, VideoHeadConfig};
+use ffstream::video::negatives::NegativeKind;
+use ffstream::video::sink::VideoSink;
+use ffstream::video::Frame;
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("FFSTREAM_DATA").expect("set FFSTREAM_DATA to the folder holding mnist/ (CI: ../shared/data)"),
+    )
+}
+
+fn options(runs: &std::path::Path) -> RunOptions {
+    RunOptions { data_dir: Some(data_dir()), runs_dir: runs.to_path_buf(), quiet: true, ..Default::default() }
+}
+
+fn moving_mnist(overrides: &[&str]) -> PipelineConfig {
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    PipelineConfig::parse(include_str!("../pipeline/moving-mnist.toml"), "moving-mnist.toml", &o).unwrap()
+}
+
+/// Random ReLU features already make Moving MNIST digits somewhat linear, so the claim is the
+/// difference: after 10,000 frames (about 5 s on 2 cores) the frozen trained stages' ridge
+/// probes, on unseen test-split digits, beat the same probes on the net as it was initialized
+/// by at least 2.5 points averaged over the stages. Measured over seeds 0, 1, 2: 5.3, 6.3 and
+/// 5.5 points (probe errors ~77-80% against ~83-84%; raw pixels 85.7%; chance 90%).
+#[test]
+fn trained_stages_probe_better_than_the_same_net_at_random_init() {
+    let runs = tempfile::tempdir().unwrap();
+    let config = moving_mnist(&[
+        "data.epochs=2",
+        "stream.frames_per_epoch=5000",
+        "model.layers=[500, 500]",
+        "stream.probe_frames=1500",
+        "stream.backprop_twin=false",
+    ]);
+    let outcome = train::run(&config, &options(runs.path())).unwrap();
+    let test = &outcome.record.metrics.test_error_pct;
+    let mut gaps = Vec::new();
+    for layer in ["layer1", "layer2"] {
+        let (trained, random) = (test[&format!("probe.{layer}")], test[&format!("probe_random.{layer}")]);
+        gaps.push(random - trained);
+    }
+    let mean_gap = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    assert!(mean_gap >= 2.5, "trained probes beat random-init ones by only {gaps:?} points: {test:?}");
+    // Hybrid negatives are separable from real frames on held-out digits (chance: 50%).
+    let separation = &outcome.record.metrics.val_error_pct;
+    assert!(separation["separation.layer1"] < 25.0, "{separation:?}");
+    // Every training frame reached the last stage, counted once.
+    let last = outcome.record.throughput.stages.iter().find(|s| s.name == "layer2").unwrap();
+    assert!(last.frames_per_s > 0.0);
+    assert_eq!(outcome.record.details["source"]["decoded"], 10_000);
+}
+
+fn synthetic_frames(sequences: u64, per_sequence: u64) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    for s in 0..sequences {
+        for t in 0..per_sequence {
+            let index = s * per_sequence + t;
+            // A bright bar moving right: real motion a window can see.
+            let pixels = (0..16 * 16).map(|p| if (p % 16) as u64 == (t * 2 + s) % 16 { 255 } else { 10 }).collect();
+            frames.push(Frame {
+                index,
+                pts: Some(index as f64 / 30.0),
+                captured: Instant::now(),
+                width: 16,
+                height: 16,
+                channels: 1,
+                pixels,
+                sequence: s,
+                labels: Vec::new(),
+            });
+        }
+    }
+    frames
+}
+
+/// Every frame is learned from, held out, or the start of a window (never across a cut), and
+/// the counts add up exactly, threaded as in lockstep.
+#[test]
+fn every_frame_is_counted_and_no_window_spans_a_cut() {
+    let config = moving_mnist(&["model.layers=[32, 32]"]);
+    for mode in [Mode::Threaded, Mode::Lockstep] {
+        let (sequences, per_sequence, window, holdout_every) = (7u64, 23u64, 3usize, 10usize);
+        let head_config = VideoHeadConfig {
+            batch: 8,
+            window,
+            frame_len: 256,
+            width: 16,
+            height: 16,
+            channels: 1,
+            negatives: NegativeKind::Shuffle,
+            replay: 16,
+            mask_blurs: 2,
+            holdout_every,
+            eval_windows: 5,
+            first_epoch: 1,
+            epochs: 2,
+            seed: 3,
+        };
+        let feed = MemoryFeed::new(synthetic_frames(sequences, per_sequence));
+        let mut head = VideoHead::new(head_config, Box::new(feed), Arc::new(AtomicBool::new(false)));
+        let stages = build_stages_for(&config, window * 256);
+        let mut sink = VideoSink::new(vec!["layer1".into(), "layer2".into()], &[32, 32], 0.5);
+        let stats = PipelineStats::new(&config.stage_names());
+        let mut reports: Vec<EpochReport> = Vec::new();
+        let mut on_epoch = |r: EpochReport| {
+            reports.push(r);
+            Ok(())
+        };
+        let (_, completed) = pipeline::run(&mut head, stages, &mut sink, mode, 2, &stats, &mut on_epoch).unwrap();
+        assert!(completed);
+        // Windows per sequence: per_sequence − (window − 1); held out: those ending on index ≡ 9 mod 10.
+        let windows: Vec<u64> =
+            (0..sequences).flat_map(|s| (window as u64 - 1..per_sequence).map(move |t| s * per_sequence + t)).collect();
+        let held = windows.iter().filter(|&&i| i % holdout_every as u64 == holdout_every as u64 - 1).count() as u64;
+        let learned = windows.len() as u64 - held;
+        let last = stats.stages.last().unwrap().totals();
+        assert_eq!(last.frames, 2 * learned, "{mode:?}");
+        assert_eq!(reports.len(), 2);
+        for r in &reports {
+            assert!(r.measures.contains_key("separation.layer2"), "{:?}", r.measures);
+        }
+    }
+}
+
+/// A run stopped after its first epoch and resumed ends with the same metrics as a straight run
+/// (the stream of an epoch depends only on the seed and the epoch).
+#[test]
+fn a_killed_moving_mnist_run_resumes_to_the_same_result() {
+    let runs = tempfile::tempdir().unwrap();
+    let base = [
+        "data.epochs=2",
+        "stream.frames_per_epoch=600",
+        "model.layers=[64, 32]",
+        "stream.probe_frames=300",
+        "stream.eval_windows=50",
+        "stream.backprop_twin=false",
+        "pipeline.mode=\"lockstep\"",
+    ];
+    let straight = train::run(&moving_mnist(&base), &options(runs.path())).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut o = options(runs.path());
+    o.runs_dir = runs.path().join("killed");
+    let flag = Arc::clone(&stop);
+    let watch = o.runs_dir.clone();
+    let watcher = std::thread::spawn(move || loop {
+        let state = std::fs::read_dir(&watch)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path().join("state.json")).ok());
+        if state.is_some_and(|s| s.contains("\"epochs_done\": 1")) {
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    });
+    o.stop = Some(stop);
+    let killed = train::run(&moving_mnist(&base), &o).unwrap();
+    watcher.join().unwrap();
+    assert!(!killed.completed, "the run should have been stopped after epoch 1");
+    let mut o = options(runs.path());
+    o.resume = Some(killed.run_dir.clone());
+    let resumed = train::run(&moving_mnist(&base), &o).unwrap();
+    assert!(resumed.completed);
+    assert_eq!(straight.record.metrics, resumed.record.metrics);
+    // The curve goes through state.json between sessions: equal up to float text round trips.
+    let curve = |r: &ffstream::record::Record| -> Vec<(String, f64)> {
+        r.curve
+            .iter()
+            .flat_map(|c| {
+                c.val_error_pct.iter().chain(&c.stream_error_pct).map(move |(k, v)| (format!("{}{k}", c.epoch), *v))
+            })
+            .collect()
+    };
+    let (a, b) = (curve(&straight.record), curve(&resumed.record));
+    assert_eq!(a.len(), b.len());
+    for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+        assert!(ka == kb && (va - vb).abs() < 1e-9, "{a:?} {b:?}");
+    }
+}
