@@ -48,16 +48,5 @@ pub struct Frame {
     pub labels: Vec<u8>,
 }
 
-// TEMPORARY until the input module lands.
-/// Video input settings.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct VideoConfig {
-    /// Input.
-    pub input: String,
-}
-impl VideoConfig {
-    /// Checks.
-    pub fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
+#[cfg(feature = "video")]
+pub use input::VideoConfig;
