@@ -161,15 +161,38 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
             println!("{}", outcome.table);
             let fmt =
                 |m: &record::ErrorsPct| m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ");
-            println!(
-                "{}: {} epochs in {:.1} s, {:.0} frames/s end to end; test error: {}; validation error: {}",
-                config.name,
-                outcome.record.epochs,
-                outcome.record.wall_time_s,
-                outcome.record.throughput.frames_per_s,
-                fmt(&outcome.record.metrics.test_error_pct),
-                fmt(&outcome.record.metrics.val_error_pct),
+            let metrics = &outcome.record.metrics;
+            let mut summary = format!(
+                "{}: {} epochs in {:.1} s, {:.0} frames/s end to end",
+                config.name, outcome.record.epochs, outcome.record.wall_time_s, outcome.record.throughput.frames_per_s,
             );
+            if !metrics.test_error_pct.is_empty() {
+                summary += &format!("; test error: {}", fmt(&metrics.test_error_pct));
+            }
+            if !metrics.val_error_pct.is_empty() {
+                let name = if config.is_frame_stream() { "held-out separation error" } else { "validation error" };
+                summary += &format!("; {name}: {}", fmt(&metrics.val_error_pct));
+            }
+            println!("{summary}");
+            if let Some(source) = outcome.record.details.get("source") {
+                let n = |k: &str| source[k].as_f64().unwrap_or(0.0);
+                println!(
+                    "Source: {:.0} frames decoded ({:.0} frames/s of decode time), {:.0} dropped, {:.0} corrupt, {:.0} reconnects.",
+                    n("decoded"),
+                    n("decode_fps"),
+                    n("dropped"),
+                    n("corrupt"),
+                    n("reconnects")
+                );
+            }
+            if let Some(latency) = outcome.record.details.get("latency_ms") {
+                println!(
+                    "End-to-end latency (source to sink): p50 {:.0} ms, p99 {:.0} ms. Plot: {}",
+                    latency["p50"].as_f64().unwrap_or(f64::NAN),
+                    latency["p99"].as_f64().unwrap_or(f64::NAN),
+                    outcome.run_dir.join("throughput.svg").display()
+                );
+            }
             println!("Run folder: {}", outcome.run_dir.display());
             if !outcome.completed {
                 bail!("stopped before the end; resume with `ffstream run --resume {}`", outcome.run_dir.display());

@@ -137,6 +137,9 @@ pub struct StreamConfig {
     /// Also train the backprop twin on the same frames with their labels, for comparison.
     #[serde(default)]
     pub backprop_twin: bool,
+    /// Subtract each frame's mean brightness before the first stage (natural video).
+    #[serde(default)]
+    pub center: bool,
 }
 
 impl Default for StreamConfig {
@@ -322,7 +325,11 @@ pub struct PipelineConfig {
     /// Moving MNIST settings.
     pub moving_mnist: Option<MovingMnistSettings>,
     /// The video input (dataset `video`).
+    #[cfg(feature = "video")]
     pub video: Option<crate::video::VideoConfig>,
+    /// The video input (dataset `video`; this build has no FFmpeg, so it is kept unread).
+    #[cfg(not(feature = "video"))]
+    pub video: Option<toml::Value>,
 }
 
 /// A finite number above zero (NaN is not).
@@ -425,6 +432,7 @@ impl PipelineConfig {
         if self.data.dataset == "video" && self.video.is_none() {
             return fail("video", "is required for the video dataset (at least `input = ...`)");
         }
+        #[cfg(feature = "video")]
         if let Some(v) = &self.video {
             if let Err(e) = v.validate() {
                 return fail("video", &e.to_string());

@@ -108,6 +108,7 @@ fn every_frame_is_counted_and_no_window_spans_a_cut() {
             first_epoch: 1,
             epochs: 2,
             seed: 3,
+            center: true,
         };
         let feed = MemoryFeed::new(synthetic_frames(sequences, per_sequence));
         let mut head = VideoHead::new(head_config, Box::new(feed), Arc::new(AtomicBool::new(false)));
@@ -190,4 +191,94 @@ fn a_killed_moving_mnist_run_resumes_to_the_same_result() {
     for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
         assert!(ka == kb && (va - vb).abs() < 1e-9, "{a:?} {b:?}");
     }
+}
+
+/// A stage made slow on purpose: 100 ms per packet, whatever it holds.
+struct Slow;
+
+impl ffstream::stage::Stage for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    fn process(
+        &mut self,
+        packet: ffstream::packet::Packet,
+    ) -> Result<ffstream::packet::Packet, ffstream::error::StageError> {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        Ok(packet)
+    }
+
+    fn snapshot(&self) -> ffstream::packet::StageState {
+        ffstream::packet::StageState { stage: "slow".into(), tensors: Vec::new() }
+    }
+
+    fn restore(&mut self, _: &ffstream::packet::StageState) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A live stream served by the ffmpeg CLI over UDP on loopback (50 frames/s for 3 s) into a
+/// pipeline whose stage takes 100 ms per 2-frame packet (20 frames/s): the decoder keeps the
+/// newest frames, the rest are dropped and counted, and every decoded frame is either learned
+/// from or counted as dropped. Latency stays bounded by the buffer, not by the stream's length.
+#[test]
+fn a_live_udp_stream_into_a_slow_pipeline_drops_and_counts_frames() {
+    use ffstream::video::feed::VideoFeed;
+    use ffstream::video::input::{DropPolicy, VideoConfig};
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sender = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=50", "-t", "3"])
+        .args(["-c:v", "libx264", "-tune", "zerolatency", "-g", "10", "-f", "mpegts"])
+        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("the ffmpeg CLI is installed (scripts/install-deps)");
+    let video = VideoConfig {
+        drop: DropPolicy::DropOldest,
+        buffer: 2,
+        options: [("analyzeduration", "200000"), ("probesize", "65536")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..VideoConfig::new(format!("udp://127.0.0.1:{port}?timeout=1000000&overrun_nonfatal=1&fifo_size=50000"))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = VideoFeed::open(video, 100_000, Arc::clone(&stop)).unwrap();
+    let head_config = VideoHeadConfig {
+        batch: 2,
+        window: 1,
+        frame_len: 64 * 64,
+        width: 64,
+        height: 64,
+        channels: 1,
+        negatives: NegativeKind::Hybrid,
+        replay: 8,
+        mask_blurs: 4,
+        holdout_every: 0,
+        eval_windows: 0,
+        first_epoch: 1,
+        epochs: 1,
+        seed: 1,
+        center: true,
+    };
+    let mut head = VideoHead::new(head_config, Box::new(feed), stop);
+    let mut sink = VideoSink::new(Vec::new(), &[], 0.5);
+    let stats = PipelineStats::new(&["slow".to_string()]);
+    let mut on_epoch = |_: EpochReport| Ok(());
+    let stages: Vec<Box<dyn ffstream::stage::Stage>> = vec![Box::new(Slow)];
+    let (_, completed) = pipeline::run(&mut head, stages, &mut sink, Mode::Threaded, 1, &stats, &mut on_epoch).unwrap();
+    let _ = sender.kill();
+    let _ = sender.wait();
+    assert!(completed, "{:?}", head.error());
+    let counters = head.feed().counters();
+    let learned = stats.stages[0].totals().frames;
+    eprintln!("decoded {}, learned from {learned}, dropped {}", counters.decoded, counters.dropped);
+    assert!(learned > 10, "learned from {learned} frames");
+    assert!(counters.dropped > 0, "{counters:?}");
+    assert_eq!(learned + counters.dropped, counters.decoded, "{counters:?}");
+    // Bounded lag: with a 2-frame buffer and 2 queue slots, no frame waited more than ~1 s.
+    let zero = vec![0; stats.latency.counts().len()];
+    let p99 = ffstream::metrics::Latency::quantile(&zero, &stats.latency.counts(), 0.99).unwrap();
+    assert!(p99 < 1.5, "p99 latency {p99} s");
 }

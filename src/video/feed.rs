@@ -109,8 +109,143 @@ fn open_video(
 
 #[cfg(feature = "video")]
 fn open_video(
-    _config: &crate::config::PipelineConfig,
-    _stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    config: &crate::config::PipelineConfig,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<super::run::Feed> {
-    anyhow::bail!("video input is not wired yet")
+    let mut video = config.video.clone().expect("validated: the video dataset has [video]");
+    video.input = resolve_input(&video);
+    let stream = config.stream.clone().unwrap_or_default();
+    let feed = VideoFeed::open(video.clone(), stream.frames_per_epoch, stop)?;
+    let shape = super::run::FrameShape { width: video.width, height: video.height, channels: video.color.channels() };
+    Ok(super::run::Feed { feed: Box::new(feed), shape, probe: None, twin: None })
+}
+
+/// A relative file path that does not exist from here is looked up in the crate's own folder,
+/// so `ffstream run` finds the bundled clip from any working directory.
+#[cfg(feature = "video")]
+fn resolve_input(video: &super::VideoConfig) -> String {
+    let path = std::path::Path::new(&video.input);
+    if video.format.is_some() || video.input.contains("://") || path.is_absolute() || path.exists() {
+        return video.input.clone();
+    }
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if bundled.exists() {
+        bundled.display().to_string()
+    } else {
+        video.input.clone()
+    }
+}
+
+/// A video input as a frame feed. A file's epoch is one pass (reopened for the next); a live
+/// input (network stream, device, lavfi) runs on, and its epoch is `frames_per_epoch` frames.
+#[cfg(feature = "video")]
+pub struct VideoFeed {
+    config: super::VideoConfig,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: bool,
+    frames_per_epoch: u64,
+    feed: Option<super::live::LiveFeed>,
+    /// Frames read from the current feed (a fresh file feed is used as it is for the next pass).
+    read: u64,
+    emitted: u64,
+    /// Counters of the feeds closed so far (passes over a file, reopened streams).
+    closed: FeedCounters,
+    decode_seconds: f64,
+}
+
+#[cfg(feature = "video")]
+impl VideoFeed {
+    /// Opens the input now, so that a bad path or URL is reported before the pipeline starts.
+    pub fn open(
+        config: super::VideoConfig,
+        frames_per_epoch: u64,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> anyhow::Result<VideoFeed> {
+        let live = config.is_stream() || config.format.as_deref().is_some_and(|f| !f.is_empty());
+        let feed = super::live::LiveFeed::start(config.clone(), std::sync::Arc::clone(&stop))?;
+        Ok(VideoFeed {
+            config,
+            stop,
+            live,
+            frames_per_epoch,
+            feed: Some(feed),
+            read: 0,
+            emitted: 0,
+            closed: FeedCounters::default(),
+            decode_seconds: 0.0,
+        })
+    }
+
+    fn close(&mut self) {
+        if let Some(feed) = self.feed.take() {
+            let c = feed.counters();
+            self.closed.decoded += c.input.decoded.load(std::sync::atomic::Ordering::Relaxed);
+            self.closed.dropped += c.dropped();
+            self.closed.corrupt += c.input.corrupt.load(std::sync::atomic::Ordering::Relaxed);
+            self.closed.reconnects += c.input.reconnects.load(std::sync::atomic::Ordering::Relaxed);
+            self.decode_seconds += c.input.decode_seconds();
+        }
+    }
+}
+
+#[cfg(feature = "video")]
+impl FrameFeed for VideoFeed {
+    fn start_epoch(&mut self, _epoch: u32) -> Result<(), String> {
+        self.emitted = 0;
+        let reopen = self.feed.is_none() || (!self.live && self.read > 0);
+        if reopen {
+            self.close();
+            let feed = super::live::LiveFeed::start(self.config.clone(), std::sync::Arc::clone(&self.stop))
+                .map_err(|e| e.to_string())?;
+            self.feed = Some(feed);
+            self.read = 0;
+        }
+        Ok(())
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+        if self.live && self.emitted >= self.frames_per_epoch {
+            return Ok(None);
+        }
+        let Some(feed) = &self.feed else { return Ok(None) };
+        let received = match feed.recv() {
+            Ok(received) => received,
+            // A live stream that stops sending (and has spent its reconnects) has ended: the
+            // epoch ends with what arrived, and the reason is said once. A file's error stays
+            // an error.
+            Err(e) if self.live && self.read > 0 => {
+                eprintln!("the stream ended: {e}");
+                self.close();
+                return Ok(None);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match received {
+            Some(frame) => {
+                self.read += 1;
+                self.emitted += 1;
+                Ok(Some(frame))
+            }
+            None => {
+                // The end of a pass (file) or of the stream (live, reconnects spent).
+                self.close();
+                Ok(None)
+            }
+        }
+    }
+
+    fn counters(&self) -> FeedCounters {
+        let mut c = self.closed;
+        let mut seconds = self.decode_seconds;
+        if let Some(feed) = &self.feed {
+            let live = feed.counters();
+            c.decoded += live.input.decoded.load(std::sync::atomic::Ordering::Relaxed);
+            c.dropped += live.dropped();
+            c.corrupt += live.input.corrupt.load(std::sync::atomic::Ordering::Relaxed);
+            c.reconnects += live.input.reconnects.load(std::sync::atomic::Ordering::Relaxed);
+            seconds += live.input.decode_seconds();
+        }
+        c.decode_fps = c.decoded as f64 / seconds.max(1e-9);
+        c
+    }
 }

@@ -4,7 +4,9 @@
 //! scaled to 0..1); windows slide by one frame, so each new frame completes one new window and
 //! one row of positives per frame reaches the stages. A window that would span a cut between
 //! sequences is never made. Each positive gets one negative (see [`super::negatives`]), its
-//! partner drawn from a replay memory of recent windows. Updates are interleaved: positives and
+//! partner drawn from a replay memory: a uniform reservoir sample of the windows seen so far in
+//! the epoch (not the most recent ones: in a fixed-camera clip the last seconds all look alike,
+//! and a hybrid of two near-identical frames is no negative at all). Updates are interleaved: positives and
 //! negatives travel in the same packet (wake/sleep phases come with issue 4).
 //!
 //! Held-out windows: with `holdout_every = k`, every window whose last frame index is
@@ -45,7 +47,7 @@ pub struct VideoHeadConfig {
     pub channels: usize,
     /// How negatives are made.
     pub negatives: NegativeKind,
-    /// Windows kept in the replay memory that negatives' partners come from.
+    /// Windows kept in the replay memory (a reservoir sample) that negatives' partners come from.
     pub replay: usize,
     /// Blur passes of the hybrid masks.
     pub mask_blurs: usize,
@@ -59,6 +61,24 @@ pub struct VideoHeadConfig {
     pub epochs: u32,
     /// The run's seed.
     pub seed: u64,
+    /// Subtract each frame's mean brightness (see [`frame_values`]).
+    pub center: bool,
+}
+
+/// A frame's pixels as row values in 0..1, minus the frame's mean when `center` is set.
+///
+/// Why centering: natural frames are all-positive with a mean near 0.5, so after the stages'
+/// RMS normalization the input is mostly one constant direction that real frames and their
+/// hybrids share; every unit's response, and every update, is dominated by it. Removing the
+/// mean leaves the structure that tells them apart. (MNIST-like frames have a zero background
+/// and need none.)
+pub fn frame_values(pixels: &[u8], center: bool, out: &mut Vec<f32>) {
+    let start = out.len();
+    out.extend(pixels.iter().map(|&p| p as f32 * (1.0 / 255.0)));
+    if center && !pixels.is_empty() {
+        let mean = out[start..].iter().sum::<f32>() / pixels.len() as f32;
+        out[start..].iter_mut().for_each(|v| *v -= mean);
+    }
 }
 
 /// Plays a frame feed through the pipeline.
@@ -68,8 +88,10 @@ pub struct VideoHead {
     masks: MaskBank,
     stop: Arc<AtomicBool>,
     seq: u64,
-    /// Recent windows (rows of `window × frame_len` values).
+    /// A uniform sample of the epoch's windows so far (rows of `window × frame_len` values).
     replay: VecDeque<Vec<f32>>,
+    /// Windows offered to the reservoir this epoch.
+    offered: usize,
     /// The held-out windows and their negatives, fixed once made.
     held_out: Vec<(Vec<f32>, u8)>,
     held_out_negatives: Vec<Vec<f32>>,
@@ -99,6 +121,7 @@ impl VideoHead {
             stop,
             seq: 0,
             replay: VecDeque::new(),
+            offered: 0,
             held_out: Vec::new(),
             held_out_negatives: Vec::new(),
             error: None,
@@ -141,7 +164,7 @@ impl VideoHead {
     fn to_values(&self, frames: &VecDeque<Frame>) -> Vec<f32> {
         let mut values = Vec::with_capacity(self.config.window * self.config.frame_len);
         for frame in frames {
-            values.extend(frame.pixels.iter().map(|&p| p as f32 * (1.0 / 255.0)));
+            frame_values(&frame.pixels, self.config.center, &mut values);
         }
         values
     }
@@ -236,11 +259,16 @@ impl VideoHead {
         let negatives = self.negatives_for(batch, rng);
         let packet = self.packet(epoch, Purpose::Train, batch, negatives);
         for w in batch.drain(..) {
-            if self.config.replay > 0 {
-                if self.replay.len() == self.config.replay {
-                    self.replay.pop_front();
-                }
+            // Reservoir sampling (Vitter's algorithm R): every window seen this epoch is in
+            // the memory with the same probability.
+            self.offered += 1;
+            if self.replay.len() < self.config.replay {
                 self.replay.push_back(w.values);
+            } else if self.config.replay > 0 {
+                let slot = rng.below(self.offered);
+                if slot < self.config.replay {
+                    self.replay[slot] = w.values;
+                }
             }
         }
         self.publish();
@@ -317,6 +345,7 @@ impl VideoHead {
             // Every epoch is self-contained (the replay memory starts empty), so a run resumed
             // at an epoch boundary makes the same negatives as one that never stopped.
             self.replay.clear();
+            self.offered = 0;
             let mut recent: VecDeque<Frame> = VecDeque::new();
             let mut batch: Vec<Window> = Vec::with_capacity(self.config.batch);
             loop {

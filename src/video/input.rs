@@ -206,7 +206,7 @@ impl VideoConfig {
 
     /// Whether the input is a network stream or a device rather than a file: only these
     /// reconnect when they end (a file that ends is done).
-    fn is_stream(&self) -> bool {
+    pub fn is_stream(&self) -> bool {
         let scheme = self.input.split_once("://").map(|(scheme, _)| scheme);
         let networked = scheme.is_some_and(|s| !s.is_empty() && s != "file" && s.chars().all(char::is_alphanumeric));
         networked || self.input.starts_with("/dev/")
@@ -723,14 +723,16 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
     let cstring =
         |s: &str| CString::new(s).map_err(|_| open_error(format!("`{}` contains a NUL byte", s.escape_debug())));
     let url = cstring(&config.input)?;
-    let format = match &config.format {
+    // An empty name means "let FFmpeg probe", so a pipeline file's format can be cleared with
+    // `--set video.format=""`.
+    let format = match config.format.as_deref().filter(|f| !f.is_empty()) {
         None => ptr::null(),
         Some(name) => {
             let cname = cstring(name)?;
             // SAFETY: a NUL-terminated string; the result is a static table entry or null.
             let found = unsafe { ffmpeg::ffi::av_find_input_format(cname.as_ptr()) };
             if found.is_null() {
-                return Err(VideoError::UnknownFormat { input: config.input.clone(), name: name.clone() });
+                return Err(VideoError::UnknownFormat { input: config.input.clone(), name: name.to_string() });
             }
             found
         }

@@ -61,7 +61,7 @@ pub struct Feed {
 }
 
 /// Rows of `window` consecutive frames of one sequence, with the last frame's labels.
-pub fn windows_of(frames: &[Frame], window: usize) -> (Array2<f32>, Vec<Vec<u8>>) {
+pub fn windows_of(frames: &[Frame], window: usize, center: bool) -> (Array2<f32>, Vec<Vec<u8>>) {
     let mut rows: Vec<f32> = Vec::new();
     let mut labels = Vec::new();
     let mut width = 0;
@@ -71,7 +71,7 @@ pub fn windows_of(frames: &[Frame], window: usize) -> (Array2<f32>, Vec<Vec<u8>>
             continue;
         }
         for f in span {
-            rows.extend(f.pixels.iter().map(|&p| p as f32 * (1.0 / 255.0)));
+            super::head::frame_values(&f.pixels, center, &mut rows);
         }
         width = span.iter().map(|f| f.pixels.len()).sum();
         labels.push(frames[end].labels.clone());
@@ -133,6 +133,7 @@ pub fn run_frames(
             first_epoch: state.epochs_done + 1,
             epochs: config.data.epochs,
             seed: config.seed,
+            center: stream.center,
         },
         feed.feed,
         stop,
@@ -197,7 +198,7 @@ fn final_probes(
     quiet: bool,
 ) -> Result<()> {
     let started = Instant::now();
-    let (x, labels) = windows_of(frames, stream.window);
+    let (x, labels) = windows_of(frames, stream.window, stream.center);
     let mut random = build_stages_for(config, inputs);
     let trained_features = stage_features(stages, x.clone(), 500)?;
     let random_features = stage_features(&mut random, x.clone(), 500)?;
@@ -236,7 +237,7 @@ fn backprop_twin(
     probe_x: &Array2<f32>,
     probe_labels: &[Vec<u8>],
 ) -> Result<f64> {
-    let (x, labels) = windows_of(twin, stream.window);
+    let (x, labels) = windows_of(twin, stream.window, stream.center);
     let single: Vec<u8> = labels.iter().map(|l| l.first().copied().unwrap_or(0)).collect();
     if labels.iter().any(|l| l.len() != 1) {
         bail!("the backprop twin needs one label per frame (moving_mnist.digits = 1)");
@@ -280,7 +281,9 @@ fn finish_epoch(
         report.measures.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), *v)).collect()
     };
     let separation = pick("separation.");
-    let live = pick("live_probe.");
+    let mut live = pick("live_probe.");
+    let stream_separation = pick("stream_separation");
+    live.extend(stream_separation.clone());
     state.curve.push(CurvePoint {
         epoch: report.epoch,
         val_error_pct: separation.clone(),
@@ -310,10 +313,14 @@ fn finish_epoch(
         };
         let mut line = format!("epoch {:>3}/{} {:>7.1}s", report.epoch, config.data.epochs, seconds);
         if !separation.is_empty() {
-            line += &format!("  separation error: {}", fmt(&separation));
+            line += &format!("  held-out separation error: {}", fmt(&separation));
         }
-        if !live.is_empty() {
-            line += &format!("  live probe error: {}", fmt(&live));
+        if !stream_separation.is_empty() {
+            line += &format!("  on the stream: {}", fmt(&stream_separation).replace("stream_separation", "separation"));
+        }
+        let probes: ErrorsPct = live.into_iter().filter(|(k, _)| k.starts_with("live_probe.")).collect();
+        if !probes.is_empty() {
+            line += &format!("  live probe error: {}", fmt(&probes));
         }
         if let (Some(p50), Some(p99)) = latency {
             line += &format!("  latency p50 {p50:.0} ms p99 {p99:.0} ms");

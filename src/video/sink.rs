@@ -31,6 +31,8 @@ struct Scores {
 
 /// Scores learning on a video stream.
 pub struct VideoSink {
+    /// Training pairs seen this epoch, and those whose positive's total goodness won.
+    stream_pairs: (usize, usize),
     names: Vec<String>,
     /// Per observed stage: `(units, classes)` probe weights.
     probes: Vec<Array2<f32>>,
@@ -43,6 +45,7 @@ impl VideoSink {
     /// the live probe's step size.
     pub fn new(names: Vec<String>, units: &[usize], probe_lr: f32) -> VideoSink {
         VideoSink {
+            stream_pairs: (0, 0),
             scores: vec![Scores::default(); names.len()],
             probes: units.iter().map(|&u| Array2::zeros((u, CLASSES))).collect(),
             names,
@@ -105,7 +108,15 @@ impl VideoSink {
 impl Sink for VideoSink {
     fn consume(&mut self, packet: &Packet) -> Option<Prediction> {
         match packet.purpose {
-            Purpose::Train => self.probe(packet),
+            Purpose::Train => {
+                // The FF objective itself on the stream, before each update: does a positive's
+                // goodness (summed over the counted layers) beat its own negative's?
+                let n = packet.positives.min(packet.negatives);
+                self.stream_pairs.0 += n;
+                self.stream_pairs.1 +=
+                    (0..n).filter(|&i| packet.goodness[i] > packet.goodness[packet.positives + i]).count();
+                self.probe(packet)
+            }
             Purpose::Validate | Purpose::Test => self.separate(packet),
             Purpose::Predict | Purpose::TrainEval => {}
         }
@@ -126,6 +137,10 @@ impl Sink for VideoSink {
             }
         }
         self.scores = vec![Scores::default(); self.names.len()];
+        let (pairs, won) = std::mem::take(&mut self.stream_pairs);
+        if pairs > 0 {
+            measures.insert("stream_separation".into(), 100.0 * (pairs - won) as f64 / pairs as f64);
+        }
         let tensors = self
             .names
             .iter()
