@@ -13,9 +13,10 @@ use crate::train::{self, RunOptions};
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 9] = [
+pub const PIPELINES: [(&str, &str); 10] = [
     ("video-unsupervised", include_str!("../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../pipeline/moving-mnist.toml")),
+    ("moving-mnist-backprop", include_str!("../pipeline/moving-mnist-backprop.toml")),
     ("camera", include_str!("../pipeline/camera.toml")),
     ("mnist-quick", include_str!("../pipeline/mnist-quick.toml")),
     ("mnist-supervised", include_str!("../pipeline/mnist-supervised.toml")),
@@ -221,6 +222,9 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
             }
             std::fs::write(results.join("RESULTS.md"), record::results_markdown(&records))?;
             std::fs::write(results.join("curves.svg"), record::curves_svg(&records))?;
+            if let Some(svg) = record::frame_streams_svg(&records) {
+                std::fs::write(results.join("frame-streams.svg"), svg)?;
+            }
             // The README carries the same generated table between two markers.
             let readme = Path::new("README.md");
             if let Ok(text) = std::fs::read_to_string(readme) {

@@ -488,7 +488,12 @@ impl PipelineConfig {
             }
         }
         if frames && self.trainer == Trainer::Backprop {
-            return fail("trainer", "backprop on a frame stream runs as the FF run's twin (stream.backprop_twin)");
+            if self.data.dataset != "moving_mnist" || self.moving_mnist.as_ref().is_some_and(|m| m.digits != 1) {
+                return fail("trainer", "backprop on a frame stream needs labels: moving_mnist with digits = 1");
+            }
+            if self.stream.as_ref().is_some_and(|s| s.window != 1) {
+                return fail("stream.window", "must be 1 for the backprop twin");
+            }
         }
         if !positive(self.model.temperature) {
             return fail("model.temperature", "must be positive");

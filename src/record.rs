@@ -136,7 +136,7 @@ pub fn results_markdown(records: &[Record]) -> String {
          | experiment | paper | ours: goodness | ours: softmax | ours: backprop | validation | epochs | run | wall time | machine | seeds | commit |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (exp, rs) in &by_exp {
+    for (exp, rs) in by_exp.iter().filter(|(_, rs)| !is_frame_stream(rs[0])) {
         let pick = |f: &dyn Fn(&Record) -> Option<f64>| rs.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
         let paper = rs[0]
             .pipeline
@@ -166,8 +166,64 @@ pub fn results_markdown(records: &[Record]) -> String {
             commits.join(", ")
         );
     }
+    out += &frame_stream_table(&by_exp);
     out += "\nDeviations from the paper and choices where it is silent are listed at the top of each \
             pipeline file in `pipeline/` and in the README.\n";
+    out
+}
+
+/// Whether a record is of a frame stream (Moving MNIST, video) rather than labelled MNIST.
+fn is_frame_stream(r: &Record) -> bool {
+    r.pipeline.get("data").and_then(|d| d.get("dataset")).and_then(|d| d.as_str()).is_some_and(|d| d != "mnist")
+}
+
+/// The unsupervised frame-stream records: frozen-probe errors per stage against the same net at
+/// random init, raw pixels and the backprop twin; held-out separation; throughput.
+fn frame_stream_table(by_exp: &BTreeMap<&str, Vec<&Record>>) -> String {
+    let mut out = String::from(
+        "\n## Frame streams (unsupervised FF on video)\n\n\
+         Probe errors are test-then-train ridge probes on the frozen stages' normalized activities, scored on \
+         test-split Moving MNIST digits (`trained / random init` of the same net, per stage); `pixels` is the same \
+         probe on the raw frames; `backprop` the twin trained with labels. Separation: the share of held-out \
+         windows whose goodness does not beat their own negative's (50% = nothing learned). Frames/s: end to end \
+         over the session, while learning.\n\n\
+         | experiment | frames | probe error per stage: trained / random init | pixels | backprop | separation per stage | frames/s | wall time | machine | seeds | commit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (exp, rs) in by_exp.iter().filter(|(_, rs)| is_frame_stream(rs[0])) {
+        for r in rs {
+            let test = &r.metrics.test_error_pct;
+            let mut probes = Vec::new();
+            let mut separation = Vec::new();
+            for (k, v) in test {
+                if let Some(layer) = k.strip_prefix("probe.").filter(|l| *l != "pixels") {
+                    let random = test.get(&format!("probe_random.{layer}")).map_or("–".into(), |x| format!("{x:.1}"));
+                    probes.push(format!("{layer} {v:.1} / {random}"));
+                }
+            }
+            for (k, v) in &r.metrics.val_error_pct {
+                if let Some(layer) = k.strip_prefix("separation.") {
+                    separation.push(format!("{layer} {v:.1}"));
+                }
+            }
+            let frames = r.details.get("source").and_then(|s| s["decoded"].as_f64()).unwrap_or(0.0);
+            let get = |k: &str| test.get(k).map_or("–".into(), |v| format!("{v:.1}"));
+            let dash = |v: Vec<String>| if v.is_empty() { "–".to_string() } else { v.join(", ") };
+            out += &format!(
+                "| {exp} | {} | {} | {} | {} | {} | {:.0} | {:.0} min | {} | {} | {} |\n",
+                if frames > 0.0 { format!("{frames:.0}") } else { "–".into() },
+                dash(probes),
+                get("probe.pixels"),
+                get("backprop"),
+                dash(separation),
+                r.throughput.frames_per_s,
+                r.wall_time_s / 60.0,
+                r.machine,
+                r.seed,
+                r.commit.split('+').map(|p| p.chars().take(8).collect::<String>()).collect::<Vec<_>>().join("+"),
+            );
+        }
+    }
     out
 }
 
@@ -176,6 +232,7 @@ pub fn curves_svg(records: &[Record]) -> String {
     let (w, h, left, bottom, top, right) = (860.0, 440.0, 60.0, 45.0, 30.0, 300.0);
     let series: Vec<(String, Vec<(f64, f64)>)> = records
         .iter()
+        .filter(|r| !is_frame_stream(r))
         .flat_map(|r| {
             ["goodness", "backprop"].into_iter().filter_map(move |k| {
                 let pts: Vec<(f64, f64)> =
@@ -222,6 +279,34 @@ pub fn curves_svg(records: &[Record]) -> String {
         );
     }
     svg + "</svg>\n"
+}
+
+/// An SVG of the frame-stream records by epoch: held-out separation error and live-probe error
+/// per stage (`results/frame-streams.svg`); `None` without such records.
+pub fn frame_streams_svg(records: &[Record]) -> Option<String> {
+    let streams: Vec<&Record> = records.iter().filter(|r| is_frame_stream(r) && !r.curve.is_empty()).collect();
+    if streams.is_empty() {
+        return None;
+    }
+    let series = |pick: &dyn Fn(&CurvePoint) -> &ErrorsPct, prefix: &str| -> Vec<crate::plot::Series> {
+        let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for r in &streams {
+            for c in &r.curve {
+                for (k, v) in pick(c).iter().filter(|(k, _)| k.starts_with(prefix)) {
+                    let name = format!("{} s{} {}", r.experiment, r.seed, k.trim_start_matches(prefix));
+                    out.entry(name).or_default().push((c.epoch as f64, *v));
+                }
+            }
+        }
+        out.into_iter().collect()
+    };
+    let separation = series(&|c| &c.val_error_pct, "separation.");
+    let probes = series(&|c| &c.stream_error_pct, "live_probe.");
+    let (w, h) = (900.0, 300.0);
+    let mut body =
+        crate::plot::line_chart("held-out separation error, % (50 = chance)", "epoch", &separation, 0.0, w, h);
+    body += &crate::plot::line_chart("live probe error on the stream, % (90 = chance)", "epoch", &probes, h, w, h);
+    Some(crate::plot::document(w, 2.0 * h, &body))
 }
 
 #[cfg(test)]

@@ -176,8 +176,13 @@ pub fn build_sink(config: &PipelineConfig) -> Classify {
 
 /// The backprop twin a pipeline file describes.
 pub fn build_backprop(config: &PipelineConfig) -> Backprop {
+    build_backprop_for(config, PIXELS)
+}
+
+/// The backprop twin a pipeline file describes, reading rows of `inputs` values.
+pub fn build_backprop_for(config: &PipelineConfig, inputs: usize) -> Backprop {
     BackpropConfig {
-        inputs: PIXELS,
+        inputs,
         hidden: config.model.layers.clone(),
         classes: CLASSES,
         rule: config.optimizer.rule,
@@ -272,7 +277,12 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     let offset = state.seconds;
     let (completed, stage_rates, frames) = if config.is_frame_stream() {
         let feed = crate::video::feed::open(config, options.data_dir.as_deref(), Arc::clone(&stop))?;
-        crate::video::run::run_frames(config, feed, &dir, &mut state, started, options, stop)?
+        match config.trainer {
+            Trainer::Ff => crate::video::run::run_frames(config, feed, &dir, &mut state, started, options, stop)?,
+            Trainer::Backprop => {
+                crate::video::run::run_frames_backprop(config, feed, &dir, &mut state, started, options, stop)?
+            }
+        }
     } else {
         let data = load_data(config, options.data_dir.as_deref())?;
         match config.trainer {
@@ -443,11 +453,7 @@ fn run_backprop(
     stop: Arc<AtomicBool>,
 ) -> TrainerResult {
     let mut net = build_backprop(config);
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    net.set_threads(if threads > 1 { Threads::Pool(threads) } else { Threads::One });
+    net.set_threads(backprop_threads(options));
     if state.epochs_done > 0 {
         let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
@@ -543,6 +549,19 @@ fn run_backprop(
     drop(reporter);
     let wall = started.elapsed().as_secs_f64();
     Ok((completed, whole_run_rates(&[stats], wall), frames))
+}
+
+/// The threads the backprop twin's products use (`--threads`, 0: every core).
+pub(crate) fn backprop_threads(options: &RunOptions) -> Threads {
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if threads > 1 {
+        Threads::Pool(threads)
+    } else {
+        Threads::One
+    }
 }
 
 /// The backprop twin's error on a whole split, percent (unjittered, in stored order).

@@ -330,3 +330,100 @@ fn finish_epoch(
     }
     Ok(())
 }
+
+/// The backprop twin as a run of its own on a labelled frame stream: the same layers and a
+/// softmax, trained end to end with cross-entropy on the same frames, epoch for epoch, as the
+/// FF run sees them; scored after every epoch on the last block of the probe stream (the frames
+/// the FF probes score last), which no net ever trains on.
+pub fn run_frames_backprop(
+    config: &PipelineConfig,
+    mut feed: Feed,
+    dir: &Path,
+    state: &mut RunState,
+    started: Instant,
+    options: &RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<(bool, Vec<StageRates>, u64)> {
+    let stream = config.stream.clone().unwrap_or_default();
+    let inputs = feed.shape.len();
+    let mut net = crate::train::build_backprop_for(config, inputs);
+    net.set_threads(crate::train::backprop_threads(options));
+    if state.epochs_done > 0 {
+        let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+        net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
+    }
+    let Some(probe) = feed.probe.take() else { bail!("the backprop twin needs stream.probe_frames > 0") };
+    let (px, plabels) = windows_of(&probe, 1, stream.center);
+    let block = px.nrows() / super::probe::BLOCKS;
+    let last = px.nrows() - block..px.nrows();
+    let test_x = px.slice(ndarray::s![last.clone(), ..]).to_owned();
+    let test_y: Vec<u8> = plabels[last].iter().map(|l| l[0]).collect();
+    let stats = crate::metrics::StageStats::new("backprop");
+    let progress = Arc::new(crate::metrics::Progress::default());
+    progress.epochs.store(config.data.epochs, Ordering::Relaxed);
+    let reporter = crate::metrics::Reporter::start(
+        vec![Arc::clone(&stats)],
+        Arc::clone(&progress),
+        std::time::Duration::from_secs(1),
+        Some(dir.join("metrics.jsonl")),
+        options.quiet,
+    );
+    let offset = state.seconds;
+    let bp = |e: f64| ErrorsPct::from([("backprop".to_string(), e)]);
+    let batch = config.data.batch;
+    let (mut frames, mut completed) = (0u64, true);
+    'epochs: for epoch in state.epochs_done + 1..=config.data.epochs {
+        progress.epoch.store(epoch, Ordering::Relaxed);
+        feed.feed.start_epoch(epoch).map_err(anyhow::Error::msg)?;
+        let (mut wrong, mut seen) = (0.0, 0usize);
+        loop {
+            let mut rows: Vec<f32> = Vec::with_capacity(batch * inputs);
+            let mut labels = Vec::with_capacity(batch);
+            while labels.len() < batch {
+                let Some(frame) = feed.feed.next_frame().map_err(anyhow::Error::msg)? else { break };
+                super::head::frame_values(&frame.pixels, stream.center, &mut rows);
+                labels.push(frame.labels[0]);
+            }
+            if labels.is_empty() {
+                break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                completed = false;
+                break 'epochs;
+            }
+            let t0 = Instant::now();
+            let x = Array2::from_shape_vec((labels.len(), inputs), rows).expect("rows of the frame width");
+            wrong += net.error_pct(&x, &labels) * labels.len() as f64 / 100.0;
+            seen += labels.len();
+            if !net.train_step(&x, &labels, epoch).is_finite() {
+                bail!("backprop: the loss is not finite at epoch {epoch}; the last checkpoint is kept");
+            }
+            frames += labels.len() as u64;
+            stats.record(labels.len(), labels.len(), t0.elapsed(), Default::default(), Default::default(), 0);
+        }
+        let error = net.error_pct(&test_x, &test_y);
+        let seconds = offset + started.elapsed().as_secs_f64();
+        state.curve.push(CurvePoint {
+            epoch,
+            val_error_pct: bp(error),
+            stream_error_pct: bp(100.0 * wrong / seen.max(1) as f64),
+            seconds,
+        });
+        state.metrics.test_error_pct = bp(error);
+        let states = [crate::packet::StageState { stage: "backprop".into(), tensors: net.tensors() }];
+        checkpoint::save(&dir.join("checkpoint.safetensors"), &states, &[("epoch", epoch.to_string())])?;
+        state.epochs_done = epoch;
+        state.seconds = seconds;
+        save_state(dir, state)?;
+        if !options.quiet {
+            eprintln!(
+                "epoch {epoch:>3}/{} {seconds:>7.1}s  stream: backprop {:.2}%  probe frames (last block): backprop {error:.2}%",
+                config.data.epochs,
+                100.0 * wrong / seen.max(1) as f64
+            );
+        }
+    }
+    drop(reporter);
+    let wall = started.elapsed().as_secs_f64();
+    Ok((completed, whole_run_rates(&[stats], wall), frames))
+}
