@@ -579,6 +579,12 @@ pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
     let text = std::fs::read_to_string(run_dir.join("pipeline.toml"))
         .with_context(|| format!("`{}` is not a run folder (no pipeline.toml)", run_dir.display()))?;
     let mut config = PipelineConfig::parse(&text, &run_dir.join("pipeline.toml").display().to_string(), &[])?;
+    if config.is_frame_stream() {
+        bail!(
+            "`ffstream eval` scores MNIST runs; a frame-stream run is scored while it runs (see {})",
+            run_dir.join("state.json").display()
+        );
+    }
     let loaded = checkpoint::load(&run_dir.join("checkpoint.safetensors"))?;
     let epoch: u32 = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let data = load_data(&config, data_dir)?;

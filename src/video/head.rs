@@ -354,6 +354,9 @@ impl VideoHead {
                 }
                 let frame = match self.feed.next_frame() {
                     Ok(Some(frame)) => frame,
+                    // A feed also ends when the stop flag reaches it: that is not the end of
+                    // the epoch, which must not be checkpointed as if it were.
+                    Ok(None) if self.stop.load(Ordering::Relaxed) => return false,
                     Ok(None) => break,
                     Err(e) => return self.fail(e),
                 };
