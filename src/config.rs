@@ -324,6 +324,9 @@ pub struct PipelineConfig {
     pub stream: Option<StreamConfig>,
     /// Moving MNIST settings.
     pub moving_mnist: Option<MovingMnistSettings>,
+    /// Interleaved updates, or wake and sleep phases (frame streams; issue 4).
+    #[serde(default)]
+    pub schedule: crate::schedule::PhaseSchedule,
     /// The video input (dataset `video`).
     #[cfg(feature = "video")]
     pub video: Option<crate::video::VideoConfig>,
@@ -451,6 +454,15 @@ impl PipelineConfig {
             if s.frames_per_epoch == 0 {
                 return fail("stream.frames_per_epoch", "must be at least 1");
             }
+        }
+        if let Some(complaint) = self.schedule.check() {
+            return fail("schedule", complaint);
+        }
+        if self.schedule != crate::schedule::PhaseSchedule::Interleaved && !frames {
+            return fail(
+                "schedule",
+                "wake and sleep phases run on frame streams only so far (the MNIST head interleaves)",
+            );
         }
         if let Some(m) = &self.moving_mnist {
             if !(1..=2).contains(&m.digits) {

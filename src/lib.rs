@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod record;
 pub mod rng;
+pub mod schedule;
 pub mod sink;
 pub mod source;
 pub mod stage;

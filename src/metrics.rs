@@ -134,6 +134,8 @@ pub struct Progress {
     pub source: SourceCounters,
     /// End-to-end latency, when the run measures it.
     pub latency: std::sync::OnceLock<Arc<Latency>>,
+    /// Wake or sleep, and what is left of the phase (heads with a schedule write it).
+    pub phase: crate::schedule::PhaseState,
 }
 
 /// What a frame source counted: decoded, dropped, corrupt, reconnects, decode time.
@@ -222,10 +224,12 @@ impl Reporter {
                     let source = &progress.source;
                     let decoded = source.decoded.load(Ordering::Relaxed);
                     let rss = rss_mib();
+                    let (phase, left, sleeps) = progress.phase.get();
                     if let Some(f) = file.as_mut() {
                         let line = serde_json::json!({
                             "t_s": (now - started).as_secs_f64(), "epoch": epoch, "stages": rates,
                             "latency_ms": {"p50": p50, "p99": p99}, "source": source.json(), "rss_mib": rss,
+                            "phase": phase.name(), "phase_left": left, "sleeps": sleeps,
                         });
                         let _ = writeln!(f, "{line}");
                     }
@@ -239,6 +243,9 @@ impl Reporter {
                             })
                             .collect();
                         let mut line = format!("epoch {epoch}/{epochs} | {}", stages.join(" | "));
+                        if phase != crate::schedule::Phase::Interleaved {
+                            line += &format!(" | {} ({left} left, {sleeps} sleeps)", phase.name());
+                        }
                         if decoded > 0 {
                             let dropped = source.dropped.load(Ordering::Relaxed);
                             line += &format!(" | decoded {decoded} dropped {dropped}");

@@ -109,6 +109,7 @@ fn every_frame_is_counted_and_no_window_spans_a_cut() {
             epochs: 2,
             seed: 3,
             center: true,
+            schedule: Default::default(),
         };
         let feed = MemoryFeed::new(synthetic_frames(sequences, per_sequence));
         let mut head = VideoHead::new(head_config, Box::new(feed), Arc::new(AtomicBool::new(false)));
@@ -261,6 +262,7 @@ fn a_live_udp_stream_into_a_slow_pipeline_drops_and_counts_frames() {
         epochs: 1,
         seed: 1,
         center: true,
+        schedule: Default::default(),
     };
     let mut head = VideoHead::new(head_config, Box::new(feed), stop);
     let mut sink = VideoSink::new(Vec::new(), &[], 0.5);
@@ -281,4 +283,50 @@ fn a_live_udp_stream_into_a_slow_pipeline_drops_and_counts_frames() {
     let zero = vec![0; stats.latency.counts().len()];
     let p99 = ffstream::metrics::Latency::quantile(&zero, &stats.latency.counts(), 0.99).unwrap();
     assert!(p99 < 1.5, "p99 latency {p99} s");
+}
+
+/// Wake and sleep (issue 4's scheduler): a fixed schedule of 3 packets awake, 2 asleep. A wake
+/// packet holds positives only, a sleep packet negatives only, so the phase change is in the
+/// stream itself: threaded stages end bit-identical to lockstep ones, and the rows each stage
+/// saw add up to the schedule.
+#[test]
+fn wake_and_sleep_phases_reach_every_stage_at_the_same_point() {
+    use ffstream::schedule::PhaseSchedule;
+    let config = moving_mnist(&["model.layers=[24, 16]"]);
+    let mut finals = Vec::new();
+    for mode in [Mode::Threaded, Mode::Lockstep] {
+        let head_config = VideoHeadConfig {
+            batch: 4,
+            window: 1,
+            frame_len: 256,
+            width: 16,
+            height: 16,
+            channels: 1,
+            negatives: NegativeKind::Hybrid,
+            replay: 16,
+            mask_blurs: 2,
+            holdout_every: 0,
+            eval_windows: 0,
+            first_epoch: 1,
+            epochs: 1,
+            seed: 5,
+            center: true,
+            schedule: PhaseSchedule::Fixed { wake: 3, sleep: 2 },
+        };
+        // 40 frames in 10 packets of 4: wake 3, sleep 2, wake 3, sleep 2, wake 3, sleep 2, wake 1.
+        let feed = MemoryFeed::new(synthetic_frames(2, 20));
+        let mut head = VideoHead::new(head_config, Box::new(feed), Arc::new(AtomicBool::new(false)));
+        let stages = build_stages_for(&config, 256);
+        let mut sink = VideoSink::new(vec!["layer1".into(), "layer2".into()], &[24, 16], 0.5);
+        let stats = PipelineStats::new(&config.stage_names());
+        let mut on_epoch = |_: EpochReport| Ok(());
+        let (stages, completed) = pipeline::run(&mut head, stages, &mut sink, mode, 2, &stats, &mut on_epoch).unwrap();
+        assert!(completed);
+        let layer2 = stats.stages[1].totals();
+        assert_eq!(layer2.frames, 40, "{mode:?}: every frame learned from once, awake");
+        assert_eq!(layer2.rows, 40 + 3 * 2 * 4, "{mode:?}: 40 positive rows and three sleeps of 2 packets of 4");
+        assert_eq!(layer2.packets, 10 + 6 + 1, "{mode:?}: 10 wake, 6 sleep, the epoch marker");
+        finals.push(stages.iter().map(|s| s.snapshot().tensors).collect::<Vec<_>>());
+    }
+    assert_eq!(finals[0], finals[1], "threaded and lockstep stages differ");
 }

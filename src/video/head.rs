@@ -29,6 +29,7 @@ use crate::head::HeadIo;
 use crate::metrics::Progress;
 use crate::packet::{Message, Observe, Packet, Purpose, NEUTRAL};
 use crate::rng::Rng;
+use crate::schedule::{Phase, PhaseSchedule, Scheduler};
 
 /// How the video head plays its feed.
 #[derive(Clone, Debug)]
@@ -63,6 +64,8 @@ pub struct VideoHeadConfig {
     pub seed: u64,
     /// Subtract each frame's mean brightness (see [`frame_values`]).
     pub center: bool,
+    /// Interleaved, or wake and sleep phases (see [`crate::schedule`]).
+    pub schedule: PhaseSchedule,
 }
 
 /// A frame's pixels as row values in 0..1, minus the frame's mean when `center` is set.
@@ -134,8 +137,9 @@ impl VideoHead {
         self.progress = Some(progress);
     }
 
-    fn publish(&self) {
+    fn publish(&self, scheduler: &Scheduler) {
         if let Some(p) = &self.progress {
+            p.phase.set(scheduler.phase(), scheduler.left());
             let c = self.feed.counters();
             let s = &p.source;
             s.decoded.store(c.decoded, Ordering::Relaxed);
@@ -189,19 +193,22 @@ impl VideoHead {
         self.seq - 1
     }
 
-    /// Builds the rows `[positives | negatives]` and the packet around them.
+    /// Builds the rows `[positives | negatives]` and the packet around them. Negative rows carry
+    /// the frame and label of the window they were made from, if any (a sleep packet's
+    /// negatives come from the replay memory and carry none).
     fn packet(&mut self, epoch: u32, purpose: Purpose, windows: &[Window], negatives: Vec<Vec<f32>>) -> Packet {
-        let n = windows.len();
+        let (n, m) = (windows.len(), negatives.len());
         let width = self.config.window * self.config.frame_len;
-        let mut x = Array2::<f32>::zeros((2 * n, width));
+        let mut x = Array2::<f32>::zeros((n + m, width));
         for (r, w) in windows.iter().enumerate() {
             x.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&w.values);
         }
         for (r, neg) in negatives.iter().enumerate() {
             x.row_mut(n + r).as_slice_mut().expect("row").copy_from_slice(neg);
         }
-        let frame: Vec<u32> = windows.iter().chain(windows).map(|w| w.index as u32).collect();
-        let truth: Vec<u8> = windows.iter().chain(windows).map(|w| w.truth).collect();
+        let of_negative = |r: usize| windows.get(r).map_or((0, NEUTRAL), |w| (w.index as u32, w.truth));
+        let frame: Vec<u32> = windows.iter().map(|w| w.index as u32).chain((0..m).map(|r| of_negative(r).0)).collect();
+        let truth: Vec<u8> = windows.iter().map(|w| w.truth).chain((0..m).map(|r| of_negative(r).1)).collect();
         let captured = windows.iter().map(|w| w.captured).min().unwrap_or_else(Instant::now);
         Packet {
             seq: self.next_seq(),
@@ -209,13 +216,13 @@ impl VideoHead {
             purpose,
             x,
             positives: n,
-            negatives: n,
+            negatives: m,
             neutral: 0,
             frame,
             truth,
-            embedded: vec![NEUTRAL; 2 * n],
+            embedded: vec![NEUTRAL; n + m],
             frames: if purpose == Purpose::Train { n } else { 0 },
-            goodness: vec![0.0; 2 * n],
+            goodness: vec![0.0; n + m],
             features: Vec::new(),
             observe: Observe::Positives,
             layer_goodness: Vec::new(),
@@ -227,7 +234,6 @@ impl VideoHead {
     /// Negatives for `windows`, partners from the replay memory (or the batch itself while
     /// the memory is empty).
     fn negatives_for(&self, windows: &[Window], rng: &mut Rng) -> Vec<Vec<f32>> {
-        let width = self.config.window * self.config.frame_len;
         (0..windows.len())
             .map(|i| {
                 let partner = if self.replay.is_empty() {
@@ -235,28 +241,34 @@ impl VideoHead {
                 } else {
                     &self.replay[rng.below(self.replay.len())]
                 };
-                let mut out = vec![0.0; width];
-                make_negative(
-                    self.config.negatives,
-                    &windows[i].values,
-                    partner,
-                    self.config.window,
-                    self.config.frame_len,
-                    &self.masks,
-                    self.config.channels,
-                    rng,
-                    &mut out,
-                );
-                out
+                self.negative(&windows[i].values, partner, rng)
             })
             .collect()
     }
 
-    fn send_batch(&mut self, epoch: u32, batch: &mut Vec<Window>, rng: &mut Rng, io: &mut dyn HeadIo) -> bool {
+    /// One negative window made from `real` and `partner` by the configured generator.
+    fn negative(&self, real: &[f32], partner: &[f32], rng: &mut Rng) -> Vec<f32> {
+        let c = &self.config;
+        let mut out = vec![0.0; c.window * c.frame_len];
+        make_negative(c.negatives, real, partner, c.window, c.frame_len, &self.masks, c.channels, rng, &mut out);
+        out
+    }
+
+    fn send_batch(
+        &mut self,
+        epoch: u32,
+        batch: &mut Vec<Window>,
+        rng: &mut Rng,
+        scheduler: &mut Scheduler,
+        io: &mut dyn HeadIo,
+    ) -> bool {
         if batch.is_empty() {
             return true;
         }
-        let negatives = self.negatives_for(batch, rng);
+        let negatives = match scheduler.phase() {
+            Phase::Interleaved => self.negatives_for(batch, rng),
+            Phase::Wake | Phase::Sleep => Vec::new(), // awake: positives only
+        };
         let packet = self.packet(epoch, Purpose::Train, batch, negatives);
         for w in batch.drain(..) {
             // Reservoir sampling (Vitter's algorithm R): every window seen this epoch is in
@@ -271,8 +283,46 @@ impl VideoHead {
                 }
             }
         }
-        self.publish();
-        io.emit(Message::Data(packet))
+        self.publish(scheduler);
+        if !io.emit(Message::Data(packet)) {
+            return false;
+        }
+        if scheduler.phase() == Phase::Wake && scheduler.sent() {
+            return self.sleep(epoch, rng, scheduler, io);
+        }
+        true
+    }
+
+    /// A sleep phase: the source is not read (a file waits; a live feed drops and counts), and
+    /// packets of negatives made from the replay memory alone go through the stages.
+    fn sleep(&mut self, epoch: u32, rng: &mut Rng, scheduler: &mut Scheduler, io: &mut dyn HeadIo) -> bool {
+        scheduler.switch();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let negatives: Vec<Vec<f32>> = (0..self.config.batch)
+                .map(|_| {
+                    let real = &self.replay[rng.below(self.replay.len())];
+                    let partner = &self.replay[rng.below(self.replay.len())];
+                    self.negative(real, partner, rng)
+                })
+                .collect();
+            let packet = self.packet(epoch, Purpose::Train, &[], negatives);
+            self.publish(scheduler);
+            if !io.emit(Message::Data(packet)) {
+                return false;
+            }
+            if scheduler.sent() {
+                break;
+            }
+        }
+        scheduler.switch();
+        if let Some(p) = &self.progress {
+            p.phase.slept();
+        }
+        self.publish(scheduler);
+        true
     }
 
     /// Fixes the held-out negatives once the held-out windows are known.
@@ -348,6 +398,8 @@ impl VideoHead {
             self.offered = 0;
             let mut recent: VecDeque<Frame> = VecDeque::new();
             let mut batch: Vec<Window> = Vec::with_capacity(self.config.batch);
+            // Every epoch starts awake (self-contained, like the replay memory).
+            let mut scheduler = Scheduler::new(self.config.schedule);
             loop {
                 if self.stop.load(Ordering::Relaxed) {
                     return false;
@@ -379,11 +431,12 @@ impl VideoHead {
                     continue;
                 }
                 batch.push(self.window_of(&recent));
-                if batch.len() == self.config.batch && !self.send_batch(epoch, &mut batch, &mut rng, io) {
+                if batch.len() == self.config.batch && !self.send_batch(epoch, &mut batch, &mut rng, &mut scheduler, io)
+                {
                     return false;
                 }
             }
-            if !self.send_batch(epoch, &mut batch, &mut rng, io) || !self.evaluate(epoch, io) {
+            if !self.send_batch(epoch, &mut batch, &mut rng, &mut scheduler, io) || !self.evaluate(epoch, io) {
                 return false;
             }
             if !io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() }) {

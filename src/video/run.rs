@@ -134,6 +134,7 @@ pub fn run_frames(
             epochs: config.data.epochs,
             seed: config.seed,
             center: stream.center,
+            schedule: config.schedule,
         },
         feed.feed,
         stop,
