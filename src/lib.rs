@@ -12,6 +12,11 @@
 //! updates its own weights ([`ff`]); the sink trains the softmax readout, scores the goodness and
 //! softmax tests, writes checkpoints, and sends predictions back to the head for hard negatives.
 //! [`pipeline`] runs the same stages threaded or in lockstep on one thread.
+//!
+//! Frame streams use the same runtime with another head and sink: [`video`] decodes files,
+//! cameras and network streams through FFmpeg (or plays Moving MNIST, [`data::moving_mnist`]),
+//! makes windows of frames and their negatives, measures per stage what was learned (goodness
+//! separation, probes against a random-init net), and [`schedule`] separates wake and sleep.
 #![warn(missing_docs)]
 
 pub mod backprop;
