@@ -571,8 +571,15 @@ fn init() -> Result<(), VideoError> {
         ffmpeg::init().map_err(|err| err.to_string())?;
         ffmpeg::device::register_all();
         // Warnings such as "non-existing PPS" while joining a live stream are expected
-        // (STACK.md §2); errors still reach stderr.
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+        // (STACK.md §2), and FFmpeg's own error lines would repeat what our one-sentence errors
+        // already say (with FFmpeg's reason) and what the corrupt counter counts.
+        // FFSTREAM_FFMPEG_LOG=1 shows FFmpeg's errors again, for diagnosing a stream.
+        let level = if std::env::var_os("FFSTREAM_FFMPEG_LOG").is_some() {
+            ffmpeg::util::log::Level::Error
+        } else {
+            ffmpeg::util::log::Level::Fatal
+        };
+        ffmpeg::util::log::set_level(level);
         Ok(())
     });
     result.clone().map_err(|reason| VideoError::Open { input: "FFmpeg".into(), reason })
