@@ -13,13 +13,14 @@ use crate::train::{self, RunOptions};
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 11] = [
+pub const PIPELINES: [(&str, &str); 12] = [
     ("video-unsupervised", include_str!("../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../pipeline/moving-mnist-backprop.toml")),
     ("camera", include_str!("../pipeline/camera.toml")),
     ("video-sleep", include_str!("../pipeline/video-sleep.toml")),
     ("mnist-quick", include_str!("../pipeline/mnist-quick.toml")),
+    ("mnist-sleep", include_str!("../pipeline/mnist-sleep.toml")),
     ("mnist-supervised", include_str!("../pipeline/mnist-supervised.toml")),
     ("mnist-supervised-2xlr", include_str!("../pipeline/mnist-supervised-2xlr.toml")),
     ("mnist-matlab", include_str!("../pipeline/mnist-matlab.toml")),

@@ -260,6 +260,13 @@ pub struct NegativesConfig {
     /// Batches between the neutral pass and the negatives it picks (0: exact Matlab order).
     #[serde(default)]
     pub prediction_delay: usize,
+    /// Frames in the sleep replay memory (wake/sleep schedules only).
+    #[serde(default = "default_mnist_replay")]
+    pub replay: usize,
+}
+
+fn default_mnist_replay() -> usize {
+    1000
 }
 
 /// How the stages run.
@@ -457,12 +464,6 @@ impl PipelineConfig {
         }
         if let Some(complaint) = self.schedule.check() {
             return fail("schedule", complaint);
-        }
-        if self.schedule != crate::schedule::PhaseSchedule::Interleaved && !frames {
-            return fail(
-                "schedule",
-                "wake and sleep phases run on frame streams only so far (the MNIST head interleaves)",
-            );
         }
         if let Some(m) = &self.moving_mnist {
             if !(1..=2).contains(&m.digits) {

@@ -28,6 +28,7 @@ use crate::data::mnist::{Mnist, Split, CLASSES, PIXELS};
 use crate::negative::{hard_label, wrong_label};
 use crate::packet::{Message, Packet, Purpose, NEUTRAL};
 use crate::rng::Rng;
+use crate::schedule::{Phase, PhaseSchedule, Scheduler};
 use crate::source::{DatasetSource, FrameBatch};
 
 /// How wrong labels are chosen.
@@ -70,6 +71,11 @@ pub struct HeadConfig {
     pub train_eval_size: usize,
     /// Whether to run the test split after the last epoch.
     pub test_at_end: bool,
+    /// Interleaved (the paper's runs), or wake and sleep phases (see [`crate::schedule`]).
+    pub schedule: PhaseSchedule,
+    /// Frames kept in the sleep replay memory (a reservoir sample of the epoch's frames, with
+    /// the readout's logits for each): the only storage sleep uses.
+    pub replay: usize,
 }
 
 /// Plays a dataset through the pipeline.
@@ -141,6 +147,9 @@ impl Head {
     }
 
     fn play_epoch(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+        if self.config.schedule != PhaseSchedule::Interleaved {
+            return self.play_epoch_phased(epoch, io);
+        }
         let data = Arc::clone(&self.data);
         let source = self.config.source.clone();
         let mut batches = source.epoch_batches(&data.train, epoch);
@@ -202,6 +211,114 @@ impl Head {
             }
             if !io.emit(Message::Data(packet)) {
                 return false;
+            }
+        }
+        true
+    }
+
+    /// An epoch in wake and sleep phases.
+    ///
+    /// Awake: packets of positives (the true label) and the same frames with the neutral
+    /// label; the readout learns from the neutral rows and its logits come back. Frames and
+    /// their logits go into the replay memory. Asleep: the source is paused, and packets of
+    /// negatives only are made from the replay memory: a remembered frame with a wrong label
+    /// drawn from the network's own probabilities for it (Matlab's hard negatives, made by the
+    /// network itself) or a uniform wrong label. The logits are the readout's when the frame
+    /// passed awake, so a sleep needs no stored activities.
+    fn play_epoch_phased(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+        let data = Arc::clone(&self.data);
+        let source = self.config.source.clone();
+        let mut rng = Rng::derive(self.config.source.seed, "negatives", epoch as u64);
+        let mut scheduler = Scheduler::new(self.config.schedule);
+        let hard = self.config.negatives == NegativeLabels::Hard;
+        // (pixels, truth, index, logits) of remembered frames; frames awaiting their logits.
+        let mut replay: Vec<(Vec<f32>, u8, u32, Vec<f32>)> = Vec::new();
+        let mut offered = 0usize;
+        let mut pending: VecDeque<FrameBatch> = VecDeque::new();
+        for batch in source.epoch_batches(&data.train, epoch) {
+            if self.stopped() {
+                return false;
+            }
+            let n = batch.labels.len();
+            let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
+            let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
+            if !io.emit(Message::Data(packet)) {
+                return false;
+            }
+            pending.push_back(batch);
+            if !scheduler.sent() {
+                continue;
+            }
+            // Fall asleep: first collect the logits of every frame seen awake.
+            for batch in pending.drain(..) {
+                let logits: Vec<Vec<f32>> = if hard {
+                    let mut rows = Vec::new();
+                    while rows.len() < batch.labels.len() {
+                        let Some(p) = io.prediction() else { return false };
+                        rows.extend(p.logits.outer_iter().map(|r| r.to_vec()));
+                    }
+                    rows
+                } else {
+                    vec![Vec::new(); batch.labels.len()]
+                };
+                for (k, l) in logits.into_iter().enumerate() {
+                    let entry = (batch.pixels.row(k).to_vec(), batch.labels[k], batch.index[k], l);
+                    offered += 1;
+                    if replay.len() < self.config.replay {
+                        replay.push(entry);
+                    } else {
+                        let slot = rng.below(offered);
+                        if slot < self.config.replay {
+                            replay[slot] = entry;
+                        }
+                    }
+                }
+            }
+            scheduler.switch();
+            while scheduler.phase() == Phase::Sleep {
+                if self.stopped() {
+                    return false;
+                }
+                let batch_size = self.config.source.batch;
+                let picks: Vec<usize> = (0..batch_size).map(|_| rng.below(replay.len())).collect();
+                let mut pixels = Array2::zeros((batch_size, PIXELS));
+                for (r, &i) in picks.iter().enumerate() {
+                    pixels.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&replay[i].0);
+                }
+                let remembered = FrameBatch {
+                    pixels,
+                    index: picks.iter().map(|&i| replay[i].2).collect(),
+                    labels: picks.iter().map(|&i| replay[i].1).collect(),
+                };
+                let wrong: Vec<u8> = picks
+                    .iter()
+                    .map(|&i| {
+                        let (_, truth, _, logits) = &replay[i];
+                        if hard {
+                            hard_label(logits, *truth, &mut rng)
+                        } else {
+                            wrong_label(*truth, CLASSES, &mut rng)
+                        }
+                    })
+                    .collect();
+                let mut packet = self.packet(epoch, Purpose::Train, &[(&remembered, wrong)], [0, batch_size, 0]);
+                packet.frames = 0; // no frame of the stream enters while asleep
+                if !io.emit(Message::Data(packet)) {
+                    return false;
+                }
+                if scheduler.sent() {
+                    scheduler.switch();
+                }
+            }
+        }
+        // Predictions of the last wake packets are still due: take them so the pipeline's
+        // feedback channel is empty at the epoch's end.
+        if hard {
+            let due: usize = pending.iter().map(|b| b.labels.len()).sum();
+            let mut got = 0;
+            while got < due {
+                let Some(p) = io.prediction() else { return false };
+                got += p.logits.nrows();
             }
         }
         true

@@ -211,6 +211,8 @@ pub fn build_head(config: &PipelineConfig, data: Arc<Mnist>, first_epoch: u32, s
             eval_batch: config.eval.batch,
             train_eval_size: config.eval.train_size,
             test_at_end: config.eval.test,
+            schedule: config.schedule,
+            replay: negatives.replay,
         },
         data,
         stop,
