@@ -6,6 +6,7 @@
 //! names the file and the hash it should have. Nothing is ever downloaded by this crate: tests
 //! and CI must not touch the network, and the error says where to put the files.
 
+pub mod aesop;
 pub mod mnist;
 pub mod moving_mnist;
 
