@@ -465,6 +465,15 @@ impl PipelineConfig {
         if let Some(complaint) = self.schedule.check() {
             return fail("schedule", complaint);
         }
+        // Sleep draws every negative from the replay memory, so it cannot be empty.
+        if self.schedule != crate::schedule::PhaseSchedule::Interleaved {
+            if frames && self.stream.as_ref().is_some_and(|s| s.replay == 0) {
+                return fail("stream.replay", "must be at least 1 with wake and sleep phases");
+            }
+            if !frames && self.negatives.as_ref().is_some_and(|n| n.replay == 0) {
+                return fail("negatives.replay", "must be at least 1 with wake and sleep phases");
+            }
+        }
         if let Some(m) = &self.moving_mnist {
             if !(1..=2).contains(&m.digits) {
                 return fail("moving_mnist.digits", "must be 1 or 2");

@@ -27,6 +27,7 @@ use ndarray::{s, Array2};
 use crate::data::mnist::{Mnist, Split, CLASSES, PIXELS};
 use crate::negative::{hard_label, wrong_label};
 use crate::packet::{Message, Packet, Purpose, NEUTRAL};
+use crate::reservoir::Reservoir;
 use crate::rng::Rng;
 use crate::schedule::{Phase, PhaseSchedule, Scheduler};
 use crate::source::{DatasetSource, FrameBatch};
@@ -232,8 +233,7 @@ impl Head {
         let mut scheduler = Scheduler::new(self.config.schedule);
         let hard = self.config.negatives == NegativeLabels::Hard;
         // (pixels, truth, index, logits) of remembered frames; frames awaiting their logits.
-        let mut replay: Vec<(Vec<f32>, u8, u32, Vec<f32>)> = Vec::new();
-        let mut offered = 0usize;
+        let mut replay: Reservoir<(Vec<f32>, u8, u32, Vec<f32>)> = Reservoir::new(self.config.replay);
         let mut pending: VecDeque<FrameBatch> = VecDeque::new();
         for batch in source.epoch_batches(&data.train, epoch) {
             if self.stopped() {
@@ -262,16 +262,7 @@ impl Head {
                     vec![Vec::new(); batch.labels.len()]
                 };
                 for (k, l) in logits.into_iter().enumerate() {
-                    let entry = (batch.pixels.row(k).to_vec(), batch.labels[k], batch.index[k], l);
-                    offered += 1;
-                    if replay.len() < self.config.replay {
-                        replay.push(entry);
-                    } else {
-                        let slot = rng.below(offered);
-                        if slot < self.config.replay {
-                            replay[slot] = entry;
-                        }
-                    }
+                    replay.offer((batch.pixels.row(k).to_vec(), batch.labels[k], batch.index[k], l), &mut rng);
                 }
             }
             scheduler.switch();
@@ -280,20 +271,21 @@ impl Head {
                     return false;
                 }
                 let batch_size = self.config.source.batch;
-                let picks: Vec<usize> = (0..batch_size).map(|_| rng.below(replay.len())).collect();
+                let remembered = replay.items();
+                let picks: Vec<usize> = (0..batch_size).map(|_| rng.below(remembered.len())).collect();
                 let mut pixels = Array2::zeros((batch_size, PIXELS));
                 for (r, &i) in picks.iter().enumerate() {
-                    pixels.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&replay[i].0);
+                    pixels.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&remembered[i].0);
                 }
-                let remembered = FrameBatch {
+                let batch = FrameBatch {
                     pixels,
-                    index: picks.iter().map(|&i| replay[i].2).collect(),
-                    labels: picks.iter().map(|&i| replay[i].1).collect(),
+                    index: picks.iter().map(|&i| remembered[i].2).collect(),
+                    labels: picks.iter().map(|&i| remembered[i].1).collect(),
                 };
                 let wrong: Vec<u8> = picks
                     .iter()
                     .map(|&i| {
-                        let (_, truth, _, logits) = &replay[i];
+                        let (_, truth, _, logits) = &remembered[i];
                         if hard {
                             hard_label(logits, *truth, &mut rng)
                         } else {
@@ -301,7 +293,7 @@ impl Head {
                         }
                     })
                     .collect();
-                let mut packet = self.packet(epoch, Purpose::Train, &[(&remembered, wrong)], [0, batch_size, 0]);
+                let mut packet = self.packet(epoch, Purpose::Train, &[(&batch, wrong)], [0, batch_size, 0]);
                 packet.frames = 0; // no frame of the stream enters while asleep
                 if !io.emit(Message::Data(packet)) {
                     return false;

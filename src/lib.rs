@@ -35,6 +35,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod plot;
 pub mod record;
+pub mod reservoir;
 pub mod rng;
 pub mod schedule;
 pub mod sink;

@@ -28,6 +28,7 @@ use super::Frame;
 use crate::head::HeadIo;
 use crate::metrics::Progress;
 use crate::packet::{Message, Observe, Packet, Purpose, NEUTRAL};
+use crate::reservoir::Reservoir;
 use crate::rng::Rng;
 use crate::schedule::{Phase, PhaseSchedule, Scheduler};
 
@@ -84,6 +85,33 @@ pub fn frame_values(pixels: &[u8], center: bool, out: &mut Vec<f32>) {
     }
 }
 
+/// Windows of `window` consecutive frames of one sequence, sliding by one frame: a cut (a new
+/// sequence) starts over, so no window ever spans it. Holds owned frames (the head) or
+/// borrowed ones (a slice of frames, [`super::run::windows_of`]).
+pub(crate) struct Windows<F> {
+    window: usize,
+    recent: VecDeque<F>,
+}
+
+impl<F: std::borrow::Borrow<Frame>> Windows<F> {
+    /// Windows of `window` frames (at least 1).
+    pub(crate) fn new(window: usize) -> Windows<F> {
+        Windows { window: window.max(1), recent: VecDeque::new() }
+    }
+
+    /// Adds the next frame; returns the window it completes, if any.
+    pub(crate) fn push(&mut self, frame: F) -> Option<&VecDeque<F>> {
+        if self.recent.back().is_some_and(|f| f.borrow().sequence != frame.borrow().sequence) {
+            self.recent.clear(); // a cut: no window spans it
+        }
+        self.recent.push_back(frame);
+        if self.recent.len() > self.window {
+            self.recent.pop_front();
+        }
+        (self.recent.len() == self.window).then_some(&self.recent)
+    }
+}
+
 /// Plays a frame feed through the pipeline.
 pub struct VideoHead {
     config: VideoHeadConfig,
@@ -92,11 +120,9 @@ pub struct VideoHead {
     stop: Arc<AtomicBool>,
     seq: u64,
     /// A uniform sample of the epoch's windows so far (rows of `window × frame_len` values).
-    replay: VecDeque<Vec<f32>>,
-    /// Windows offered to the reservoir this epoch.
-    offered: usize,
+    replay: Reservoir<Vec<f32>>,
     /// The held-out windows and their negatives, fixed once made.
-    held_out: Vec<(Vec<f32>, u8)>,
+    held_out: Vec<Window>,
     held_out_negatives: Vec<Vec<f32>>,
     /// The first error of the feed: the run reports it and stops.
     error: Option<String>,
@@ -118,13 +144,12 @@ impl VideoHead {
     pub fn new(config: VideoHeadConfig, feed: Box<dyn FrameFeed>, stop: Arc<AtomicBool>) -> VideoHead {
         let masks = MaskBank::new(config.width, config.height, config.mask_blurs, 256, config.seed);
         VideoHead {
+            replay: Reservoir::new(config.replay),
             config,
             feed,
             masks,
             stop,
             seq: 0,
-            replay: VecDeque::new(),
-            offered: 0,
             held_out: Vec::new(),
             held_out_negatives: Vec::new(),
             error: None,
@@ -196,7 +221,7 @@ impl VideoHead {
     /// Builds the rows `[positives | negatives]` and the packet around them. Negative rows carry
     /// the frame and label of the window they were made from, if any (a sleep packet's
     /// negatives come from the replay memory and carry none).
-    fn packet(&mut self, epoch: u32, purpose: Purpose, windows: &[Window], negatives: Vec<Vec<f32>>) -> Packet {
+    fn packet(&self, seq: u64, epoch: u32, purpose: Purpose, windows: &[Window], negatives: Vec<Vec<f32>>) -> Packet {
         let (n, m) = (windows.len(), negatives.len());
         let width = self.config.window * self.config.frame_len;
         let mut x = Array2::<f32>::zeros((n + m, width));
@@ -211,7 +236,7 @@ impl VideoHead {
         let truth: Vec<u8> = windows.iter().map(|w| w.truth).chain((0..m).map(|r| of_negative(r).1)).collect();
         let captured = windows.iter().map(|w| w.captured).min().unwrap_or_else(Instant::now);
         Packet {
-            seq: self.next_seq(),
+            seq,
             epoch,
             purpose,
             x,
@@ -231,15 +256,15 @@ impl VideoHead {
         }
     }
 
-    /// Negatives for `windows`, partners from the replay memory (or the batch itself while
-    /// the memory is empty).
-    fn negatives_for(&self, windows: &[Window], rng: &mut Rng) -> Vec<Vec<f32>> {
+    /// Negatives for `windows`, partners drawn from `pool` (or the batch itself while the pool
+    /// is empty).
+    fn negatives_for(&self, windows: &[Window], pool: &[Vec<f32>], rng: &mut Rng) -> Vec<Vec<f32>> {
         (0..windows.len())
             .map(|i| {
-                let partner = if self.replay.is_empty() {
+                let partner = if pool.is_empty() {
                     &windows[(i + 1) % windows.len()].values
                 } else {
-                    &self.replay[rng.below(self.replay.len())]
+                    &pool[rng.below(pool.len())]
                 };
                 self.negative(&windows[i].values, partner, rng)
             })
@@ -266,22 +291,13 @@ impl VideoHead {
             return true;
         }
         let negatives = match scheduler.phase() {
-            Phase::Interleaved => self.negatives_for(batch, rng),
+            Phase::Interleaved => self.negatives_for(batch, self.replay.items(), rng),
             Phase::Wake | Phase::Sleep => Vec::new(), // awake: positives only
         };
-        let packet = self.packet(epoch, Purpose::Train, batch, negatives);
+        let seq = self.next_seq();
+        let packet = self.packet(seq, epoch, Purpose::Train, batch, negatives);
         for w in batch.drain(..) {
-            // Reservoir sampling (Vitter's algorithm R): every window seen this epoch is in
-            // the memory with the same probability.
-            self.offered += 1;
-            if self.replay.len() < self.config.replay {
-                self.replay.push_back(w.values);
-            } else if self.config.replay > 0 {
-                let slot = rng.below(self.offered);
-                if slot < self.config.replay {
-                    self.replay[slot] = w.values;
-                }
-            }
+            self.replay.offer(w.values, rng);
         }
         self.publish(scheduler);
         if !io.emit(Message::Data(packet)) {
@@ -303,12 +319,14 @@ impl VideoHead {
             }
             let negatives: Vec<Vec<f32>> = (0..self.config.batch)
                 .map(|_| {
-                    let real = &self.replay[rng.below(self.replay.len())];
-                    let partner = &self.replay[rng.below(self.replay.len())];
+                    let pool = self.replay.items();
+                    let real = &pool[rng.below(pool.len())];
+                    let partner = &pool[rng.below(pool.len())];
                     self.negative(real, partner, rng)
                 })
                 .collect();
-            let packet = self.packet(epoch, Purpose::Train, &[], negatives);
+            let seq = self.next_seq();
+            let packet = self.packet(seq, epoch, Purpose::Train, &[], negatives);
             self.publish(scheduler);
             if !io.emit(Message::Data(packet)) {
                 return false;
@@ -331,30 +349,20 @@ impl VideoHead {
             return;
         }
         let mut rng = Rng::derive(self.config.seed, "video.holdout", 0);
-        let windows: Vec<Window> = self
-            .held_out
-            .iter()
-            .map(|(v, t)| Window { values: v.clone(), truth: *t, index: 0, captured: Instant::now() })
-            .collect();
         // Partners come from the held-out set itself, so evaluation never depends on the replay
         // memory's state.
-        let saved = std::mem::take(&mut self.replay);
-        self.replay = self.held_out.iter().map(|(v, _)| v.clone()).collect();
-        self.held_out_negatives = self.negatives_for(&windows, &mut rng);
-        self.replay = saved;
+        let pool: Vec<Vec<f32>> = self.held_out.iter().map(|w| w.values.clone()).collect();
+        self.held_out_negatives = self.negatives_for(&self.held_out, &pool, &mut rng);
     }
 
     fn evaluate(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
         self.seal_held_out();
         let batch = self.config.batch.max(1);
-        for start in (0..self.held_out.len()).step_by(batch) {
-            let end = (start + batch).min(self.held_out.len());
-            let windows: Vec<Window> = self.held_out[start..end]
-                .iter()
-                .map(|(v, t)| Window { values: v.clone(), truth: *t, index: 0, captured: Instant::now() })
-                .collect();
-            let negatives = self.held_out_negatives[start..end].to_vec();
-            let packet = self.packet(epoch, Purpose::Validate, &windows, negatives);
+        let first = self.seq;
+        self.seq += self.held_out.len().div_ceil(batch) as u64;
+        let chunks = self.held_out.chunks(batch).zip(self.held_out_negatives.chunks(batch));
+        for (k, (windows, negatives)) in chunks.enumerate() {
+            let packet = self.packet(first + k as u64, epoch, Purpose::Validate, windows, negatives.to_vec());
             if !io.emit(Message::Data(packet)) {
                 return false;
             }
@@ -364,18 +372,14 @@ impl VideoHead {
 
     fn load_feed_holdout(&mut self) -> Result<(), String> {
         let Some(frames) = self.feed.holdout()? else { return Ok(()) };
-        let mut recent: VecDeque<Frame> = VecDeque::new();
+        let mut windows = Windows::new(self.config.window);
         for frame in frames {
-            if recent.back().is_some_and(|f| f.sequence != frame.sequence) {
-                recent.clear();
+            if self.held_out.len() == self.config.eval_windows {
+                break;
             }
-            recent.push_back(frame);
-            if recent.len() > self.config.window {
-                recent.pop_front();
-            }
-            if recent.len() == self.config.window && self.held_out.len() < self.config.eval_windows {
-                let w = self.window_of(&recent);
-                self.held_out.push((w.values, w.truth));
+            if let Some(recent) = windows.push(frame) {
+                let w = self.window_of(recent);
+                self.held_out.push(w);
             }
         }
         Ok(())
@@ -395,8 +399,7 @@ impl VideoHead {
             // Every epoch is self-contained (the replay memory starts empty), so a run resumed
             // at an epoch boundary makes the same negatives as one that never stopped.
             self.replay.clear();
-            self.offered = 0;
-            let mut recent: VecDeque<Frame> = VecDeque::new();
+            let mut windows = Windows::new(self.config.window);
             let mut batch: Vec<Window> = Vec::with_capacity(self.config.batch);
             // Every epoch starts awake (self-contained, like the replay memory).
             let mut scheduler = Scheduler::new(self.config.schedule);
@@ -412,25 +415,16 @@ impl VideoHead {
                     Ok(None) => break,
                     Err(e) => return self.fail(e),
                 };
-                if recent.back().is_some_and(|f| f.sequence != frame.sequence) {
-                    recent.clear(); // a cut: no window spans it
-                }
-                recent.push_back(frame);
-                if recent.len() > self.config.window {
-                    recent.pop_front();
-                }
-                if recent.len() < self.config.window {
-                    continue;
-                }
-                let index = recent.back().expect("full").index;
+                let Some(recent) = windows.push(frame) else { continue };
+                let index = recent.back().expect("a full window").index;
                 if own_holdout && self.held_out_window(index) {
                     if self.held_out.len() < self.config.eval_windows && self.held_out_negatives.is_empty() {
-                        let w = self.window_of(&recent);
-                        self.held_out.push((w.values, w.truth));
+                        let window = self.window_of(recent);
+                        self.held_out.push(window);
                     }
                     continue;
                 }
-                batch.push(self.window_of(&recent));
+                batch.push(self.window_of(recent));
                 if batch.len() == self.config.batch && !self.send_batch(epoch, &mut batch, &mut rng, &mut scheduler, io)
                 {
                     return false;

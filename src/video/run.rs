@@ -65,16 +65,14 @@ pub fn windows_of(frames: &[Frame], window: usize, center: bool) -> (Array2<f32>
     let mut rows: Vec<f32> = Vec::new();
     let mut labels = Vec::new();
     let mut width = 0;
-    for end in window.max(1) - 1..frames.len() {
-        let span = &frames[end + 1 - window.max(1)..=end];
-        if span.iter().any(|f| f.sequence != span[0].sequence) {
-            continue;
-        }
+    let mut windows = super::head::Windows::new(window);
+    for frame in frames {
+        let Some(span) = windows.push(frame) else { continue };
         for f in span {
             super::head::frame_values(&f.pixels, center, &mut rows);
         }
         width = span.iter().map(|f| f.pixels.len()).sum();
-        labels.push(frames[end].labels.clone());
+        labels.push(frame.labels.clone());
     }
     let n = labels.len();
     (Array2::from_shape_vec((n, width), rows).expect("rows of equal width"), labels)
