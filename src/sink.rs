@@ -129,7 +129,8 @@ pub fn softmax(logits: &Array2<f32>) -> Array2<f32> {
     p
 }
 
-fn argmax(values: impl Iterator<Item = f32>) -> usize {
+/// The index of the largest value (the first of equals).
+pub(crate) fn argmax(values: impl Iterator<Item = f32>) -> usize {
     values.enumerate().fold((0, f32::NEG_INFINITY), |best, (i, v)| if v > best.1 { (i, v) } else { best }).0
 }
 

@@ -234,6 +234,21 @@ fn errors(goodness: Option<f64>, softmax: Option<f64>) -> crate::record::ErrorsP
     m
 }
 
+/// Makes epoch `epoch` durable: the checkpoint of every state (metadata: epoch, experiment,
+/// seed), then `state.json` saying the epoch is done. Every trainer ends its epochs here.
+pub(crate) fn save_epoch(
+    dir: &Path,
+    states: &[StageState],
+    config: &PipelineConfig,
+    state: &mut RunState,
+    epoch: u32,
+) -> Result<()> {
+    let meta = [("epoch", epoch.to_string()), ("experiment", config.name.clone()), ("seed", config.seed.to_string())];
+    checkpoint::save(&dir.join("checkpoint.safetensors"), states, &meta)?;
+    state.epochs_done = epoch;
+    save_state(dir, state)
+}
+
 pub(crate) fn save_state(dir: &Path, state: &RunState) -> Result<()> {
     let text = serde_json::to_string_pretty(state)?;
     checkpoint::write_atomic(&dir.join("state.json"), text.as_bytes())
@@ -356,11 +371,7 @@ fn finish_epoch(
     if let Some(t) = tally("train") {
         state.metrics.train_error_pct = errors(Some(t.goodness_pct()), Some(t.softmax_pct()));
     }
-    let meta =
-        [("epoch", report.epoch.to_string()), ("experiment", config.name.clone()), ("seed", config.seed.to_string())];
-    checkpoint::save(&dir.join("checkpoint.safetensors"), &report.states, &meta).map_err(|e| e.to_string())?;
-    state.epochs_done = report.epoch;
-    save_state(dir, state).map_err(|e| format!("{e:#}"))?;
+    save_epoch(dir, &report.states, config, state, report.epoch).map_err(|e| format!("{e:#}"))?;
     if !quiet {
         let fmt =
             |m: &crate::record::ErrorsPct| m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ");
@@ -543,10 +554,7 @@ fn run_backprop(
         }
         state.curve.push(point);
         let states = [StageState { stage: "backprop".into(), tensors: net.tensors() }];
-        let meta = [("epoch", epoch.to_string()), ("experiment", config.name.clone())];
-        checkpoint::save(&dir.join("checkpoint.safetensors"), &states, &meta)?;
-        state.epochs_done = epoch;
-        save_state(dir, state)?;
+        save_epoch(dir, &states, config, state, epoch)?;
     }
     drop(reporter);
     let wall = started.elapsed().as_secs_f64();

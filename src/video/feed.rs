@@ -178,14 +178,21 @@ impl VideoFeed {
 
     fn close(&mut self) {
         if let Some(feed) = self.feed.take() {
-            let c = feed.counters();
-            self.closed.decoded += c.input.decoded.load(std::sync::atomic::Ordering::Relaxed);
-            self.closed.dropped += c.dropped();
-            self.closed.corrupt += c.input.corrupt.load(std::sync::atomic::Ordering::Relaxed);
-            self.closed.reconnects += c.input.reconnects.load(std::sync::atomic::Ordering::Relaxed);
-            self.decode_seconds += c.input.decode_seconds();
+            add_counts(&mut self.closed, &mut self.decode_seconds, &feed);
         }
     }
+}
+
+/// Adds a live feed's counts (and its decode seconds) to `total`.
+#[cfg(feature = "video")]
+fn add_counts(total: &mut FeedCounters, seconds: &mut f64, feed: &super::live::LiveFeed) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = feed.counters();
+    total.decoded += c.input.decoded.load(Relaxed);
+    total.dropped += c.dropped();
+    total.corrupt += c.input.corrupt.load(Relaxed);
+    total.reconnects += c.input.reconnects.load(Relaxed);
+    *seconds += c.input.decode_seconds();
 }
 
 #[cfg(feature = "video")]
@@ -238,12 +245,7 @@ impl FrameFeed for VideoFeed {
         let mut c = self.closed;
         let mut seconds = self.decode_seconds;
         if let Some(feed) = &self.feed {
-            let live = feed.counters();
-            c.decoded += live.input.decoded.load(std::sync::atomic::Ordering::Relaxed);
-            c.dropped += live.dropped();
-            c.corrupt += live.input.corrupt.load(std::sync::atomic::Ordering::Relaxed);
-            c.reconnects += live.input.reconnects.load(std::sync::atomic::Ordering::Relaxed);
-            seconds += live.input.decode_seconds();
+            add_counts(&mut c, &mut seconds, feed);
         }
         c.decode_fps = c.decoded as f64 / seconds.max(1e-9);
         c

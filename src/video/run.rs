@@ -23,7 +23,7 @@ use crate::matmul::Threads;
 use crate::metrics::{Latency, StageRates};
 use crate::pipeline::{self, EpochReport, PipelineStats};
 use crate::record::{CurvePoint, ErrorsPct};
-use crate::train::{build_stages_for, save_state, start_reporter, whole_run_rates, RunOptions, RunState};
+use crate::train::{build_stages_for, save_epoch, save_state, start_reporter, whole_run_rates, RunOptions, RunState};
 
 /// The shape of the frames a feed delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,12 +297,8 @@ fn finish_epoch(
     if let Some(list) = entry.as_array_mut() {
         list.push(serde_json::json!(rss));
     }
-    let meta =
-        [("epoch", report.epoch.to_string()), ("experiment", config.name.clone()), ("seed", config.seed.to_string())];
-    checkpoint::save(&dir.join("checkpoint.safetensors"), &report.states, &meta).map_err(|e| e.to_string())?;
-    state.epochs_done = report.epoch;
     state.seconds = seconds;
-    save_state(dir, state).map_err(|e| format!("{e:#}"))?;
+    save_epoch(dir, &report.states, config, state, report.epoch).map_err(|e| format!("{e:#}"))?;
     if !quiet {
         let fmt = |m: &ErrorsPct| {
             m.iter()
@@ -410,10 +406,8 @@ pub fn run_frames_backprop(
         });
         state.metrics.test_error_pct = bp(error);
         let states = [crate::packet::StageState { stage: "backprop".into(), tensors: net.tensors() }];
-        checkpoint::save(&dir.join("checkpoint.safetensors"), &states, &[("epoch", epoch.to_string())])?;
-        state.epochs_done = epoch;
         state.seconds = seconds;
-        save_state(dir, state)?;
+        save_epoch(dir, &states, config, state, epoch)?;
         if !options.quiet {
             eprintln!(
                 "epoch {epoch:>3}/{} {seconds:>7.1}s  stream: backprop {:.2}%  probe frames (last block): backprop {error:.2}%",

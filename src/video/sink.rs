@@ -17,7 +17,7 @@ use crate::head::Prediction;
 use crate::matmul::{gemm, Threads};
 use crate::packet::{Packet, Purpose, StageState, NEUTRAL};
 use crate::pipeline::{EpochReport, Sink};
-use crate::sink::{softmax, Tally};
+use crate::sink::{argmax, softmax, Tally};
 
 /// Per-stage scores gathered over one epoch.
 #[derive(Clone, Debug, Default)]
@@ -79,7 +79,7 @@ impl VideoSink {
             gemm(1.0, &features.view(), &probe.view(), 0.0, &mut logits.view_mut(), Threads::One);
             let mut direction = softmax(&logits);
             for (mut row, &t) in direction.axis_iter_mut(Axis(0)).zip(truth) {
-                let guess = row.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
+                let guess = argmax(row.iter().copied());
                 scores.probe_wrong += (guess != t as usize) as usize;
                 row.mapv_inplace(|p| -p);
                 row[t as usize] += 1.0;
