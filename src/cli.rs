@@ -13,7 +13,7 @@ use crate::train::{self, RunOptions};
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 12] = [
+pub const PIPELINES: [(&str, &str); 17] = [
     ("video-unsupervised", include_str!("../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../pipeline/moving-mnist-backprop.toml")),
@@ -26,6 +26,11 @@ pub const PIPELINES: [(&str, &str); 12] = [
     ("mnist-matlab", include_str!("../pipeline/mnist-matlab.toml")),
     ("mnist-jitter", include_str!("../pipeline/mnist-jitter.toml")),
     ("mnist-backprop", include_str!("../pipeline/mnist-backprop.toml")),
+    ("aesop-teacher-forcing", include_str!("../pipeline/aesop-teacher-forcing.toml")),
+    ("aesop-self-generated", include_str!("../pipeline/aesop-self-generated.toml")),
+    ("aesop-sleep", include_str!("../pipeline/aesop-sleep.toml")),
+    ("aesop-random-features", include_str!("../pipeline/aesop-random-features.toml")),
+    ("aesop-backprop", include_str!("../pipeline/aesop-backprop.toml")),
 ];
 
 /// What `ffstream run` runs without a name: unsupervised FF on the bundled clip.

@@ -79,7 +79,7 @@ pub struct PaperClaim {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Dataset name (only "mnist" so far).
+    /// Dataset name (see [`DATASETS`]).
     pub dataset: String,
     /// Passes over the training split.
     pub epochs: u32,
@@ -101,7 +101,7 @@ pub struct DataConfig {
 }
 
 /// The dataset names a pipeline file may use.
-pub const DATASETS: [&str; 3] = ["mnist", "moving_mnist", "video"];
+pub const DATASETS: [&str; 4] = ["mnist", "aesop", "moving_mnist", "video"];
 
 /// Unsupervised FF on a frame stream (`moving_mnist` and `video` datasets).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -260,13 +260,21 @@ pub struct NegativesConfig {
     /// Batches between the neutral pass and the negatives it picks (0: exact Matlab order).
     #[serde(default)]
     pub prediction_delay: usize,
-    /// Frames in the sleep replay memory (wake/sleep schedules only).
+    /// Frames in the sleep replay memory (wake/sleep schedules only); with generated
+    /// negatives, strings a dream may start from.
     #[serde(default = "default_mnist_replay")]
     pub replay: usize,
+    /// Generated negatives: strings the network writes per dream (90 negatives each).
+    #[serde(default = "default_dream_strings")]
+    pub dream_strings: usize,
 }
 
 fn default_mnist_replay() -> usize {
     1000
+}
+
+fn default_dream_strings() -> usize {
+    20
 }
 
 /// How the stages run.
@@ -488,6 +496,18 @@ impl PipelineConfig {
         if !(0..=4).contains(&self.data.jitter) {
             return fail("data.jitter", "must be between 0 and 4 pixels");
         }
+        if self.data.jitter != 0 && self.data.dataset != "mnist" {
+            return fail("data.jitter", "shifts MNIST images only; it must be 0 for this dataset");
+        }
+        if let Some(n) = &self.negatives {
+            let generated = n.labels == crate::head::NegativeLabels::Generated;
+            if generated && self.data.dataset != "aesop" {
+                return fail("negatives.labels", "\"generated\" needs sequence data (dataset = \"aesop\")");
+            }
+            if generated && n.dream_strings == 0 {
+                return fail("negatives.dream_strings", "must be at least 1");
+            }
+        }
         if self.model.layers.is_empty() || self.model.layers.contains(&0) {
             return fail("model.layers", "must list at least one layer, each with at least one unit");
         }
@@ -500,10 +520,13 @@ impl PipelineConfig {
                 return fail("model.readout_from", &format!("must be between 1 and {layers} (the number of layers)"));
             }
             if self.readout.is_none() && !frames {
-                return fail("readout", "is required for the ff trainer on mnist");
+                return fail("readout", "is required for the ff trainer on labelled data (mnist, aesop)");
             }
             if self.negatives.is_none() && !frames {
-                return fail("negatives", "is required for the ff trainer on mnist (frame streams use [stream])");
+                return fail(
+                    "negatives",
+                    "is required for the ff trainer on labelled data (frame streams use [stream])",
+                );
             }
             if self.pipeline.is_none() {
                 return fail("pipeline", "is required for the ff trainer");
@@ -523,8 +546,10 @@ impl PipelineConfig {
         if !non_negative(self.model.peer_normalization) {
             return fail("model.peer_normalization", "must be zero or positive");
         }
-        if !positive(self.optimizer.lr) {
-            return fail("optimizer.lr", "must be a positive number");
+        // lr = 0 freezes the stages at their random initialization: the baseline of random
+        // fixed hidden layers with a trained readout.
+        if !non_negative(self.optimizer.lr) {
+            return fail("optimizer.lr", "must be zero (frozen stages) or positive");
         }
         if !non_negative(self.optimizer.weight_cost) {
             return fail("optimizer.weight_cost", "must be zero or positive");
@@ -554,9 +579,10 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// True for the unsupervised frame streams (Moving MNIST, video), false for labelled MNIST.
+    /// True for the unsupervised frame streams (Moving MNIST, video), false for the labelled
+    /// datasets (MNIST, Aesop).
     pub fn is_frame_stream(&self) -> bool {
-        self.data.dataset != "mnist"
+        !matches!(self.data.dataset.as_str(), "mnist" | "aesop")
     }
 
     /// The stage names, in order.

@@ -24,8 +24,10 @@ use std::time::Instant;
 
 use ndarray::{s, Array2};
 
-use crate::data::mnist::{Mnist, Split, CLASSES, PIXELS};
-use crate::negative::{hard_label, wrong_label};
+use crate::data::aesop;
+use crate::data::{Labelled, Split};
+use crate::metrics::Progress;
+use crate::negative::{hard_label, sampled_label, wrong_label};
 use crate::packet::{Message, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
@@ -38,8 +40,14 @@ use crate::source::{DatasetSource, FrameBatch};
 pub enum NegativeLabels {
     /// Uniform over the wrong labels.
     Random,
-    /// In proportion to the readout's softmax, the true label excluded (Matlab).
+    /// In proportion to the readout's softmax, the true label excluded (Matlab). On Aesop this
+    /// is the paper's teacher forcing: the real context with the last character replaced by
+    /// one the network predicts.
     Hard,
+    /// Sequence data only: whole windows of text the network generates itself from the first
+    /// 10 characters of a training string (the paper's self-generated negatives, E8). Context
+    /// and last character are both the network's.
+    Generated,
 }
 
 /// The readout's logits for neutral rows, sent back from the sink, in the order sent.
@@ -75,17 +83,23 @@ pub struct HeadConfig {
     /// Interleaved (the paper's runs), or wake and sleep phases (see [`crate::schedule`]).
     pub schedule: PhaseSchedule,
     /// Frames kept in the sleep replay memory (a reservoir sample of the epoch's frames, with
-    /// the readout's logits for each): the only storage sleep uses.
+    /// the readout's logits for each): the only storage sleep uses. With generated negatives,
+    /// strings whose first 10 characters a dream may start from.
     pub replay: usize,
+    /// Generated negatives: strings generated per dream (each gives 90 negative windows, used
+    /// up before the next dream, so it sets how stale a generated negative can be).
+    pub dream_strings: usize,
 }
 
 /// Plays a dataset through the pipeline.
 pub struct Head {
     config: HeadConfig,
-    data: Arc<Mnist>,
+    data: Arc<Labelled>,
     seq: u64,
     stop: Arc<AtomicBool>,
     evaluate_only: bool,
+    /// Where the phase and what is left of it are published for the live view.
+    progress: Option<Arc<Progress>>,
 }
 
 /// Where the head's messages go and where predictions come from.
@@ -98,8 +112,45 @@ pub trait HeadIo {
 
 impl Head {
     /// A head over `data`; it stops early (at the next packet) once `stop` is set.
-    pub fn new(config: HeadConfig, data: Arc<Mnist>, stop: Arc<AtomicBool>) -> Head {
-        Head { config, data, seq: 0, stop, evaluate_only: false }
+    pub fn new(config: HeadConfig, data: Arc<Labelled>, stop: Arc<AtomicBool>) -> Head {
+        Head { config, data, seq: 0, stop, evaluate_only: false, progress: None }
+    }
+
+    /// Publishes the wake/sleep phase to `progress` (the live view and metrics.jsonl).
+    pub fn publish_to(&mut self, progress: Arc<Progress>) {
+        self.progress = Some(progress);
+    }
+
+    /// The schedule where `epoch` starts: wake phases run on across epochs (every epoch
+    /// plays the same number of wake packets, so the position is known without any state).
+    fn epoch_scheduler(&self, epoch: u32) -> Scheduler {
+        let batches = self.data.train.len() / self.config.source.batch.max(1);
+        let wake_before = (epoch.saturating_sub(1) as u64) * batches as u64;
+        Scheduler::at_epoch_start(self.config.schedule, wake_before)
+    }
+
+    /// Ends the current phase: its duration is published, then the scheduler switches.
+    fn switch(&self, scheduler: &mut Scheduler) {
+        if let Some(p) = &self.progress {
+            p.phase.lasted(scheduler.phase(), scheduler.elapsed());
+            if scheduler.phase() == Phase::Sleep {
+                p.phase.slept();
+            }
+        }
+        scheduler.switch();
+    }
+
+    fn publish(&self, scheduler: &Scheduler) {
+        if let Some(p) = &self.progress {
+            p.phase.set(scheduler.phase(), scheduler.left());
+        }
+    }
+
+    /// Publishes the time of the phase an epoch ends in.
+    fn end_epoch_phase(&self, scheduler: &Scheduler) {
+        if let Some(p) = &self.progress {
+            p.phase.lasted(scheduler.phase(), scheduler.elapsed());
+        }
     }
 
     /// Plays no training epoch: only the validation and test splits, then one epoch marker.
@@ -148,6 +199,9 @@ impl Head {
     }
 
     fn play_epoch(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+        if self.config.negatives == NegativeLabels::Generated {
+            return self.play_epoch_generated(epoch, io);
+        }
         if self.config.schedule != PhaseSchedule::Interleaved {
             return self.play_epoch_phased(epoch, io);
         }
@@ -160,7 +214,7 @@ impl Head {
                 if self.stopped() {
                     return false;
                 }
-                let negatives: Vec<u8> = batch.labels.iter().map(|&t| wrong_label(t, CLASSES, &mut rng)).collect();
+                let negatives: Vec<u8> = batch.labels.iter().map(|&t| wrong_label(t, data.classes, &mut rng)).collect();
                 let packet = self.train_packet(epoch, &batch, &negatives, Some(&batch));
                 if !io.emit(Message::Data(packet)) {
                     return false;
@@ -230,7 +284,7 @@ impl Head {
         let data = Arc::clone(&self.data);
         let source = self.config.source.clone();
         let mut rng = Rng::derive(self.config.source.seed, "negatives", epoch as u64);
-        let mut scheduler = Scheduler::new(self.config.schedule);
+        let mut scheduler = self.epoch_scheduler(epoch);
         let hard = self.config.negatives == NegativeLabels::Hard;
         // (pixels, truth, index, logits) of remembered frames; frames awaiting their logits.
         let mut replay: Reservoir<(Vec<f32>, u8, u32, Vec<f32>)> = Reservoir::new(self.config.replay);
@@ -246,7 +300,9 @@ impl Head {
                 return false;
             }
             pending.push_back(batch);
-            if !scheduler.sent() {
+            let awake_over = scheduler.sent();
+            self.publish(&scheduler);
+            if !awake_over {
                 continue;
             }
             // Fall asleep: first collect the logits of every frame seen awake.
@@ -265,7 +321,7 @@ impl Head {
                     replay.offer((batch.pixels.row(k).to_vec(), batch.labels[k], batch.index[k], l), &mut rng);
                 }
             }
-            scheduler.switch();
+            self.switch(&mut scheduler);
             while scheduler.phase() == Phase::Sleep {
                 if self.stopped() {
                     return false;
@@ -273,7 +329,7 @@ impl Head {
                 let batch_size = self.config.source.batch;
                 let remembered = replay.items();
                 let picks: Vec<usize> = (0..batch_size).map(|_| rng.below(remembered.len())).collect();
-                let mut pixels = Array2::zeros((batch_size, PIXELS));
+                let mut pixels = Array2::zeros((batch_size, data.train.width()));
                 for (r, &i) in picks.iter().enumerate() {
                     pixels.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&remembered[i].0);
                 }
@@ -289,20 +345,16 @@ impl Head {
                         if hard {
                             hard_label(logits, *truth, &mut rng)
                         } else {
-                            wrong_label(*truth, CLASSES, &mut rng)
+                            wrong_label(*truth, data.classes, &mut rng)
                         }
                     })
                     .collect();
-                let mut packet = self.packet(epoch, Purpose::Train, &[(&batch, wrong)], [0, batch_size, 0]);
-                packet.frames = 0; // no frame of the stream enters while asleep
-                if !io.emit(Message::Data(packet)) {
+                if !self.sleep_packet(epoch, &batch, wrong, &mut scheduler, io) {
                     return false;
-                }
-                if scheduler.sent() {
-                    scheduler.switch();
                 }
             }
         }
+        self.end_epoch_phase(&scheduler);
         // Predictions of the last wake packets are still due: take them so the pipeline's
         // feedback channel is empty at the epoch's end.
         if hard {
@@ -316,6 +368,161 @@ impl Head {
         true
     }
 
+    /// An epoch whose negatives the network generates itself (sequence data: Aesop, E8).
+    ///
+    /// A dream starts from the first 10 characters of some training strings and lets the
+    /// network write the other 90, one character at a time: the context's neutral-label rows go
+    /// through the stages, the readout's softmax comes back, the next character is drawn from
+    /// it. The 90 windows of each dreamt string are negatives, shuffled into a pool that the
+    /// training packets draw from; a new dream starts when the pool runs short.
+    ///
+    /// Interleaved: every packet holds real windows (positives), pool windows (negatives) and
+    /// the real windows with the neutral label (the readout learns from those); dreams start
+    /// from the epoch's strings in a shuffled order. Wake and sleep: awake, positives and
+    /// neutral rows only, and each string seen is offered to the replay memory (only its
+    /// first 10 characters are needed); asleep, the source waits and packets of pool negatives
+    /// are learned, dreams starting from remembered strings.
+    fn play_epoch_generated(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+        let data = Arc::clone(&self.data);
+        let source = self.config.source.clone();
+        let mut rng = Rng::derive(source.seed, "dream", epoch as u64);
+        let phased = self.config.schedule != PhaseSchedule::Interleaved;
+        let mut scheduler = self.epoch_scheduler(epoch);
+        let mut seeds: Vec<u32> = (0..data.sequences.len() as u32).collect();
+        rng.shuffle(&mut seeds);
+        let mut next_seed = 0;
+        let mut replay: Reservoir<u32> = Reservoir::new(self.config.replay);
+        let mut dreams = Dreams::default();
+        let strings = self.config.dream_strings.max(1);
+        for batch in source.epoch_batches(&data.train, epoch) {
+            if self.stopped() {
+                return false;
+            }
+            let n = batch.labels.len();
+            if !phased {
+                while dreams.pool.len() < n {
+                    let starts: Vec<u32> = (0..strings).map(|k| seeds[(next_seed + k) % seeds.len()]).collect();
+                    next_seed += strings;
+                    if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
+                        return false;
+                    }
+                }
+                let negatives = dreams.take(n, data.train.width());
+                let groups = [
+                    (&batch, batch.labels.clone()),
+                    (&negatives, negatives.labels.clone()),
+                    (&batch, vec![NEUTRAL; n]),
+                ];
+                let packet = self.packet(epoch, Purpose::Train, &groups, [n, n, n]);
+                dreams.outstanding += n;
+                if !io.emit(Message::Data(packet)) {
+                    return false;
+                }
+                continue;
+            }
+            let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
+            let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
+            dreams.outstanding += n;
+            if !io.emit(Message::Data(packet)) {
+                return false;
+            }
+            for &row in &batch.index {
+                replay.offer(row / aesop::PREDICTED as u32, &mut rng);
+            }
+            let awake_over = scheduler.sent();
+            self.publish(&scheduler);
+            if !awake_over {
+                continue;
+            }
+            self.switch(&mut scheduler);
+            while scheduler.phase() == Phase::Sleep {
+                if self.stopped() {
+                    return false;
+                }
+                while dreams.pool.len() < n {
+                    let remembered = replay.items();
+                    let starts: Vec<u32> = (0..strings).map(|_| remembered[rng.below(remembered.len())]).collect();
+                    if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
+                        return false;
+                    }
+                }
+                let negatives = dreams.take(n, data.train.width());
+                let labels = negatives.labels.clone();
+                if !self.sleep_packet(epoch, &negatives, labels, &mut scheduler, io) {
+                    return false;
+                }
+            }
+        }
+        // The readout's logits for the last packets are still due: take them so the feedback
+        // channel is empty at the epoch's end (a resumed run starts from the same place).
+        if phased {
+            self.end_epoch_phase(&scheduler);
+        }
+        dreams.settle(io)
+    }
+
+    /// Sends one packet of negatives asleep (`labels` embedded in `batch`'s rows) and moves
+    /// the schedule on; false when downstream is gone.
+    fn sleep_packet(
+        &mut self,
+        epoch: u32,
+        batch: &FrameBatch,
+        labels: Vec<u8>,
+        scheduler: &mut Scheduler,
+        io: &mut dyn HeadIo,
+    ) -> bool {
+        let n = labels.len();
+        let mut packet = self.packet(epoch, Purpose::Train, &[(batch, labels)], [0, n, 0]);
+        packet.frames = 0; // no frame of the stream enters while asleep
+        if !io.emit(Message::Data(packet)) {
+            return false;
+        }
+        if scheduler.sent() {
+            self.switch(scheduler);
+        }
+        self.publish(scheduler);
+        true
+    }
+
+    /// Generates the last 90 characters of the training strings `starts` from their first 10
+    /// and adds their windows to the pool, shuffled.
+    fn dream(&mut self, epoch: u32, starts: &[u32], dreams: &mut Dreams, rng: &mut Rng, io: &mut dyn HeadIo) -> bool {
+        // Logits of training packets still in flight come back first.
+        if !dreams.settle(io) {
+            return false;
+        }
+        let data = Arc::clone(&self.data);
+        let width = data.train.width();
+        let mut text: Vec<Vec<u8>> =
+            starts.iter().map(|&s| data.sequences[s as usize][..aesop::GIVEN].to_vec()).collect();
+        for t in aesop::GIVEN..aesop::LENGTH {
+            let windows: Vec<(&[u8], u8)> = text.iter().map(|s| (&s[t - aesop::CONTEXT..t], 0)).collect();
+            let contexts = window_batch(&windows, width);
+            let mut packet =
+                self.packet(epoch, Purpose::Dream, &[(&contexts, vec![NEUTRAL; starts.len()])], [0, 0, starts.len()]);
+            packet.frames = 0; // dreams are not frames of the stream
+            if !io.emit(Message::Data(packet)) {
+                return false;
+            }
+            let mut k = 0;
+            while k < text.len() {
+                let Some(p) = io.prediction() else { return false };
+                for row in p.logits.outer_iter() {
+                    let next = sampled_label(row.as_slice().expect("contiguous logits"), rng);
+                    text[k].push(next);
+                    k += 1;
+                }
+            }
+        }
+        let mut windows: Vec<(Vec<u8>, u8)> = text
+            .iter()
+            .flat_map(|s| (aesop::GIVEN..aesop::LENGTH).map(move |t| (s[t - aesop::CONTEXT..t].to_vec(), s[t])))
+            .collect();
+        rng.shuffle(&mut windows);
+        dreams.pool.extend(windows);
+        true
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq - 1
@@ -323,9 +530,10 @@ impl Head {
 
     fn write_label(&self, row: &mut [f32], label: u8) {
         let strength = self.config.label_strength;
-        for (j, v) in row[..CLASSES].iter_mut().enumerate() {
+        let classes = self.data.classes;
+        for (j, v) in row[..classes].iter_mut().enumerate() {
             *v = if label == NEUTRAL {
-                strength / CLASSES as f32
+                strength / classes as f32
             } else if j == label as usize {
                 strength
             } else {
@@ -343,7 +551,7 @@ impl Head {
         counts: [usize; 3],
     ) -> Packet {
         let rows: usize = groups.iter().map(|(_, labels)| labels.len()).sum();
-        let mut x = Array2::zeros((rows, PIXELS));
+        let mut x = Array2::zeros((rows, self.data.train.width()));
         let (mut frame, mut truth, mut embedded) =
             (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
         let mut r = 0;
@@ -418,7 +626,8 @@ impl Head {
                 return false;
             }
             let n = batch.labels.len();
-            let candidates: Vec<u8> = (0..n * CLASSES).map(|k| (k % CLASSES) as u8).collect();
+            let classes = self.data.classes;
+            let candidates: Vec<u8> = (0..n * classes).map(|k| (k % classes) as u8).collect();
             let groups = [(&batch, candidates), (&batch, vec![NEUTRAL; n])];
             let packet = self.packet(epoch, purpose, &groups, [0, 0, n]);
             if !io.emit(Message::Data(packet)) {
@@ -427,6 +636,45 @@ impl Head {
         }
         true
     }
+}
+
+/// Negatives the network has dreamt and not yet learned from, and the readout's logits still
+/// due for packets sent with neutral rows.
+#[derive(Default)]
+struct Dreams {
+    /// `(context, last character)` windows of generated text.
+    pool: VecDeque<(Vec<u8>, u8)>,
+    /// Neutral rows sent whose logits have not come back.
+    outstanding: usize,
+}
+
+impl Dreams {
+    /// The next `n` pool windows as a batch of rows (the pool holds at least `n`).
+    fn take(&mut self, n: usize, width: usize) -> FrameBatch {
+        let windows: Vec<(Vec<u8>, u8)> = self.pool.drain(..n).collect();
+        let views: Vec<(&[u8], u8)> = windows.iter().map(|(c, l)| (c.as_slice(), *l)).collect();
+        window_batch(&views, width)
+    }
+
+    /// Takes every logit still due; false when the sink is gone.
+    fn settle(&mut self, io: &mut dyn HeadIo) -> bool {
+        while self.outstanding > 0 {
+            let Some(p) = io.prediction() else { return false };
+            self.outstanding = self.outstanding.saturating_sub(p.logits.nrows());
+        }
+        true
+    }
+}
+
+/// Rows of Aesop windows `(context, class)`, the label slots left for the head.
+fn window_batch(windows: &[(&[u8], u8)], width: usize) -> FrameBatch {
+    let mut pixels = Array2::zeros((windows.len(), width));
+    let mut bytes = vec![0u8; width];
+    for ((context, _), mut row) in windows.iter().zip(pixels.outer_iter_mut()) {
+        aesop::context_into(context, &mut bytes);
+        row.iter_mut().zip(&bytes).for_each(|(v, &b)| *v = b as f32 / 255.0);
+    }
+    FrameBatch { pixels, index: vec![u32::MAX; windows.len()], labels: windows.iter().map(|w| w.1).collect() }
 }
 
 impl crate::pipeline::Play for Head {

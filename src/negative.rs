@@ -17,26 +17,37 @@ pub fn wrong_label(truth: u8, classes: usize, rng: &mut Rng) -> u8 {
 ///
 /// Falls back to [`wrong_label`] if the other labels' probabilities underflow to zero.
 pub fn hard_label(logits: &[f32], truth: u8, rng: &mut Rng) -> u8 {
+    draw(logits, Some(truth), rng).unwrap_or_else(|| wrong_label(truth, logits.len(), rng))
+}
+
+/// A label drawn from `softmax(logits)`: the network's own guess at what comes next, as a
+/// generator of sequences samples it.
+pub fn sampled_label(logits: &[f32], rng: &mut Rng) -> u8 {
+    draw(logits, None, rng).unwrap_or_else(|| rng.below(logits.len()) as u8)
+}
+
+/// A draw from `softmax(logits)` without `exclude`; `None` when nothing has weight.
+fn draw(logits: &[f32], exclude: Option<u8>, rng: &mut Rng) -> Option<u8> {
     let classes = logits.len();
-    let others = |j: &usize| *j != truth as usize;
-    let max = (0..classes).filter(others).map(|j| logits[j]).fold(f32::NEG_INFINITY, f32::max);
+    let allowed = |j: &usize| exclude != Some(*j as u8);
+    let max = (0..classes).filter(allowed).map(|j| logits[j]).fold(f32::NEG_INFINITY, f32::max);
     let weights: Vec<f64> =
-        (0..classes).map(|j| if others(&j) { ((logits[j] - max) as f64).exp() } else { 0.0 }).collect();
+        (0..classes).map(|j| if allowed(&j) { ((logits[j] - max) as f64).exp() } else { 0.0 }).collect();
     let total: f64 = weights.iter().sum();
     if !(total.is_finite() && total > 0.0) {
-        return wrong_label(truth, classes, rng);
+        return None;
     }
     let mut target = rng.uniform_f64() * total;
     for (j, w) in weights.iter().enumerate() {
         if *w > 0.0 {
             if target < *w {
-                return j as u8;
+                return Some(j as u8);
             }
             target -= w;
         }
     }
-    // Rounding left `target` just above the last bucket: take the last wrong label.
-    (0..classes).rev().find(|j| others(j)).expect("at least two classes") as u8
+    // Rounding left `target` just above the last bucket: take the last allowed label.
+    (0..classes).rev().find(allowed).map(|j| j as u8)
 }
 
 #[cfg(test)]
@@ -73,5 +84,18 @@ mod tests {
         assert!((share - 3.0 / 11.0).abs() < 0.01, "share {share}");
         let share1 = counts[1] as f64 / n as f64;
         assert!((share1 - 1.0 / 11.0).abs() < 0.01, "share {share1}");
+    }
+
+    #[test]
+    fn sampled_labels_follow_the_whole_softmax() {
+        let mut rng = Rng::new(6);
+        let logits = [(2.0f32).ln(), 0.0, 0.0];
+        let n = 60_000;
+        let mut counts = [0usize; 3];
+        (0..n).for_each(|_| counts[sampled_label(&logits, &mut rng) as usize] += 1);
+        // Weights 2, 1, 1: the first label half the time, the truth is not excluded.
+        let share = counts[0] as f64 / n as f64;
+        assert!((share - 0.5).abs() < 0.01, "share {share}");
+        assert!(counts[1] > 0 && counts[2] > 0);
     }
 }

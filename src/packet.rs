@@ -25,6 +25,9 @@ pub enum Purpose {
     Train,
     /// Neutral-label rows only, sent ahead so hard negatives can be chosen (no FF learning).
     Predict,
+    /// Neutral-label rows of text the network is generating itself (sequence data): the
+    /// readout predicts the next character and sends it back, nothing learns.
+    Dream,
     /// Validation rows (no learning).
     Validate,
     /// Test rows (no learning), once at the end.

@@ -172,9 +172,13 @@ pub fn results_markdown(records: &[Record]) -> String {
     out
 }
 
-/// Whether a record is of a frame stream (Moving MNIST, video) rather than labelled MNIST.
+/// Whether a record is of a frame stream (Moving MNIST, video) rather than labelled data.
 fn is_frame_stream(r: &Record) -> bool {
-    r.pipeline.get("data").and_then(|d| d.get("dataset")).and_then(|d| d.as_str()).is_some_and(|d| d != "mnist")
+    r.pipeline
+        .get("data")
+        .and_then(|d| d.get("dataset"))
+        .and_then(|d| d.as_str())
+        .is_some_and(|d| !matches!(d, "mnist" | "aesop"))
 }
 
 /// The unsupervised frame-stream records: frozen-probe errors per stage against the same net at

@@ -87,6 +87,9 @@ pub struct PhaseState {
     left: AtomicU64,
     /// Completed sleep phases.
     sleeps: AtomicU64,
+    /// Milliseconds the head spent in wake and in sleep phases (throughput while awake).
+    awake_ms: AtomicU64,
+    asleep_ms: AtomicU64,
 }
 
 impl PhaseState {
@@ -99,6 +102,22 @@ impl PhaseState {
     /// Counts one finished sleep.
     pub fn slept(&self) {
         self.sleeps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds the time a phase lasted.
+    pub fn lasted(&self, phase: Phase, elapsed: Duration) {
+        let ms = elapsed.as_millis() as u64;
+        match phase {
+            Phase::Wake => self.awake_ms.fetch_add(ms, Ordering::Relaxed),
+            Phase::Sleep => self.asleep_ms.fetch_add(ms, Ordering::Relaxed),
+            Phase::Interleaved => 0,
+        };
+    }
+
+    /// `(seconds awake, seconds asleep)` so far.
+    pub fn durations(&self) -> (f64, f64) {
+        let s = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1000.0;
+        (s(&self.awake_ms), s(&self.asleep_ms))
     }
 
     /// `(phase, left, sleeps so far)`.
@@ -129,6 +148,19 @@ impl Scheduler {
         Scheduler { schedule, phase, sent: 0, started: Instant::now() }
     }
 
+    /// The scheduler at the start of an epoch, after `wake_packets` wake packets in earlier
+    /// epochs. A fixed schedule's phases run across epochs: sleeps happen only after a wake
+    /// packet, so an epoch always starts awake, `wake_packets mod wake` packets into its
+    /// phase. That is a function of the epoch alone, so a resumed run continues exactly. (A
+    /// timed schedule starts each epoch with a fresh wake phase.)
+    pub fn at_epoch_start(schedule: PhaseSchedule, wake_packets: u64) -> Scheduler {
+        let mut scheduler = Scheduler::new(schedule);
+        if let PhaseSchedule::Fixed { wake, .. } = schedule {
+            scheduler.sent = (wake_packets % wake.max(1) as u64) as usize;
+        }
+        scheduler
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase
@@ -145,6 +177,11 @@ impl Scheduler {
             (PhaseSchedule::Timed { sleep_s, .. }, Phase::Sleep) => self.started.elapsed().as_secs_f64() >= sleep_s,
             (_, Phase::Interleaved) => false,
         }
+    }
+
+    /// How long the current phase has lasted.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Switches wake ↔ sleep.
@@ -187,6 +224,17 @@ mod tests {
         }
         use Phase::{Sleep as S, Wake as W};
         assert_eq!(phases, [W, W, W, S, S, W, W, W, S, S]);
+    }
+
+    #[test]
+    fn a_fixed_phase_runs_across_epochs() {
+        // 7 wake packets per epoch, phases of 10: the second epoch starts 7 packets in, so
+        // its third packet ends the phase.
+        let mut s = Scheduler::at_epoch_start(PhaseSchedule::Fixed { wake: 10, sleep: 4 }, 7);
+        assert_eq!(s.phase(), Phase::Wake);
+        assert_eq!(s.left(), 3);
+        assert!(!s.sent() && !s.sent() && s.sent());
+        assert_eq!(Scheduler::at_epoch_start(PhaseSchedule::Fixed { wake: 10, sleep: 4 }, 20).left(), 10);
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 
 use ndarray::{s, Array2, Axis, Ix2};
 
-use crate::data::mnist::CLASSES;
 use crate::ff::optim::{ParamOptimizer, Rule, Schedule};
 use crate::head::Prediction;
 use crate::matmul::{gemm, Threads};
@@ -24,6 +23,8 @@ use crate::packet::{Packet, Purpose, StageState};
 pub struct ReadoutConfig {
     /// Width of the concatenated features.
     pub features: usize,
+    /// Number of classes.
+    pub classes: usize,
     /// Update rule.
     pub rule: Rule,
     /// ε (Matlab `epsilonsup` 0.1).
@@ -48,8 +49,13 @@ impl Readout {
     /// A zero-initialized readout (Matlab starts the softmax weights at zero).
     pub fn new(config: ReadoutConfig) -> Readout {
         Readout {
-            weights: Array2::zeros((config.features, CLASSES)),
-            optimizer: ParamOptimizer::new(config.rule, config.lr, config.weight_cost, Ix2(config.features, CLASSES)),
+            weights: Array2::zeros((config.features, config.classes)),
+            optimizer: ParamOptimizer::new(
+                config.rule,
+                config.lr,
+                config.weight_cost,
+                Ix2(config.features, config.classes),
+            ),
             config,
         }
     }
@@ -57,7 +63,7 @@ impl Readout {
     /// Logits `(rows, classes)` from the per-layer feature blocks `(rows, units_l)`.
     pub fn logits(&self, features: &[Array2<f32>]) -> Array2<f32> {
         let rows = features.first().map_or(0, |f| f.nrows());
-        let mut logits = Array2::zeros((rows, CLASSES));
+        let mut logits = Array2::zeros((rows, self.config.classes));
         let mut offset = 0;
         for block in features {
             let w = self.weights.slice(s![offset..offset + block.ncols(), ..]);
@@ -171,7 +177,7 @@ fn purpose_key(purpose: Purpose) -> &'static str {
         Purpose::Validate => "validation",
         Purpose::Test => "test",
         Purpose::TrainEval => "train",
-        Purpose::Train | Purpose::Predict => "stream",
+        Purpose::Train | Purpose::Predict | Purpose::Dream => "stream",
     }
 }
 
@@ -198,10 +204,11 @@ impl Classify {
         if packet.purpose.is_evaluation() {
             let tally = self.tallies.entry(purpose_key(packet.purpose)).or_default();
             let candidates = packet.candidates();
-            let images = candidates.len() / CLASSES;
+            let classes = self.readout.config.classes;
+            let images = candidates.len() / classes;
             for i in 0..images {
-                let first = candidates.start + i * CLASSES;
-                let guess = argmax((0..CLASSES).map(|l| packet.goodness[first + l]));
+                let first = candidates.start + i * classes;
+                let guess = argmax((0..classes).map(|l| packet.goodness[first + l]));
                 tally.goodness_wrong += (packet.embedded[first + guess] != packet.truth[first]) as usize;
             }
             if let Some(logits) = &logits {
@@ -213,6 +220,10 @@ impl Classify {
             return None;
         }
         let logits = logits?;
+        if packet.purpose == Purpose::Dream {
+            // Generated text has no true next character to learn from.
+            return self.send_predictions.then_some(Prediction { logits });
+        }
         let truth = &packet.truth[neutral];
         for (row, &t) in logits.axis_iter(Axis(0)).zip(truth) {
             self.train_seen.softmax_wrong += (argmax(row.iter().copied()) != t as usize) as usize;

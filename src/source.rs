@@ -7,13 +7,14 @@
 
 use ndarray::Array2;
 
-use crate::data::mnist::{shifted_into, Split, PIXELS};
+use crate::data::mnist::{shifted_into, PIXELS};
+use crate::data::Split;
 use crate::rng::Rng;
 
 /// One micro-batch of frames from a dataset.
 #[derive(Clone, Debug)]
 pub struct FrameBatch {
-    /// `(frames, PIXELS)` pixels in [0, 1], jittered if asked.
+    /// `(frames, width)` values in [0, 1], jittered if asked (MNIST).
     pub pixels: Array2<f32>,
     /// Index of each frame in its split.
     pub index: Vec<u32>,
@@ -53,10 +54,10 @@ impl DatasetSource {
         let batch = self.batch;
         (0..batches).map(move |b| {
             let ids = &order[b * batch..(b + 1) * batch];
-            let mut pixels = Array2::zeros((batch, PIXELS));
+            let mut pixels = Array2::zeros((batch, split.width()));
             for (row, &id) in ids.iter().enumerate() {
                 let (dy, dx) = shifts[b * batch + row];
-                shifted_into(split.image(id as usize), dy, dx, pixels.row_mut(row).as_slice_mut().expect("row"));
+                row_into(split.image(id as usize), dy, dx, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
             FrameBatch { pixels, index: ids.to_vec(), labels: ids.iter().map(|&i| split.labels[i as usize]).collect() }
         })
@@ -67,12 +68,22 @@ impl DatasetSource {
         let n = split.len();
         (0..n.div_ceil(batch)).map(move |b| {
             let ids: Vec<u32> = (b * batch..((b + 1) * batch).min(n)).map(|i| i as u32).collect();
-            let mut pixels = Array2::zeros((ids.len(), PIXELS));
+            let mut pixels = Array2::zeros((ids.len(), split.width()));
             for (row, &id) in ids.iter().enumerate() {
-                shifted_into(split.image(id as usize), 0, 0, pixels.row_mut(row).as_slice_mut().expect("row"));
+                row_into(split.image(id as usize), 0, 0, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
             FrameBatch { labels: ids.iter().map(|&i| split.labels[i as usize]).collect(), pixels, index: ids }
         })
+    }
+}
+
+/// One stored row as floats in [0, 1]; MNIST images shifted by `(dy, dx)` (other rows are
+/// never jittered: the configuration refuses jitter for them).
+fn row_into(src: &[u8], dy: i32, dx: i32, dst: &mut [f32]) {
+    if src.len() == PIXELS {
+        shifted_into(src, dy, dx, dst);
+    } else {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s as f32 / 255.0);
     }
 }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::backprop::{Backprop, BackpropConfig};
 use crate::checkpoint;
 use crate::config::{PipelineConfig, Trainer};
-use crate::data::mnist::{Mnist, Split, CLASSES, PIXELS};
+use crate::data::{aesop, mnist, Labelled, Split};
 use crate::head::{Head, HeadConfig};
 use crate::matmul::Threads;
 use crate::metrics::{rates, summary_table, Progress, Reporter, StageRates, StageStats, StageTotals};
@@ -103,9 +103,20 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Loads MNIST and cuts the splits to the sizes the pipeline asks for.
-pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Mnist>> {
-    let mut data = Mnist::load(data_dir)?;
+/// `(row width, classes)` of a labelled dataset: MNIST images or Aesop windows.
+pub fn row_shape(config: &PipelineConfig) -> (usize, usize) {
+    match config.data.dataset.as_str() {
+        "aesop" => (aesop::WIDTH, aesop::SYMBOLS),
+        _ => (mnist::PIXELS, mnist::CLASSES),
+    }
+}
+
+/// Loads MNIST or Aesop's rows and cuts the splits to the sizes the pipeline asks for.
+pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Labelled>> {
+    let mut data = match config.data.dataset.as_str() {
+        "aesop" => aesop::Aesop::load(data_dir)?.labelled(),
+        _ => Labelled::mnist(data_dir)?,
+    };
     let cut = |split: &mut Split, n: usize| {
         if n > 0 {
             *split = split.head(n);
@@ -117,9 +128,9 @@ pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc
     Ok(Arc::new(data))
 }
 
-/// The FF stages a pipeline file describes (MNIST input).
+/// The FF stages a pipeline file describes (labelled rows: MNIST or Aesop).
 pub fn build_stages(config: &PipelineConfig) -> Vec<Box<dyn Stage>> {
-    build_stages_for(config, PIXELS)
+    build_stages_for(config, row_shape(config).0)
 }
 
 /// The FF stages a pipeline file describes, the first reading rows of `inputs` values.
@@ -164,19 +175,20 @@ pub fn build_sink(config: &PipelineConfig) -> Classify {
     Classify::new(
         Readout::new(ReadoutConfig {
             features,
+            classes: row_shape(config).1,
             rule: config.optimizer.rule,
             lr: readout.lr,
             weight_cost: readout.weight_cost,
             schedule: config.optimizer.schedule,
             epochs: config.data.epochs,
         }),
-        negatives.labels == crate::head::NegativeLabels::Hard,
+        negatives.labels != crate::head::NegativeLabels::Random,
     )
 }
 
 /// The backprop twin a pipeline file describes.
 pub fn build_backprop(config: &PipelineConfig) -> Backprop {
-    build_backprop_for(config, PIXELS)
+    build_backprop_for(config, row_shape(config).0)
 }
 
 /// The backprop twin a pipeline file describes, reading rows of `inputs` values.
@@ -184,7 +196,7 @@ pub fn build_backprop_for(config: &PipelineConfig, inputs: usize) -> Backprop {
     BackpropConfig {
         inputs,
         hidden: config.model.layers.clone(),
-        classes: CLASSES,
+        classes: row_shape(config).1,
         rule: config.optimizer.rule,
         lr: config.optimizer.lr,
         weight_cost: config.optimizer.weight_cost,
@@ -197,7 +209,7 @@ pub fn build_backprop_for(config: &PipelineConfig, inputs: usize) -> Backprop {
 }
 
 /// The head a pipeline file describes, starting at `first_epoch`.
-pub fn build_head(config: &PipelineConfig, data: Arc<Mnist>, first_epoch: u32, stop: Arc<AtomicBool>) -> Head {
+pub fn build_head(config: &PipelineConfig, data: Arc<Labelled>, first_epoch: u32, stop: Arc<AtomicBool>) -> Head {
     let negatives = config.negatives.clone().expect("validated");
     Head::new(
         HeadConfig {
@@ -213,6 +225,7 @@ pub fn build_head(config: &PipelineConfig, data: Arc<Mnist>, first_epoch: u32, s
             test_at_end: config.eval.test,
             schedule: config.schedule,
             replay: negatives.replay,
+            dream_strings: negatives.dream_strings,
         },
         data,
         stop,
@@ -302,6 +315,14 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
         }
     } else {
         let data = load_data(config, options.data_dir.as_deref())?;
+        if config.data.dataset == "aesop" {
+            // E8's first baseline: always predict the training strings' commonest character.
+            let unigram = |split: &Split| aesop::unigram_error_pct(&data.train, split);
+            state.details.insert(
+                "unigram_error_pct".into(),
+                serde_json::json!({ "validation": unigram(&data.validation), "test": unigram(&data.test) }),
+            );
+        }
         match config.trainer {
             Trainer::Ff => run_ff(config, &data, &dir, &mut state, started, options, stop)?,
             Trainer::Backprop => run_backprop(config, &data, &dir, &mut state, started, options, stop)?,
@@ -418,7 +439,7 @@ pub(crate) fn start_reporter(
 
 fn run_ff(
     config: &PipelineConfig,
-    data: &Arc<Mnist>,
+    data: &Arc<Labelled>,
     dir: &Path,
     state: &mut RunState,
     started: Instant,
@@ -440,6 +461,7 @@ fn run_ff(
     let mut head = build_head(config, Arc::clone(data), state.epochs_done + 1, stop);
     let stats = PipelineStats::new(&config.stage_names());
     let (progress, reporter) = start_reporter(&stats, config, state, dir, options.quiet);
+    head.publish_to(Arc::clone(&progress));
     let offset = state.seconds;
     let mut on_epoch = |report: EpochReport| {
         progress.epoch.store(report.epoch + 1, Ordering::Relaxed);
@@ -448,6 +470,14 @@ fn run_ff(
     let (_, completed) =
         pipeline::run(&mut head, stages, &mut sink, runtime.mode, runtime.queue_capacity, &stats, &mut on_epoch)?;
     drop(reporter);
+    if config.schedule != crate::schedule::PhaseSchedule::Interleaved {
+        // Summed over the sessions of a resumed run, like the frames.
+        let (awake, asleep) = progress.phase.durations();
+        for (key, value) in [("awake_s", awake), ("asleep_s", asleep)] {
+            let total = state.details.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0) + value;
+            state.details.insert(key.into(), serde_json::json!(total));
+        }
+    }
     if let Some(svg) = crate::plot::throughput_svg(&dir.join("metrics.jsonl")) {
         std::fs::write(dir.join("throughput.svg"), svg)?;
     }
@@ -458,7 +488,7 @@ fn run_ff(
 
 fn run_backprop(
     config: &PipelineConfig,
-    data: &Arc<Mnist>,
+    data: &Arc<Labelled>,
     dir: &Path,
     state: &mut RunState,
     started: Instant,

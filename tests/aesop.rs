@@ -26,3 +26,89 @@ const GOLDEN_START: &str =
     "the wolf and the kid there was once a little kid whose growing horns made him think he was a grownup";
 /// Also computed by an independent Python implementation of the same recipe.
 const GOLDEN_SHA256: &str = "bbe5b8c73639b0d6aea530abea433cc46465a279e1d76051348cbc3677a4103b";
+
+mod e8 {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use ffstream::config::PipelineConfig;
+    use ffstream::data::aesop::{unigram_error_pct, Aesop, PREDICTED, SYMBOLS, WIDTH};
+    use ffstream::packet::StageState;
+    use ffstream::pipeline::{self, EpochReport, Mode, PipelineStats};
+    use ffstream::train::{build_head, build_sink, build_stages};
+
+    fn config(pipeline: &str, extra: &[&str]) -> PipelineConfig {
+        let text = std::fs::read_to_string(format!("pipeline/{pipeline}.toml")).unwrap();
+        let mut overrides: Vec<String> =
+            ["model.layers=[64, 64, 64]", "data.epochs=1", "eval.every=1", "eval.train_size=0", "eval.test=false"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        overrides.extend(extra.iter().map(|s| s.to_string()));
+        PipelineConfig::parse(&text, pipeline, &overrides).unwrap()
+    }
+
+    fn run(config: &PipelineConfig, mode: Mode) -> (Vec<StageState>, Vec<EpochReport>, u64) {
+        let data = Arc::new(Aesop::load(Some(&super::data_dir())).unwrap().labelled());
+        let mut head = build_head(config, data, 1, Arc::new(AtomicBool::new(false)));
+        let mut sink = build_sink(config);
+        let stats = PipelineStats::new(&config.stage_names());
+        let mut reports = Vec::new();
+        let (stages, completed) =
+            pipeline::run(&mut head, build_stages(config), &mut sink, mode, 2, &stats, &mut |r| {
+                reports.push(r);
+                Ok(())
+            })
+            .unwrap();
+        assert!(completed);
+        assert_eq!(stats.source.totals().frames, stats.sink.totals().frames, "a frame was lost");
+        (stages.iter().map(|s| s.snapshot()).collect(), reports, stats.sink.totals().frames)
+    }
+
+    /// The three kinds of E8 training: teacher forcing, self-generated negatives interleaved,
+    /// and self-generated negatives learned asleep. Dreams go round the pipeline (the readout's
+    /// softmax comes back for every generated character), so the threaded run must still end
+    /// bit-identical to lockstep; and each learns next characters better than the commonest
+    /// character does.
+    #[test]
+    fn every_e8_variant_matches_lockstep_and_beats_character_frequencies() {
+        let data = Aesop::load(Some(&super::data_dir())).unwrap().labelled();
+        assert_eq!((data.train.width(), data.classes), (WIDTH, SYMBOLS));
+        assert_eq!(data.train.len(), 200 * PREDICTED);
+        let unigram = unigram_error_pct(&data.train, &data.validation);
+        assert!(unigram > 75.0 && unigram < 90.0, "space is about one character in six: {unigram}");
+        let variants = [
+            ("aesop-teacher-forcing", vec![]),
+            ("aesop-self-generated", vec!["negatives.dream_strings=5"]),
+            ("aesop-sleep", vec!["negatives.dream_strings=5", "schedule={ kind = \"fixed\", wake = 7, sleep = 5 }"]),
+        ];
+        for (pipeline, extra) in variants {
+            let c = config(pipeline, &extra);
+            let (threaded, reports, frames) = run(&c, Mode::Threaded);
+            let (lockstep, _, _) = run(&c, Mode::Lockstep);
+            for (a, b) in threaded.iter().zip(&lockstep) {
+                assert_eq!(a.tensors, b.tensors, "{pipeline}: stage {} differs", a.stage);
+            }
+            // Each training window once (dreams and sleep packets carry no frame), then the
+            // validation windows.
+            let expected = data.train.len() / 100 * 100 + data.validation.len();
+            assert_eq!(frames, expected as u64, "{pipeline}: frames counted");
+            let validation = reports.last().unwrap().tallies["validation"];
+            assert_eq!(validation.images, data.validation.len());
+            assert!(
+                validation.softmax_pct() < unigram - 5.0,
+                "{pipeline}: softmax {:.1}% vs unigram {unigram:.1}%",
+                validation.softmax_pct()
+            );
+        }
+    }
+
+    #[test]
+    fn generated_negatives_need_sequence_data() {
+        let text = std::fs::read_to_string("pipeline/mnist-quick.toml").unwrap();
+        let err = PipelineConfig::parse(&text, "mnist-quick", &["negatives.labels=\"generated\"".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("negatives.labels") && err.contains("aesop"), "{err}");
+    }
+}

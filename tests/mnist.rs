@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use ffstream::cli::PIPELINES;
 use ffstream::config::PipelineConfig;
-use ffstream::data::mnist::Mnist;
+use ffstream::data::Labelled;
 use ffstream::train::{self, RunOptions};
 
 fn data_dir() -> PathBuf {
@@ -15,7 +15,7 @@ fn data_dir() -> PathBuf {
 
 #[test]
 fn mnist_loads_verified_with_the_documented_split() {
-    let m = Mnist::load(Some(&data_dir())).unwrap();
+    let m = Labelled::mnist(Some(&data_dir())).unwrap();
     assert_eq!((m.train.len(), m.validation.len(), m.test.len()), (50_000, 10_000, 10_000));
     assert_eq!(&m.train.labels[..10], &[5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
     assert_eq!(&m.test.labels[..10], &[7, 2, 1, 0, 4, 1, 4, 9, 5, 9]);
@@ -37,7 +37,7 @@ fn a_corrupt_file_is_one_clear_error_naming_file_and_hash() {
         let keep = if f.starts_with("train-images") { &bytes[..bytes.len() / 2] } else { &bytes[..] };
         std::fs::write(dir.path().join("mnist").join(f), keep).unwrap();
     }
-    let err = Mnist::load(Some(dir.path())).unwrap_err().to_string();
+    let err = Labelled::mnist(Some(dir.path())).unwrap_err().to_string();
     assert!(err.contains("train-images-idx3-ubyte.gz") && err.contains("440fcabf"), "{err}");
     assert_eq!(err.lines().count(), 1);
 }

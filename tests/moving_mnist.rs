@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use ffstream::data::mnist::Mnist;
 use ffstream::data::moving_mnist::{
     MovingMnist, MovingMnistConfig, MovingSplit, Overlap, Sequence, StreamFrame, FRAMES_PER_SEQUENCE, FRAME_PIXELS,
 };
+use ffstream::data::Labelled;
 use sha2::{Digest, Sha256};
 
 fn data_dir() -> PathBuf {
@@ -17,9 +17,9 @@ fn data_dir() -> PathBuf {
 }
 
 /// MNIST is loaded (and its four files hashed) once for all tests of this file.
-fn mnist() -> &'static Mnist {
-    static MNIST: OnceLock<Mnist> = OnceLock::new();
-    MNIST.get_or_init(|| Mnist::load(Some(&data_dir())).unwrap())
+fn mnist() -> &'static Labelled {
+    static MNIST: OnceLock<Labelled> = OnceLock::new();
+    MNIST.get_or_init(|| Labelled::mnist(Some(&data_dir())).unwrap())
 }
 
 fn generator(split: MovingSplit) -> MovingMnist {

@@ -4,7 +4,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ffstream::config::PipelineConfig;
-use ffstream::data::mnist::{Mnist, Split, PIXELS};
+use ffstream::data::mnist::PIXELS;
+use ffstream::data::{Labelled, Split};
 use ffstream::error::StageError;
 use ffstream::packet::{Packet, StageState};
 use ffstream::pipeline::{self, EpochReport, Mode, PipelineError, PipelineStats};
@@ -32,11 +33,13 @@ fn synthetic_split(n: usize, seed: u64) -> Split {
     Split { images, labels }
 }
 
-fn synthetic_mnist() -> Arc<Mnist> {
-    Arc::new(Mnist {
+fn synthetic_mnist() -> Arc<Labelled> {
+    Arc::new(Labelled {
         train: synthetic_split(600, 1),
         validation: synthetic_split(200, 2),
         test: synthetic_split(200, 3),
+        classes: 10,
+        sequences: Vec::new(),
     })
 }
 

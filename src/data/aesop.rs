@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use super::{read_verified, DataError};
+use super::{read_verified, DataError, Labelled, Split};
 
 /// The 30 symbols, in index order.
 pub const ALPHABET: &[u8; 30] = b"abcdefghijklmnopqrstuvwxyz ,;.";
@@ -26,6 +26,58 @@ pub const LENGTH: usize = 100;
 /// The edition's file and its SHA-256 (`../shared/data/aesop/SHA256SUMS`).
 pub const FILE: (&str, &str) =
     ("aesop/pg19994/19994.txt", "b5a04fa4bc33d782d3dc886e26b6be760a3c3f4c76da4ae9969b9411e290702e");
+
+/// Symbols in the alphabet (the classes of next-character prediction).
+pub const SYMBOLS: usize = ALPHABET.len();
+/// The first characters of every string that are given, never predicted (the paper's 10).
+pub const GIVEN: usize = 10;
+/// Characters of context before the predicted one: the window is 10 characters, the context
+/// and the predicted (or candidate) one, 10 x 30 = 300 one-hot values as in the paper.
+pub const CONTEXT: usize = 9;
+/// Predicted characters per string (positions 10..100).
+pub const PREDICTED: usize = LENGTH - GIVEN;
+/// Row width: the predicted character's 30 slots first (where the head writes a label, as in
+/// MNIST's label pixels), then the 9 context characters one-hot, oldest first.
+pub const WIDTH: usize = SYMBOLS * (CONTEXT + 1);
+/// Strings that train (the first 200 of the text), validate (the next 24) and test (the
+/// last 24). The paper trains on all 248 and names no held-out set; we keep one to choose on.
+pub const TRAIN_STRINGS: usize = 200;
+/// See [`TRAIN_STRINGS`].
+pub const VALIDATION_STRINGS: usize = 24;
+
+/// Writes the one-hot context (`CONTEXT` symbols, oldest first) into a row of `WIDTH` bytes;
+/// the label slots are left as they are.
+pub fn context_into(context: &[u8], row: &mut [u8]) {
+    debug_assert_eq!(context.len(), CONTEXT);
+    row[SYMBOLS..].fill(0);
+    for (k, &c) in context.iter().enumerate() {
+        row[SYMBOLS * (k + 1) + c as usize] = u8::MAX;
+    }
+}
+
+/// The rows of some strings: for each string, and each predicted position `t` in 10..100, the
+/// context `s[t-9..t]` with class `s[t]`. Row `i * PREDICTED + (t - GIVEN)` is string `i`'s `t`.
+pub fn windows(strings: &[Vec<u8>]) -> Split {
+    let mut images = vec![0u8; strings.len() * PREDICTED * WIDTH];
+    let mut labels = Vec::with_capacity(strings.len() * PREDICTED);
+    for (row, (s, t)) in
+        images.chunks_exact_mut(WIDTH).zip(strings.iter().flat_map(|s| (GIVEN..LENGTH).map(move |t| (s, t))))
+    {
+        context_into(&s[t - CONTEXT..t], row);
+        labels.push(s[t]);
+    }
+    Split { images, labels }
+}
+
+/// The error, in percent, on `eval` of always predicting the commonest class of `train` (the
+/// character-frequency baseline).
+pub fn unigram_error_pct(train: &Split, eval: &Split) -> f64 {
+    let mut counts = [0usize; SYMBOLS];
+    train.labels.iter().for_each(|&c| counts[c as usize] += 1);
+    let commonest = (0..SYMBOLS).max_by_key(|&c| (counts[c], std::cmp::Reverse(c))).unwrap_or(0) as u8;
+    let wrong = eval.labels.iter().filter(|&&c| c != commonest).count();
+    100.0 * wrong as f64 / eval.len().max(1) as f64
+}
 
 /// The 248 strings as symbol indices (0..30).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +139,20 @@ impl Aesop {
         Ok(Aesop::from_text(&String::from_utf8_lossy(&bytes)))
     }
 
+    /// The strings cut into next-character rows: training, validation and test strings (see
+    /// [`TRAIN_STRINGS`]), with the training strings kept for self-generated negatives.
+    pub fn labelled(&self) -> Labelled {
+        let (train, rest) = self.strings.split_at(TRAIN_STRINGS.min(self.strings.len()));
+        let (validation, test) = rest.split_at(VALIDATION_STRINGS.min(rest.len()));
+        Labelled {
+            train: windows(train),
+            validation: windows(validation),
+            test: windows(test),
+            classes: SYMBOLS,
+            sequences: train.to_vec(),
+        }
+    }
+
     /// The strings of a raw Gutenberg text (fewer than 248 if the text is short).
     pub fn from_text(raw: &str) -> Aesop {
         let symbols: Vec<u8> = clean(raw).bytes().filter_map(symbol).collect();
@@ -103,6 +169,23 @@ mod tests {
     fn cleaning_keeps_the_alphabet_and_one_space() {
         let raw = "header\r\n*** START OF THE BOOK ***\r\nContents\r\nTHE WOLF AND THE KID\r\nThe Fox,  and\r\n\tthe [Illustration: a fox] GRAPES!\r\n\"Sour\"; he said.\r\n*** END OF THE BOOK ***\r\nlicence";
         assert_eq!(clean(raw), "the wolf and the kid the fox, and the grapes sour; he said.");
+    }
+
+    #[test]
+    fn windows_hold_nine_characters_of_context_and_the_next_as_class() {
+        let s: Vec<u8> = (0..LENGTH).map(|i| (i % SYMBOLS) as u8).collect();
+        let split = windows(&[s.clone(), s.clone()]);
+        assert_eq!(split.len(), 2 * PREDICTED);
+        assert_eq!(split.width(), 300);
+        // Row 3 of string 1 predicts position 13 from positions 4..13.
+        let row = split.image(PREDICTED + 3);
+        assert_eq!(split.labels[PREDICTED + 3], s[13]);
+        assert!(row[..SYMBOLS].iter().all(|&v| v == 0), "label slots are left to the head");
+        for k in 0..CONTEXT {
+            let slot = &row[SYMBOLS * (k + 1)..SYMBOLS * (k + 2)];
+            assert_eq!(slot.iter().position(|&v| v == 255), Some(s[4 + k] as usize));
+            assert_eq!(slot.iter().filter(|&&v| v != 0).count(), 1);
+        }
     }
 
     #[test]

@@ -23,52 +23,11 @@ const FILES: [(&str, &str); 4] = [
     ("mnist/t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
 ];
 
-/// One split: images as bytes (0..255), row-major 28x28 each, and their labels.
-#[derive(Clone, Debug, Default)]
-pub struct Split {
-    /// `len * PIXELS` bytes.
-    pub images: Vec<u8>,
-    /// One label 0..9 per image.
-    pub labels: Vec<u8>,
-}
+pub use super::{Labelled, Split};
 
-impl Split {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// True when the split holds no image.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
-        &self.images[i * PIXELS..(i + 1) * PIXELS]
-    }
-
-    /// The first `n` images (all of them if fewer).
-    pub fn head(&self, n: usize) -> Split {
-        let n = n.min(self.len());
-        Split { images: self.images[..n * PIXELS].to_vec(), labels: self.labels[..n].to_vec() }
-    }
-}
-
-/// The three splits.
-#[derive(Clone, Debug)]
-pub struct Mnist {
-    /// 50,000 training images.
-    pub train: Split,
-    /// 10,000 validation images (the end of the official training set).
-    pub validation: Split,
-    /// The official 10,000 test images.
-    pub test: Split,
-}
-
-impl Mnist {
-    /// Loads and verifies the four files from the data search path.
-    pub fn load(data_dir: Option<&Path>) -> Result<Mnist, DataError> {
+impl Labelled {
+    /// MNIST: loads and verifies the four files from the data search path.
+    pub fn mnist(data_dir: Option<&Path>) -> Result<Labelled, DataError> {
         let read = |index: usize| -> Result<(PathBuf, Vec<u8>), DataError> {
             let (file, sha) = FILES[index];
             let gz = read_verified("MNIST", file, sha, data_dir)?;
@@ -83,7 +42,9 @@ impl Mnist {
         let test_images = idx(read(2)?, 0x803, &[10_000, 28, 28])?;
         let test_labels = idx(read(3)?, 0x801, &[10_000])?;
         let cut = TRAIN_SIZE * PIXELS;
-        Ok(Mnist {
+        Ok(Labelled {
+            classes: CLASSES,
+            sequences: Vec::new(),
             train: Split { images: train_images[..cut].to_vec(), labels: train_labels[..TRAIN_SIZE].to_vec() },
             validation: Split { images: train_images[cut..].to_vec(), labels: train_labels[TRAIN_SIZE..].to_vec() },
             test: Split { images: test_images, labels: test_labels },

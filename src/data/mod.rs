@@ -56,6 +56,70 @@ pub enum DataError {
     },
 }
 
+/// One split of a labelled dataset: rows of bytes (0..255) and one class per row.
+///
+/// Every row has the same width, so the width is the bytes per row (an empty split reports
+/// MNIST's). MNIST rows are 28x28 images; Aesop rows are one-hot character windows.
+#[derive(Clone, Debug, Default)]
+pub struct Split {
+    /// `len * width` bytes.
+    pub images: Vec<u8>,
+    /// One class per row.
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when the split holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Bytes per row.
+    pub fn width(&self) -> usize {
+        if self.labels.is_empty() {
+            mnist::PIXELS
+        } else {
+            self.images.len() / self.labels.len()
+        }
+    }
+
+    /// The bytes of row `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let w = self.width();
+        &self.images[i * w..(i + 1) * w]
+    }
+
+    /// The first `n` rows (all of them if fewer).
+    pub fn head(&self, n: usize) -> Split {
+        let n = n.min(self.len());
+        Split { images: self.images[..n * self.width()].to_vec(), labels: self.labels[..n].to_vec() }
+    }
+}
+
+/// A labelled dataset in three splits: what the supervised head plays and the sink scores.
+///
+/// The head writes a row's label into its first `classes` values (Matlab's label pixels), so
+/// those values of every stored row are background.
+#[derive(Clone, Debug)]
+pub struct Labelled {
+    /// Rows the stages learn from.
+    pub train: Split,
+    /// Rows every choice is made on.
+    pub validation: Split,
+    /// Rows scored once at the end.
+    pub test: Split,
+    /// Number of classes (10 digits, 30 characters).
+    pub classes: usize,
+    /// Sequence data only: the training sequences the training rows were cut from, which the
+    /// network's self-generated negatives start from (see [`aesop`]); empty otherwise.
+    pub sequences: Vec<Vec<u8>>,
+}
+
 /// The folders searched for data, in order.
 pub fn search_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();

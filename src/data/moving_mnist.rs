@@ -46,7 +46,8 @@
 
 use std::fmt;
 
-use super::mnist::{Mnist, Split, PIXELS};
+use super::mnist::PIXELS;
+use super::{Labelled, Split};
 
 /// Canvas side in pixels.
 pub const CANVAS: usize = 64;
@@ -189,7 +190,7 @@ impl MovingMnistConfig {
     /// Builds the generator from loaded MNIST: for [`MovingSplit::Train`] all 60,000 official
     /// training images (`train` then `validation`, which is the official order), for
     /// [`MovingSplit::Test`] the test images.
-    pub fn build(&self, mnist: &Mnist) -> Result<MovingMnist, MovingMnistError> {
+    pub fn build(&self, mnist: &Labelled) -> Result<MovingMnist, MovingMnistError> {
         let source = match self.split {
             MovingSplit::Train => {
                 let mut images = Vec::with_capacity(mnist.train.images.len() + mnist.validation.images.len());
@@ -315,7 +316,7 @@ pub struct MovingMnist {
 
 impl MovingMnist {
     /// The standard recipe (2 digits, 20 frames, `max`) for `split` of loaded MNIST.
-    pub fn new(mnist: &Mnist, split: MovingSplit) -> Result<Self, MovingMnistError> {
+    pub fn new(mnist: &Labelled, split: MovingSplit) -> Result<Self, MovingMnistError> {
         MovingMnistConfig::new(split).build(mnist)
     }
 

@@ -65,7 +65,8 @@ impl Objective {
     /// The Matlab-form ascent direction on the total inputs of one row, written into `out`.
     ///
     /// `out_j = (1 - p)·s·c·y_j` for positives, `-p·s·c·y_j` for negatives; the analytic
-    /// gradient of the log-likelihood is this times `2 / T`.
+    /// gradient of the log-likelihood is this times `2 / T`. For the sum of activities
+    /// (`∂G/∂z_j = 1` where the unit is on) `y_j` becomes `½·[y_j > 0]`, so the same `2 / T` holds.
     pub fn direction(&self, activities: &[f32], polarity: Polarity, out: &mut [f32]) -> f32 {
         let g = self.goodness.of(activities);
         self.direction_at(g, activities, polarity, out);
@@ -81,8 +82,14 @@ impl Objective {
             Polarity::Negative => -p,
         } * sign
             * scale;
-        for (o, &y) in out.iter_mut().zip(activities) {
-            *o = factor * y;
+        if self.goodness.linear() {
+            for (o, &y) in out.iter_mut().zip(activities) {
+                *o = if y > 0.0 { 0.5 * factor } else { 0.0 };
+            }
+        } else {
+            for (o, &y) in out.iter_mut().zip(activities) {
+                *o = factor * y;
+            }
         }
     }
 }
@@ -113,7 +120,8 @@ mod tests {
     #[test]
     fn matlab_direction_is_the_analytic_gradient_up_to_two_over_t() {
         let z = [1.3f32, -0.7, 0.9, 2.1, -1.5, 0.4];
-        for goodness in [Goodness::SumSquares, Goodness::NegSumSquares, Goodness::MeanSquares] {
+        for goodness in [Goodness::SumSquares, Goodness::NegSumSquares, Goodness::MeanSquares, Goodness::SumActivities]
+        {
             for temperature in [1.0f32, 2.5] {
                 // θ near the goodness of z, where the logistic is not saturated.
                 let threshold = goodness.of(&relu(&z)) * 0.9;

@@ -206,9 +206,10 @@ impl Stage for FfDense {
         let mut x = std::mem::take(&mut packet.x);
         normalize_rows_in_place(&mut x); // (rows, inputs)
         let y = self.activities(&x); // (rows, units)
-        let (sign, scale) = self.objective.goodness.factors(self.config.units);
-        let goodness: Vec<f32> =
-            y.axis_iter(Axis(0)).map(|row| sign * scale * row.iter().map(|v| v * v).sum::<f32>()).collect();
+        let goodness: Vec<f32> = y
+            .axis_iter(Axis(0))
+            .map(|row| self.objective.goodness.of(row.as_slice().expect("activities are contiguous")))
+            .collect();
         if self.config.counts_for_goodness {
             packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
         }

@@ -83,7 +83,7 @@ pub fn open(
     let stream = config.stream.clone().unwrap_or_default();
     match config.data.dataset.as_str() {
         "moving_mnist" => {
-            let mnist = crate::data::mnist::Mnist::load(data_dir)?;
+            let mnist = crate::data::Labelled::mnist(data_dir)?;
             let digits = config.moving_mnist.as_ref().map_or(1, |m| m.digits);
             let holdout = stream.eval_windows + stream.window;
             let feed = super::moving::MovingMnistFeed::new(&mnist, digits, stream.frames_per_epoch, holdout)?;

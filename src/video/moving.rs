@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::feed::{FeedCounters, FrameFeed};
 use super::Frame;
-use crate::data::mnist::Mnist;
 use crate::data::moving_mnist::{MovingMnist, MovingMnistConfig, MovingSplit, Sequence, FRAMES_PER_SEQUENCE};
+use crate::data::Labelled;
 
 /// Canvas side in pixels.
 pub const SIDE: usize = 64;
@@ -34,7 +34,7 @@ pub struct MovingMnistFeed {
 
 impl MovingMnistFeed {
     /// A feed of `digits`-digit sequences; `holdout_frames` test frames for the separation set.
-    pub fn new(mnist: &Mnist, digits: usize, frames_per_epoch: u64, holdout_frames: usize) -> anyhow::Result<Self> {
+    pub fn new(mnist: &Labelled, digits: usize, frames_per_epoch: u64, holdout_frames: usize) -> anyhow::Result<Self> {
         let build = |split| {
             let mut c = MovingMnistConfig::new(split);
             c.num_digits = digits;

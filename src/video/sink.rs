@@ -118,7 +118,7 @@ impl Sink for VideoSink {
                 self.probe(packet)
             }
             Purpose::Validate | Purpose::Test => self.separate(packet),
-            Purpose::Predict | Purpose::TrainEval => {}
+            Purpose::Predict | Purpose::Dream | Purpose::TrainEval => {}
         }
         None
     }
