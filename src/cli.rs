@@ -232,6 +232,9 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
             if let Some(svg) = record::frame_streams_svg(&records) {
                 std::fs::write(results.join("frame-streams.svg"), svg)?;
             }
+            if let Some(svg) = record::sequence_svg(&records) {
+                std::fs::write(results.join("aesop-curves.svg"), svg)?;
+            }
             // The README carries the same generated table between two markers.
             let readme = Path::new("README.md");
             if let Ok(text) = std::fs::read_to_string(readme) {

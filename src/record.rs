@@ -166,10 +166,16 @@ pub fn results_markdown(records: &[Record]) -> String {
             commits.join(", ")
         );
     }
+    out += &sequence_table(&by_exp);
     out += &frame_stream_table(&by_exp);
     out += "\nDeviations from the paper and choices where it is silent are listed at the top of each \
             pipeline file in `pipeline/` and in the README.\n";
     out
+}
+
+/// The dataset a record ran on.
+fn dataset(r: &Record) -> &str {
+    r.pipeline.get("data").and_then(|d| d.get("dataset")).and_then(|d| d.as_str()).unwrap_or("mnist")
 }
 
 /// Whether a record is of a frame stream (Moving MNIST, video) rather than labelled data.
@@ -236,7 +242,7 @@ pub fn curves_svg(records: &[Record]) -> String {
     let (w, h, left, bottom, top, right) = (860.0, 440.0, 60.0, 45.0, 30.0, 300.0);
     let series: Vec<(String, Vec<(f64, f64)>)> = records
         .iter()
-        .filter(|r| !is_frame_stream(r))
+        .filter(|r| dataset(r) == "mnist")
         .flat_map(|r| {
             ["goodness", "backprop"].into_iter().filter_map(move |k| {
                 let pts: Vec<(f64, f64)> =
@@ -283,6 +289,73 @@ pub fn curves_svg(records: &[Record]) -> String {
         );
     }
     svg + "</svg>\n"
+}
+
+/// E8 (Aesop): next-character accuracy beside the character-frequency baseline.
+fn sequence_table(by_exp: &BTreeMap<&str, Vec<&Record>>) -> String {
+    let rows: Vec<(&&str, &Vec<&Record>)> = by_exp.iter().filter(|(_, rs)| dataset(rs[0]) == "aesop").collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n## Sequences (E8, Aesop's Fables): next-character accuracy\n\n\
+         Accuracy = 100 − error on the 90 predicted characters of each held-out string (24 test strings, \
+         2,160 characters). `goodness`: the candidate character whose window has the highest goodness; \
+         `softmax`: the readout; `backprop`: the twin. The paper reports a figure, no number.\n\n\
+         | experiment | test: goodness | test: softmax | test: backprop | commonest character | train subset: goodness | seeds |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (exp, rs) in rows {
+        let acc = |f: &dyn Fn(&Record) -> Option<f64>| {
+            mean_spread(&rs.iter().filter_map(|r| f(r).map(|e| 100.0 - e)).collect::<Vec<f64>>())
+        };
+        let test = |k: &'static str| acc(&move |r: &Record| r.metrics.test_error_pct.get(k).copied());
+        let unigram = acc(&|r: &Record| r.details.get("unigram_error_pct").and_then(|u| u["test"].as_f64()));
+        let train = acc(&|r: &Record| r.metrics.train_error_pct.get("goodness").copied());
+        let seeds: Vec<String> = rs.iter().map(|r| r.seed.to_string()).collect();
+        out += &format!(
+            "| {exp} | {} | {} | {} | {unigram} | {train} | {} |\n",
+            test("goodness"),
+            test("softmax"),
+            test("backprop"),
+            seeds.join(", ")
+        );
+    }
+    out
+}
+
+/// E8's curves on one plot: validation next-character accuracy by epoch for every Aesop
+/// experiment (mean over its seeds), each prediction rule, and the commonest-character line
+/// (`results/aesop-curves.svg`); `None` without Aesop records.
+pub fn sequence_svg(records: &[Record]) -> Option<String> {
+    let aesop: Vec<&Record> = records.iter().filter(|r| dataset(r) == "aesop" && !r.curve.is_empty()).collect();
+    if aesop.is_empty() {
+        return None;
+    }
+    let mut sums: BTreeMap<String, BTreeMap<u32, (f64, usize)>> = BTreeMap::new();
+    let mut last_epoch = 1u32;
+    for r in &aesop {
+        for c in &r.curve {
+            last_epoch = last_epoch.max(c.epoch);
+            for (k, e) in &c.val_error_pct {
+                let name = format!("{} {k}", r.experiment.trim_start_matches("aesop-"));
+                let slot = sums.entry(name).or_default().entry(c.epoch).or_default();
+                *slot = (slot.0 + 100.0 - e, slot.1 + 1);
+            }
+        }
+    }
+    let mut series: Vec<crate::plot::Series> = sums
+        .into_iter()
+        .map(|(name, by_epoch)| (name, by_epoch.into_iter().map(|(e, (sum, n))| (e as f64, sum / n as f64)).collect()))
+        .collect();
+    if let Some(u) =
+        aesop.iter().find_map(|r| r.details.get("unigram_error_pct").and_then(|u| u["validation"].as_f64()))
+    {
+        series.push(("commonest character".into(), vec![(0.0, 100.0 - u), (last_epoch as f64, 100.0 - u)]));
+    }
+    let (w, h) = (980.0, 420.0);
+    let chart = crate::plot::line_chart("E8: validation next-character accuracy, %", "epoch", &series, 0.0, w, h);
+    Some(crate::plot::document(w, h, &chart))
 }
 
 /// An SVG of the frame-stream records by epoch: held-out separation error and live-probe error

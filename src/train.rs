@@ -470,14 +470,7 @@ fn run_ff(
     let (_, completed) =
         pipeline::run(&mut head, stages, &mut sink, runtime.mode, runtime.queue_capacity, &stats, &mut on_epoch)?;
     drop(reporter);
-    if config.schedule != crate::schedule::PhaseSchedule::Interleaved {
-        // Summed over the sessions of a resumed run, like the frames.
-        let (awake, asleep) = progress.phase.durations();
-        for (key, value) in [("awake_s", awake), ("asleep_s", asleep)] {
-            let total = state.details.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0) + value;
-            state.details.insert(key.into(), serde_json::json!(total));
-        }
-    }
+    add_phase_times(config, &progress, state);
     if let Some(svg) = crate::plot::throughput_svg(&dir.join("metrics.jsonl")) {
         std::fs::write(dir.join("throughput.svg"), svg)?;
     }
@@ -589,6 +582,20 @@ fn run_backprop(
     drop(reporter);
     let wall = started.elapsed().as_secs_f64();
     Ok((completed, whole_run_rates(&[stats], wall), frames))
+}
+
+/// Adds the seconds the head spent awake and asleep to the run's details (summed over the
+/// sessions of a resumed run, like the frames): frames / `awake_s` is the throughput while
+/// awake, to set against an interleaved run's.
+pub(crate) fn add_phase_times(config: &PipelineConfig, progress: &Progress, state: &mut RunState) {
+    if config.schedule == crate::schedule::PhaseSchedule::Interleaved {
+        return;
+    }
+    let (awake, asleep) = progress.phase.durations();
+    for (key, value) in [("awake_s", awake), ("asleep_s", asleep)] {
+        let total = state.details.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0) + value;
+        state.details.insert(key.into(), serde_json::json!(total));
+    }
 }
 
 /// The threads the backprop twin's products use (`--threads`, 0: every core).

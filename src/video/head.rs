@@ -312,6 +312,7 @@ impl VideoHead {
     /// A sleep phase: the source is not read (a file waits; a live feed drops and counts), and
     /// packets of negatives made from the replay memory alone go through the stages.
     fn sleep(&mut self, epoch: u32, rng: &mut Rng, scheduler: &mut Scheduler, io: &mut dyn HeadIo) -> bool {
+        self.lasted(scheduler);
         scheduler.switch();
         loop {
             if self.stop.load(Ordering::Relaxed) {
@@ -335,12 +336,20 @@ impl VideoHead {
                 break;
             }
         }
+        self.lasted(scheduler);
         scheduler.switch();
         if let Some(p) = &self.progress {
             p.phase.slept();
         }
         self.publish(scheduler);
         true
+    }
+
+    /// Publishes how long the current phase lasted (throughput while awake).
+    fn lasted(&self, scheduler: &Scheduler) {
+        if let Some(p) = &self.progress {
+            p.phase.lasted(scheduler.phase(), scheduler.elapsed());
+        }
     }
 
     /// Fixes the held-out negatives once the held-out windows are known.
@@ -430,7 +439,11 @@ impl VideoHead {
                     return false;
                 }
             }
-            if !self.send_batch(epoch, &mut batch, &mut rng, &mut scheduler, io) || !self.evaluate(epoch, io) {
+            if !self.send_batch(epoch, &mut batch, &mut rng, &mut scheduler, io) {
+                return false;
+            }
+            self.lasted(&scheduler);
+            if !self.evaluate(epoch, io) {
                 return false;
             }
             if !io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() }) {

@@ -165,6 +165,7 @@ pub fn run_frames(
     let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
     let all = stats.latency.counts();
     let zero = vec![0; all.len()];
+    crate::train::add_phase_times(config, &progress, state);
     state.details.insert("source".into(), serde_json::to_value(counters)?);
     state.details.insert(
         "latency_ms".into(),
