@@ -82,6 +82,27 @@ pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     Ok(Loaded { state, metadata })
 }
 
+/// The metadata strings of a checkpoint, without reading its tensors (the safetensors header:
+/// an 8-byte little-endian length, then that much JSON).
+pub fn metadata(path: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+    use std::io::Read;
+    let io = |source| CheckpointError::Io { path: path.to_path_buf(), source };
+    let invalid = |reason: String| CheckpointError::Invalid { path: PathBuf::from(path), reason };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(io)?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return Err(invalid(format!("a header of {len} bytes: not a safetensors file")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| invalid(format!("not a safetensors file ({e})")))?;
+    let fields = json.get("__metadata__").and_then(|m| m.as_object()).cloned().unwrap_or_default();
+    Ok(fields.into_iter().filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_string()))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +121,7 @@ mod tests {
         save(&path, std::slice::from_ref(&state), &[("epoch", "7".into())]).unwrap();
         let loaded = load(&path).unwrap();
         assert_eq!(loaded.metadata["epoch"], "7");
+        assert_eq!(metadata(&path).unwrap(), loaded.metadata);
         let mut got = loaded.state.tensors.clone();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         let mut want = state.tensors.clone();

@@ -256,9 +256,16 @@ pub(crate) fn save_epoch(
     state: &mut RunState,
     epoch: u32,
 ) -> Result<()> {
-    let meta = [("epoch", epoch.to_string()), ("experiment", config.name.clone()), ("seed", config.seed.to_string())];
-    checkpoint::save(&dir.join("checkpoint.safetensors"), states, &meta)?;
     state.epochs_done = epoch;
+    // The run state travels inside the checkpoint too: a kill between the two writes below
+    // leaves a checkpoint newer than state.json, and the resume takes the checkpoint's.
+    let meta = [
+        ("epoch", epoch.to_string()),
+        ("experiment", config.name.clone()),
+        ("seed", config.seed.to_string()),
+        ("run_state", serde_json::to_string(state)?),
+    ];
+    checkpoint::save(&dir.join("checkpoint.safetensors"), states, &meta)?;
     save_state(dir, state)
 }
 
@@ -276,6 +283,14 @@ fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<(PathBuf, R
                 .with_context(|| format!("`{}` is not a run folder (no state.json)", dir.display()))?,
         )
         .with_context(|| format!("{}/state.json is damaged", dir.display()))?;
+        // A kill between the checkpoint's write and state.json's leaves the checkpoint ahead.
+        let saved = checkpoint::metadata(&dir.join("checkpoint.safetensors"))
+            .ok()
+            .and_then(|m| m.get("run_state").and_then(|t| serde_json::from_str::<RunState>(t).ok()));
+        let state = match saved {
+            Some(saved) if saved.epochs_done > state.epochs_done => saved,
+            _ => state,
+        };
         return Ok((dir.clone(), state));
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -101,6 +101,18 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_weights() {
+    killed_run_resumes(1, false);
+}
+
+/// A kill between the checkpoint's write and state.json's: the checkpoint holds epoch 2, the
+/// state file still says 1. The resume must continue after epoch 2, not replay it on weights
+/// that already learned it.
+#[test]
+fn a_run_killed_between_its_two_writes_resumes_from_the_checkpoint() {
+    killed_run_resumes(2, true);
+}
+
+fn killed_run_resumes(stop_after: u32, lose_last_state: bool) {
     let runs = tempfile::tempdir().unwrap();
     let base = [
         "data.train_size=1000",
@@ -118,7 +130,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
     let dir = {
         let mut o = options(runs.path());
         o.runs_dir = runs.path().join("killed");
-        // Stop as soon as the first epoch's checkpoint exists.
+        // Stop as soon as epoch `stop_after`'s checkpoint exists.
         let flag = std::sync::Arc::clone(&stop);
         let watch = o.runs_dir.clone();
         let watcher = std::thread::spawn(move || loop {
@@ -128,7 +140,7 @@ fn a_killed_run_resumes_to_the_same_weights() {
                 .and_then(|e| e.ok())
                 .map(|e| e.path().join("state.json"));
             if let Some(state) = done.and_then(|p| std::fs::read_to_string(p).ok()) {
-                if state.contains("\"epochs_done\": 1") {
+                if state.contains(&format!("\"epochs_done\": {stop_after}")) {
                     flag.store(true, std::sync::atomic::Ordering::Relaxed);
                     return;
                 }
@@ -142,6 +154,14 @@ fn a_killed_run_resumes_to_the_same_weights() {
         assert!(!outcome.completed, "the run should have been stopped");
         outcome.run_dir
     };
+    if lose_last_state {
+        let path = dir.join("state.json");
+        let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(state["epochs_done"], 2);
+        state["epochs_done"] = 1.into();
+        state["curve"].as_array_mut().unwrap().truncate(1);
+        std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+    }
     let mut o = options(runs.path());
     o.resume = Some(dir.clone());
     let resumed = train::run(&config, &o).unwrap();
