@@ -146,6 +146,13 @@ impl Head {
         }
     }
 
+    /// Publishes the bytes the sleep memory holds.
+    fn stored(&self, bytes: usize) {
+        if let Some(p) = &self.progress {
+            p.phase.stored(bytes as u64);
+        }
+    }
+
     /// Publishes the time of the phase an epoch ends in.
     fn end_epoch_phase(&self, scheduler: &Scheduler) {
         if let Some(p) = &self.progress {
@@ -320,6 +327,9 @@ impl Head {
                 for (k, l) in logits.into_iter().enumerate() {
                     replay.offer((batch.pixels.row(k).to_vec(), batch.labels[k], batch.index[k], l), &mut rng);
                 }
+                // A remembered frame: its pixels and logits as f32, its label and index.
+                let item = 4 * (data.train.width() + data.classes) + 5;
+                self.stored(replay.len() * item);
             }
             self.switch(&mut scheduler);
             while scheduler.phase() == Phase::Sleep {
@@ -429,6 +439,8 @@ impl Head {
             for &row in &batch.index {
                 replay.offer(row / aesop::PREDICTED as u32, &mut rng);
             }
+            // A remembered string is its first 10 characters; a dreamt window, 10 characters.
+            self.stored((replay.len() + dreams.pool.len()) * aesop::GIVEN);
             let awake_over = scheduler.sent();
             self.publish(&scheduler);
             if !awake_over {
@@ -445,6 +457,7 @@ impl Head {
                     if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
                         return false;
                     }
+                    self.stored((replay.len() + dreams.pool.len()) * aesop::GIVEN);
                 }
                 let negatives = dreams.take(n, data.train.width());
                 let labels = negatives.labels.clone();

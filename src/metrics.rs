@@ -230,6 +230,7 @@ impl Reporter {
                             "t_s": (now - started).as_secs_f64(), "epoch": epoch, "stages": rates,
                             "latency_ms": {"p50": p50, "p99": p99}, "source": source.json(), "rss_mib": rss,
                             "phase": phase.name(), "phase_left": left, "sleeps": sleeps,
+                            "sleep_storage_bytes": progress.phase.storage_bytes(),
                         });
                         let _ = writeln!(f, "{line}");
                     }
@@ -244,7 +245,8 @@ impl Reporter {
                             .collect();
                         let mut line = format!("epoch {epoch}/{epochs} | {}", stages.join(" | "));
                         if phase != crate::schedule::Phase::Interleaved {
-                            line += &format!(" | {} ({left} left, {sleeps} sleeps)", phase.name());
+                            let kib = progress.phase.storage_bytes() as f64 / 1024.0;
+                            line += &format!(" | {} ({left} left, {sleeps} sleeps, memory {kib:.0} KiB)", phase.name());
                         }
                         if decoded > 0 {
                             let dropped = source.dropped.load(Ordering::Relaxed);

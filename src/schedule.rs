@@ -90,6 +90,9 @@ pub struct PhaseState {
     /// Milliseconds the head spent in wake and in sleep phases (throughput while awake).
     awake_ms: AtomicU64,
     asleep_ms: AtomicU64,
+    /// The most bytes the sleep memory (replay, dreams waiting) has held: the only storage
+    /// sleep uses.
+    storage_bytes: AtomicU64,
 }
 
 impl PhaseState {
@@ -112,6 +115,16 @@ impl PhaseState {
             Phase::Sleep => self.asleep_ms.fetch_add(ms, Ordering::Relaxed),
             Phase::Interleaved => 0,
         };
+    }
+
+    /// Reports what the sleep memory holds now (the largest value is kept).
+    pub fn stored(&self, bytes: u64) {
+        self.storage_bytes.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    /// The most bytes the sleep memory has held.
+    pub fn storage_bytes(&self) -> u64 {
+        self.storage_bytes.load(Ordering::Relaxed)
     }
 
     /// `(seconds awake, seconds asleep)` so far.

@@ -611,6 +611,8 @@ pub(crate) fn add_phase_times(config: &PipelineConfig, progress: &Progress, stat
         let total = state.details.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0) + value;
         state.details.insert(key.into(), serde_json::json!(total));
     }
+    let stored = state.details.get("sleep_storage_bytes").and_then(|v| v.as_u64()).unwrap_or(0);
+    state.details.insert("sleep_storage_bytes".into(), serde_json::json!(stored.max(progress.phase.storage_bytes())));
 }
 
 /// The threads the backprop twin's products use (`--threads`, 0: every core).

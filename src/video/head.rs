@@ -299,6 +299,9 @@ impl VideoHead {
         for w in batch.drain(..) {
             self.replay.offer(w.values, rng);
         }
+        if let (Some(p), Some(first)) = (&self.progress, self.replay.items().first()) {
+            p.phase.stored((self.replay.len() * first.len() * 4) as u64);
+        }
         self.publish(scheduler);
         if !io.emit(Message::Data(packet)) {
             return false;
