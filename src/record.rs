@@ -136,7 +136,7 @@ pub fn results_markdown(records: &[Record]) -> String {
          | experiment | paper | ours: goodness | ours: softmax | ours: backprop | validation | epochs | run | wall time | machine | seeds | commit |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (exp, rs) in by_exp.iter().filter(|(_, rs)| !is_frame_stream(rs[0])) {
+    for (exp, rs) in by_exp.iter().filter(|(_, rs)| dataset(rs[0]) == "mnist") {
         let pick = |f: &dyn Fn(&Record) -> Option<f64>| rs.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
         let paper = rs[0]
             .pipeline
@@ -180,11 +180,7 @@ fn dataset(r: &Record) -> &str {
 
 /// Whether a record is of a frame stream (Moving MNIST, video) rather than labelled data.
 fn is_frame_stream(r: &Record) -> bool {
-    r.pipeline
-        .get("data")
-        .and_then(|d| d.get("dataset"))
-        .and_then(|d| d.as_str())
-        .is_some_and(|d| !matches!(d, "mnist" | "aesop"))
+    !matches!(dataset(r), "mnist" | "aesop")
 }
 
 /// The unsupervised frame-stream records: frozen-probe errors per stage against the same net at

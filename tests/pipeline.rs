@@ -113,6 +113,25 @@ fn wake_and_sleep_on_mnist_match_lockstep_and_the_schedule() {
     assert_ne!(fresh.tensors[0].2, threaded[0].tensors[0].2, "the stages learned nothing");
 }
 
+/// Phases longer than an epoch: 12 training packets an epoch, 15 awake, 2 asleep. The first
+/// sleep comes 3 packets into the second epoch, so 2 sleep packets in all (none if every epoch
+/// restarted the phase).
+#[test]
+fn a_wake_phase_runs_on_into_the_next_epoch() {
+    let packets = |wake: usize| {
+        let schedule = format!("schedule={{ kind = \"fixed\", wake = {wake}, sleep = 2 }}");
+        let c = config(&[&schedule, "negatives.replay=120"]);
+        let mut head = build_head(&c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
+        let mut sink = build_sink(&c);
+        let stats = PipelineStats::new(&c.stage_names());
+        pipeline::run(&mut head, build_stages(&c), &mut sink, Mode::Lockstep, 1, &stats, &mut |_| Ok(())).unwrap();
+        stats.stages[0].totals().packets
+    };
+    // A phase of 1,000 never ends in 24 packets: no sleep at all.
+    assert_eq!(packets(15), packets(1000) + 2);
+    assert_eq!(packets(5), packets(1000) + 2 * 4, "24 wake packets, a sleep after every 5");
+}
+
 #[test]
 fn a_stage_never_depends_on_the_stages_after_it() {
     // Random negatives: the head does not read predictions, so layers 1-2 must be bit-identical
