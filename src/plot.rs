@@ -6,7 +6,8 @@ use std::path::Path;
 /// One named line of `(x, y)` points.
 pub type Series = (String, Vec<(f64, f64)>);
 
-const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+const COLORS: [&str; 10] =
+    ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22"];
 
 /// A line chart as an SVG group at vertical offset `dy`, `w × h` pixels, with a legend.
 pub fn line_chart(title: &str, x_label: &str, series: &[Series], dy: f64, w: f64, h: f64) -> String {

@@ -333,8 +333,11 @@ pub fn sequence_svg(records: &[Record]) -> Option<String> {
     for r in &aesop {
         for c in &r.curve {
             last_epoch = last_epoch.max(c.epoch);
-            for (k, e) in &c.val_error_pct {
-                let name = format!("{} {k}", r.experiment.trim_start_matches("aesop-"));
+            // Frozen random layers have no goodness worth drawing: only their readout.
+            let frozen = r.experiment.ends_with("random-features");
+            for (k, e) in c.val_error_pct.iter().filter(|(k, _)| !(frozen && k.as_str() == "goodness")) {
+                let short = r.experiment.trim_start_matches("aesop-");
+                let name = if short == k { short.to_string() } else { format!("{short} {k}") };
                 let slot = sums.entry(name).or_default().entry(c.epoch).or_default();
                 *slot = (slot.0 + 100.0 - e, slot.1 + 1);
             }
