@@ -131,11 +131,9 @@ impl Head {
 
     /// Ends the current phase: its duration is published, then the scheduler switches.
     fn switch(&self, scheduler: &mut Scheduler) {
-        if let Some(p) = &self.progress {
-            p.phase.lasted(scheduler.phase(), scheduler.elapsed());
-            if scheduler.phase() == Phase::Sleep {
-                p.phase.slept();
-            }
+        self.lasted(scheduler);
+        if let (Some(p), Phase::Sleep) = (&self.progress, scheduler.phase()) {
+            p.phase.slept();
         }
         scheduler.switch();
     }
@@ -153,8 +151,8 @@ impl Head {
         }
     }
 
-    /// Publishes the time of the phase an epoch ends in.
-    fn end_epoch_phase(&self, scheduler: &Scheduler) {
+    /// Publishes how long the current phase has lasted (at its end, or at an epoch's end).
+    fn lasted(&self, scheduler: &Scheduler) {
         if let Some(p) = &self.progress {
             p.phase.lasted(scheduler.phase(), scheduler.elapsed());
         }
@@ -364,7 +362,7 @@ impl Head {
                 }
             }
         }
-        self.end_epoch_phase(&scheduler);
+        self.lasted(&scheduler);
         // Predictions of the last wake packets are still due: take them so the pipeline's
         // feedback channel is empty at the epoch's end.
         if hard {
@@ -439,8 +437,7 @@ impl Head {
             for &row in &batch.index {
                 replay.offer(row / aesop::PREDICTED as u32, &mut rng);
             }
-            // A remembered string is its first 10 characters; a dreamt window, 10 characters.
-            self.stored((replay.len() + dreams.pool.len()) * aesop::GIVEN);
+            self.stored(dreams.memory_bytes(replay.len()));
             let awake_over = scheduler.sent();
             self.publish(&scheduler);
             if !awake_over {
@@ -457,7 +454,7 @@ impl Head {
                     if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
                         return false;
                     }
-                    self.stored((replay.len() + dreams.pool.len()) * aesop::GIVEN);
+                    self.stored(dreams.memory_bytes(replay.len()));
                 }
                 let negatives = dreams.take(n, data.train.width());
                 let labels = negatives.labels.clone();
@@ -469,7 +466,7 @@ impl Head {
         // The readout's logits for the last packets are still due: take them so the feedback
         // channel is empty at the epoch's end (a resumed run starts from the same place).
         if phased {
-            self.end_epoch_phase(&scheduler);
+            self.lasted(&scheduler);
         }
         dreams.settle(io)
     }
@@ -667,6 +664,12 @@ impl Dreams {
         let windows: Vec<(Vec<u8>, u8)> = self.pool.drain(..n).collect();
         let views: Vec<(&[u8], u8)> = windows.iter().map(|(c, l)| (c.as_slice(), *l)).collect();
         window_batch(&views, width)
+    }
+
+    /// Bytes of sleep memory with `remembered` strings in the replay memory: a remembered
+    /// string is its first 10 characters, a dreamt window 10 characters.
+    fn memory_bytes(&self, remembered: usize) -> usize {
+        (remembered + self.pool.len()) * aesop::GIVEN
     }
 
     /// Takes every logit still due; false when the sink is gone.
