@@ -11,30 +11,7 @@ use crate::config::PipelineConfig;
 use crate::record;
 use crate::train::{self, RunOptions};
 
-/// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
-/// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 17] = [
-    ("video-unsupervised", include_str!("../pipeline/video-unsupervised.toml")),
-    ("moving-mnist", include_str!("../pipeline/moving-mnist.toml")),
-    ("moving-mnist-backprop", include_str!("../pipeline/moving-mnist-backprop.toml")),
-    ("camera", include_str!("../pipeline/camera.toml")),
-    ("video-sleep", include_str!("../pipeline/video-sleep.toml")),
-    ("mnist-quick", include_str!("../pipeline/mnist-quick.toml")),
-    ("mnist-sleep", include_str!("../pipeline/mnist-sleep.toml")),
-    ("mnist-supervised", include_str!("../pipeline/mnist-supervised.toml")),
-    ("mnist-supervised-2xlr", include_str!("../pipeline/mnist-supervised-2xlr.toml")),
-    ("mnist-matlab", include_str!("../pipeline/mnist-matlab.toml")),
-    ("mnist-jitter", include_str!("../pipeline/mnist-jitter.toml")),
-    ("mnist-backprop", include_str!("../pipeline/mnist-backprop.toml")),
-    ("aesop-teacher-forcing", include_str!("../pipeline/aesop-teacher-forcing.toml")),
-    ("aesop-self-generated", include_str!("../pipeline/aesop-self-generated.toml")),
-    ("aesop-sleep", include_str!("../pipeline/aesop-sleep.toml")),
-    ("aesop-random-features", include_str!("../pipeline/aesop-random-features.toml")),
-    ("aesop-backprop", include_str!("../pipeline/aesop-backprop.toml")),
-];
-
-/// What `ffstream run` runs without a name: unsupervised FF on the bundled clip.
-pub const DEFAULT_PIPELINE: &str = "video-unsupervised";
+pub use crate::config::shipped::{pipeline_text, DEFAULT_PIPELINE, PIPELINES};
 
 /// Forward-Forward learning as a streaming pipeline: one stage per layer, bounded queues,
 /// local updates.
@@ -103,26 +80,6 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-}
-
-/// Finds a pipeline by name or path; returns its text and where it came from.
-pub fn pipeline_text(name: &str) -> Result<(String, String)> {
-    let path = Path::new(name);
-    if path.is_file() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok((text, path.display().to_string()));
-    }
-    let bare = name.trim_end_matches(".toml").rsplit('/').next().unwrap_or(name);
-    if let Some((n, text)) = PIPELINES.iter().find(|(n, _)| *n == bare) {
-        // Prefer the file on disk when run from the repository (it may have been edited).
-        let local = Path::new("pipeline").join(format!("{n}.toml"));
-        if let Ok(t) = std::fs::read_to_string(&local) {
-            return Ok((t, local.display().to_string()));
-        }
-        return Ok((text.to_string(), format!("pipeline/{n}.toml (built in)")));
-    }
-    let names: Vec<&str> = PIPELINES.iter().map(|(n, _)| *n).collect();
-    bail!("no pipeline file `{name}`; the shipped ones are {}", names.join(", "))
 }
 
 /// Runs the command.

@@ -26,6 +26,15 @@ pub enum StageError {
         /// Epoch.
         epoch: u32,
     },
+    /// Two neighbouring stages cannot be joined (a stage reads the state of the stage above,
+    /// which does not send one).
+    #[error("stage `{stage}`: {reason}")]
+    Topology {
+        /// Stage name.
+        stage: String,
+        /// What does not fit.
+        reason: String,
+    },
     /// The stage's thread panicked.
     #[error("stage `{stage}` panicked: {message}")]
     Panicked {
@@ -55,5 +64,26 @@ pub enum CheckpointError {
         path: PathBuf,
         /// What does not fit.
         reason: String,
+    },
+}
+
+/// A checkpoint's state does not fit the element restoring it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// A tensor the element needs is not in the state.
+    #[error("no tensor `{0}`")]
+    Missing(String),
+    /// A tensor has another number of values than the element's.
+    #[error("`{name}` has {got} values, the {element} needs {expected}")]
+    Size {
+        /// The tensor.
+        name: String,
+        /// Values in the state.
+        got: usize,
+        /// Values the element holds.
+        expected: usize,
+        /// What restores it ("layer", "readout", ...).
+        element: &'static str,
     },
 }

@@ -31,6 +31,7 @@ use crate::negative::{hard_label, sampled_label, wrong_label};
 use crate::packet::{Message, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
+use crate::runtime::HeadIo;
 use crate::schedule::{Phase, PhaseSchedule, Scheduler};
 use crate::source::{DatasetSource, FrameBatch};
 
@@ -50,13 +51,6 @@ pub enum NegativeLabels {
     Generated,
 }
 
-/// The readout's logits for neutral rows, sent back from the sink, in the order sent.
-#[derive(Clone, Debug)]
-pub struct Prediction {
-    /// `(neutral rows, classes)`.
-    pub logits: Array2<f32>,
-}
-
 /// How the head plays the data.
 #[derive(Clone, Debug)]
 pub struct HeadConfig {
@@ -72,6 +66,10 @@ pub struct HeadConfig {
     pub prediction_delay: usize,
     /// Value written in the label pixel (Matlab `labelstrength`, 1).
     pub label_strength: f32,
+    /// Whether the label goes into the first pixels of each row (Matlab, E3). A recurrent net
+    /// takes it as its top layer instead (each row's `embedded` label), and its pixels stay
+    /// the image's.
+    pub label_pixels: bool,
     /// Validate every this many epochs (and after the last).
     pub eval_every: u32,
     /// Images per evaluation packet.
@@ -92,7 +90,7 @@ pub struct HeadConfig {
 }
 
 /// Plays a dataset through the pipeline.
-pub struct Head {
+pub struct LabelledHead {
     config: HeadConfig,
     data: Arc<Labelled>,
     seq: u64,
@@ -102,18 +100,10 @@ pub struct Head {
     progress: Option<Arc<Progress>>,
 }
 
-/// Where the head's messages go and where predictions come from.
-pub trait HeadIo {
-    /// Sends a message downstream; false when downstream is gone.
-    fn emit(&mut self, message: Message) -> bool;
-    /// The next prediction; `None` when the sink is gone.
-    fn prediction(&mut self) -> Option<Prediction>;
-}
-
-impl Head {
+impl LabelledHead {
     /// A head over `data`; it stops early (at the next packet) once `stop` is set.
-    pub fn new(config: HeadConfig, data: Arc<Labelled>, stop: Arc<AtomicBool>) -> Head {
-        Head { config, data, seq: 0, stop, evaluate_only: false, progress: None }
+    pub fn new(config: HeadConfig, data: Arc<Labelled>, stop: Arc<AtomicBool>) -> LabelledHead {
+        LabelledHead { config, data, seq: 0, stop, evaluate_only: false, progress: None }
     }
 
     /// Publishes the wake/sleep phase to `progress` (the live view and metrics.jsonl).
@@ -539,6 +529,9 @@ impl Head {
     }
 
     fn write_label(&self, row: &mut [f32], label: u8) {
+        if !self.config.label_pixels {
+            return;
+        }
         let strength = self.config.label_strength;
         let classes = self.data.classes;
         for (j, v) in row[..classes].iter_mut().enumerate() {
@@ -582,10 +575,6 @@ impl Head {
         }
         let frames = groups.iter().map(|(b, _)| b.labels.len()).max().unwrap_or(0);
         Packet {
-            seq: self.next_seq(),
-            epoch,
-            purpose,
-            x,
             positives: counts[0],
             negatives: counts[1],
             neutral: counts[2],
@@ -593,12 +582,7 @@ impl Head {
             truth,
             embedded,
             frames,
-            goodness: vec![0.0; rows],
-            features: Vec::new(),
-            observe: Default::default(),
-            layer_goodness: Vec::new(),
-            stamp: Instant::now(),
-            captured: Instant::now(),
+            ..Packet::new(self.next_seq(), epoch, purpose, x)
         }
     }
 
@@ -693,8 +677,8 @@ fn window_batch(windows: &[(&[u8], u8)], width: usize) -> FrameBatch {
     FrameBatch { pixels, index: vec![u32::MAX; windows.len()], labels: windows.iter().map(|w| w.1).collect() }
 }
 
-impl crate::pipeline::Play for Head {
+impl crate::runtime::Head for LabelledHead {
     fn run(&mut self, io: &mut dyn HeadIo) -> bool {
-        Head::run(self, io)
+        LabelledHead::run(self, io)
     }
 }

@@ -11,7 +11,7 @@
 //! ([`negative`]); each stage normalizes its input, computes its layer, adds its goodness and
 //! updates its own weights ([`ff`]); the sink trains the softmax readout, scores the goodness and
 //! softmax tests, writes checkpoints, and sends predictions back to the head for hard negatives.
-//! [`pipeline`] runs the same stages threaded or in lockstep on one thread.
+//! [`runtime`] runs the same stages threaded or in lockstep on one thread.
 //!
 //! Frame streams use the same runtime with another head and sink: [`video`] decodes files,
 //! cameras and network streams through FFmpeg (or plays Moving MNIST, [`data::moving_mnist`]),
@@ -21,6 +21,7 @@
 
 pub mod backprop;
 pub mod bench;
+pub mod boring_video;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -32,11 +33,12 @@ pub mod matmul;
 pub mod metrics;
 pub mod negative;
 pub mod packet;
-pub mod pipeline;
 pub mod plot;
 pub mod record;
 pub mod reservoir;
 pub mod rng;
+pub mod run_folder;
+pub mod runtime;
 pub mod schedule;
 pub mod sink;
 pub mod source;

@@ -8,6 +8,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = ffstream::cli::Args::parse();
+    // The library only emits events (one span per stage thread, named after the stage); the
+    // binary prints them to stderr, filtered by RUST_LOG (e.g. `RUST_LOG=ffstream=debug`).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     // First Ctrl-C: finish the packet in flight, keep the last checkpoint, exit with a resume

@@ -20,6 +20,51 @@ pub enum Threads {
     Pool(usize),
 }
 
+/// A stage's own threads for its products (`threads = N` in a pipeline file): a rayon pool
+/// that belongs to the stage, never rayon's global one, so stages with pools do not compete
+/// for one set of workers, and a net with fewer stages than cores can still use them all.
+pub struct StagePool {
+    pool: Option<rayon::ThreadPool>,
+    threads: usize,
+}
+
+impl StagePool {
+    /// `threads` workers named after `stage` (1 or less: the calling thread only). A pool
+    /// that cannot be started (the OS refuses threads) falls back to one thread, with a warning.
+    pub fn new(stage: &str, threads: usize) -> StagePool {
+        if threads <= 1 {
+            return StagePool { pool: None, threads: 1 };
+        }
+        let name = stage.to_string();
+        match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("{name}.{i}")).build() {
+            Ok(pool) => StagePool { pool: Some(pool), threads },
+            Err(e) => {
+                tracing::warn!(stage, threads, "cannot start the stage's thread pool ({e}); using one thread");
+                StagePool { pool: None, threads: 1 }
+            }
+        }
+    }
+
+    /// Threads a product uses.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// [`gemm`] on the stage's threads.
+    pub fn gemm(&self, alpha: f32, a: &ArrayView2<f32>, b: &ArrayView2<f32>, beta: f32, c: &mut ArrayViewMut2<f32>) {
+        match &self.pool {
+            Some(pool) => pool.install(|| gemm(alpha, a, b, beta, c, Threads::Pool(self.threads))),
+            None => gemm(alpha, a, b, beta, c, Threads::One),
+        }
+    }
+}
+
+impl std::fmt::Debug for StagePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StagePool({} threads)", self.threads)
+    }
+}
+
 /// The backend compiled in, for reports.
 pub fn backend_name() -> &'static str {
     if cfg!(feature = "backend-gemm") {

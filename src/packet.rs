@@ -89,6 +89,11 @@ pub struct Packet {
     pub observe: Observe,
     /// Per stage in order: each row's goodness in that layer alone (separation per stage).
     pub layer_goodness: Vec<Vec<f32>>,
+    /// The time step of this packet's rows, 0-based: a recurrent net sees a static image as a
+    /// "boring video" (paper §3.4), the same rows once per step; feed-forward nets see step 0.
+    pub step: u32,
+    /// How many steps the head plays of these rows (1 for feed-forward nets).
+    pub steps: u32,
     /// When the head made the packet.
     pub stamp: Instant,
     /// When the oldest of its frames left the source (end-to-end latency is measured from
@@ -97,6 +102,39 @@ pub struct Packet {
 }
 
 impl Packet {
+    /// A packet of `x`'s rows, all of them positives of step 0 of 1, stamped now; the head
+    /// sets the row groups and metadata it needs.
+    pub fn new(seq: u64, epoch: u32, purpose: Purpose, x: Array2<f32>) -> Packet {
+        let rows = x.nrows();
+        let now = Instant::now();
+        Packet {
+            seq,
+            epoch,
+            purpose,
+            x,
+            positives: rows,
+            negatives: 0,
+            neutral: 0,
+            frame: vec![0; rows],
+            truth: vec![0; rows],
+            embedded: vec![NEUTRAL; rows],
+            frames: rows,
+            goodness: vec![0.0; rows],
+            features: Vec::new(),
+            observe: Observe::default(),
+            layer_goodness: Vec::new(),
+            step: 0,
+            steps: 1,
+            stamp: now,
+            captured: now,
+        }
+    }
+
+    /// Whether this is the last step the head plays of these rows.
+    pub fn last_step(&self) -> bool {
+        self.step + 1 >= self.steps
+    }
+
     /// Total rows.
     pub fn rows(&self) -> usize {
         self.x.nrows()
@@ -128,6 +166,34 @@ pub struct StageState {
     pub stage: String,
     /// `(name, shape, values)`.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+/// The sink's answer for a packet's neutral rows, sent back to the head along the predictions
+/// edge (hard negatives, dreams).
+#[derive(Clone, Debug)]
+pub struct Prediction {
+    /// `(neutral rows, classes)`.
+    pub logits: Array2<f32>,
+}
+
+/// A stage's state sent to the stage below along a feedback edge (recurrent nets): the
+/// stage's activities for the rows of one packet.
+#[derive(Clone, Debug, Default)]
+pub struct TopDown {
+    /// The packet the state was computed for (a stage tells a stale state from a fresh one).
+    pub seq: u64,
+    /// Its step.
+    pub step: u32,
+    /// `(rows, units)` raw activities; `None` for the neutral state a feedback edge starts
+    /// with (no top-down input yet).
+    pub state: Option<Array2<f32>>,
+}
+
+impl TopDown {
+    /// The neutral state: no input from above.
+    pub fn neutral() -> TopDown {
+        TopDown::default()
+    }
 }
 
 /// What flows through the queues. End of stream is the upstream sender being dropped.

@@ -13,10 +13,11 @@ use std::collections::BTreeMap;
 
 use ndarray::{s, Array2, Axis, Ix2};
 
+use crate::error::RestoreError;
 use crate::ff::optim::{ParamOptimizer, Rule, Schedule};
-use crate::head::Prediction;
 use crate::matmul::{gemm, Threads};
-use crate::packet::{Packet, Purpose, StageState};
+use crate::packet::{Packet, Prediction, Purpose, StageState};
+use crate::runtime::EpochReport;
 
 /// The readout's settings.
 #[derive(Clone, Debug)]
@@ -106,11 +107,16 @@ impl Readout {
     }
 
     /// Restores a state written by [`Readout::snapshot`].
-    pub fn restore(&mut self, state: &StageState) -> Result<(), String> {
+    pub fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
         let find = |name: &str| state.tensors.iter().find(|(n, _, _)| n == name).map(|(_, _, v)| v);
-        let w = find("readout.weights").ok_or("no tensor `readout.weights`")?;
+        let w = find("readout.weights").ok_or_else(|| RestoreError::Missing("readout.weights".into()))?;
         if w.len() != self.weights.len() {
-            return Err(format!("`readout.weights` has {} values, the readout needs {}", w.len(), self.weights.len()));
+            return Err(RestoreError::Size {
+                name: "readout.weights".into(),
+                got: w.len(),
+                expected: self.weights.len(),
+                element: "readout",
+            });
         }
         self.weights.iter_mut().zip(w).for_each(|(a, &b)| *a = b);
         let steps = find("readout.steps").and_then(|v| v.first()).copied().unwrap_or(0.0) as u64;
@@ -239,14 +245,35 @@ impl Classify {
     }
 }
 
-impl crate::pipeline::Sink for Classify {
+impl Tally {
+    /// The tally as named measures under `key`: `<key>.images`, `<key>.goodness` and
+    /// `<key>.softmax` (errors in percent).
+    pub fn measures(&self, key: &str, into: &mut BTreeMap<String, f64>) {
+        into.insert(format!("{key}.images"), self.images as f64);
+        into.insert(format!("{key}.goodness"), self.goodness_pct());
+        into.insert(format!("{key}.softmax"), self.softmax_pct());
+    }
+
+    /// The tally stored under `key` by [`Tally::measures`], if it scored any image.
+    pub fn errors_from(measures: &BTreeMap<String, f64>, key: &str) -> Option<(f64, f64)> {
+        let get = |what: &str| measures.get(&format!("{key}.{what}")).copied();
+        (get("images")? > 0.0).then_some((get("goodness")?, get("softmax")?))
+    }
+}
+
+impl crate::runtime::Sink for Classify {
     fn consume(&mut self, packet: &Packet) -> Option<Prediction> {
         Classify::consume(self, packet)
     }
 
-    fn end_epoch(&mut self, epoch: u32, mut states: Vec<StageState>) -> crate::pipeline::EpochReport {
+    fn end_epoch(&mut self, epoch: u32, mut states: Vec<StageState>) -> EpochReport {
         states.push(self.readout.snapshot());
         let (tallies, stream) = self.take_tallies();
-        crate::pipeline::EpochReport { epoch, states, tallies, stream, measures: BTreeMap::new() }
+        let mut measures = BTreeMap::new();
+        for (key, tally) in tallies {
+            tally.measures(key, &mut measures);
+        }
+        stream.measures("stream", &mut measures);
+        EpochReport { epoch, states, measures }
     }
 }

@@ -14,12 +14,12 @@ use anyhow::Result;
 use ndarray::Array2;
 
 use crate::bench::{fma_peak_gflops, machine_name};
-use crate::cli::pipeline_text;
+use crate::config::shipped::pipeline_text;
 use crate::config::PipelineConfig;
 use crate::metrics::{rates, StageTotals};
 use crate::packet::{Packet, Purpose};
-use crate::pipeline::{self, Mode, PipelineStats};
 use crate::rng::Rng;
+use crate::runtime::{self, Mode, PipelineStats};
 use crate::stage::Stage;
 use crate::train::{build_head, build_sink, build_stages, load_data};
 
@@ -28,23 +28,13 @@ pub fn training_packet(inputs: usize, batch: usize, seed: u64) -> Packet {
     let rows = 3 * batch;
     let mut rng = Rng::new(seed);
     Packet {
-        seq: 0,
-        epoch: 1,
-        purpose: Purpose::Train,
-        x: Array2::from_shape_simple_fn((rows, inputs), || rng.uniform()),
         positives: batch,
         negatives: batch,
         neutral: batch,
         frame: (0..rows as u32).collect(),
-        truth: vec![0; rows],
         embedded: vec![0; rows],
         frames: batch,
-        goodness: vec![0.0; rows],
-        features: Vec::new(),
-        observe: Default::default(),
-        layer_goodness: Vec::new(),
-        stamp: Instant::now(),
-        captured: Instant::now(),
+        ..Packet::new(0, 1, Purpose::Train, Array2::from_shape_simple_fn((rows, inputs), || rng.uniform()))
     }
 }
 
@@ -99,6 +89,7 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
     // On 2 cores the stages share the cores: the bound is 2 cores' worth of the total work, or
     // the slowest stage alone, whichever is lower.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let pool = one_stage_pool_speedup(&base, cores as usize);
     let total: f64 = stage_secs.iter().sum();
     let slowest = stage_secs.iter().copied().fold(0.0, f64::max);
     let bound = base.data.batch as f64 / (total / cores).max(slowest);
@@ -121,10 +112,8 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
         let stats = PipelineStats::new(&config.stage_names());
         let mut sink = build_sink(&config);
         let started = Instant::now();
-        let runtime = config.pipeline.clone().expect("ff pipeline");
-        pipeline::run(&mut head, build_stages(&config), &mut sink, mode, runtime.queue_capacity, &stats, &mut |_| {
-            Ok(())
-        })?;
+        let settings = config.pipeline.clone().expect("ff pipeline");
+        runtime::run(&mut head, build_stages(&config), &mut sink, settings.wiring(), &stats, &mut |_| Ok(()))?;
         let wall = started.elapsed().as_secs_f64();
         let frames = stats.stages.last().map_or(0, |s| s.totals().frames) as f64;
         let fps = frames / wall;
@@ -145,7 +134,7 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
             "peak_gflops": {"1": peak1, "2": peak2}, "stages": stage_rows, "stage_bound_frames_per_s": bound,
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
-            "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2,
+            "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2, "one_stage_pool": pool,
         });
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -154,4 +143,34 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
         println!("Wrote {}.", path.display());
     }
     Ok(())
+}
+
+/// A net with fewer stages than cores: one 2000->2000 stage timed alone with its own pool of
+/// 1 thread and of `cores` threads (`threads = N` in a `[[stage]]` table).
+fn one_stage_pool_speedup(base: &PipelineConfig, cores: usize) -> serde_json::Value {
+    let units = 2000;
+    let time = |threads: usize| {
+        let mut config = base.clone();
+        config.model.layers = vec![units];
+        config.model.goodness_from = 1;
+        config.model.readout_from = 1;
+        config.stages = vec![crate::config::StageSpec::FfDense(crate::config::DenseSpec {
+            units,
+            goodness: None,
+            threshold: None,
+            threads,
+        })];
+        let mut stage = crate::config::build::build_stages_for(&config, units).remove(0);
+        stage_seconds(stage.as_mut(), units, base.data.batch, Duration::from_millis(700))
+    };
+    let one = time(1);
+    let many = time(cores.max(1));
+    println!(
+        "one {units}->{units} stage with its own pool: {:.2} ms/packet on 1 thread, {:.2} ms on {cores}: {:.2}x",
+        one * 1e3,
+        many * 1e3,
+        one / many
+    );
+    serde_json::json!({"units": units, "threads": cores, "ms_per_packet_1": one * 1e3,
+        "ms_per_packet_n": many * 1e3, "speedup": one / many})
 }

@@ -34,7 +34,7 @@ mod e8 {
     use ffstream::config::PipelineConfig;
     use ffstream::data::aesop::{unigram_error_pct, Aesop, PREDICTED, SYMBOLS, WIDTH};
     use ffstream::packet::StageState;
-    use ffstream::pipeline::{self, EpochReport, Mode, PipelineStats};
+    use ffstream::runtime::{self, EpochReport, Mode, PipelineStats, Wiring};
     use ffstream::train::{build_head, build_sink, build_stages};
 
     fn config(pipeline: &str, extra: &[&str]) -> PipelineConfig {
@@ -55,7 +55,7 @@ mod e8 {
         let stats = PipelineStats::new(&config.stage_names());
         let mut reports = Vec::new();
         let (stages, completed) =
-            pipeline::run(&mut head, build_stages(config), &mut sink, mode, 2, &stats, &mut |r| {
+            runtime::run(&mut head, build_stages(config), &mut sink, Wiring::new(mode, 2), &stats, &mut |r| {
                 reports.push(r);
                 Ok(())
             })
@@ -93,13 +93,10 @@ mod e8 {
             // validation windows.
             let expected = data.train.len() / 100 * 100 + data.validation.len();
             assert_eq!(frames, expected as u64, "{pipeline}: frames counted");
-            let validation = reports.last().unwrap().tallies["validation"];
-            assert_eq!(validation.images, data.validation.len());
-            assert!(
-                validation.softmax_pct() < unigram - 5.0,
-                "{pipeline}: softmax {:.1}% vs unigram {unigram:.1}%",
-                validation.softmax_pct()
-            );
+            let measures = &reports.last().unwrap().measures;
+            assert_eq!(measures["validation.images"], data.validation.len() as f64);
+            let softmax = measures["validation.softmax"];
+            assert!(softmax < unigram - 5.0, "{pipeline}: softmax {:.1}% vs unigram {unigram:.1}%", softmax);
         }
     }
 

@@ -1,12 +1,10 @@
 //! One FF layer alone, driven packet by packet (no threads): the maths the paper states.
 
-use std::time::Instant;
-
 use ffstream::ff::goodness::Goodness;
 use ffstream::ff::optim::{Rule, Schedule};
 use ffstream::packet::{Packet, Purpose};
 use ffstream::rng::Rng;
-use ffstream::stage::{FfDense, FfDenseConfig, Stage};
+use ffstream::stage::{FfDense, FfDenseConfig, FfSettings, Stage};
 use ndarray::Array2;
 
 fn layer(inputs: usize, units: usize, peer: f32, lr: f32, seed: u64) -> FfDense {
@@ -26,11 +24,7 @@ fn layer_with_rule(
     threshold: Option<f32>,
     rule: Rule,
 ) -> FfDense {
-    FfDenseConfig {
-        name: "layer1".into(),
-        layer: 1,
-        inputs,
-        units,
+    let ff = FfSettings {
         goodness: Goodness::SumSquares,
         threshold,
         temperature: 1.0,
@@ -43,31 +37,14 @@ fn layer_with_rule(
         counts_for_goodness: true,
         feeds_readout: false,
         seed,
-    }
-    .build()
+        threads: 1,
+    };
+    FfDenseConfig { name: "layer1".into(), layer: 1, inputs, units, ff }.build()
 }
 
 fn packet(x: Array2<f32>, positives: usize, negatives: usize, purpose: Purpose) -> Packet {
     let rows = x.nrows();
-    Packet {
-        seq: 0,
-        epoch: 1,
-        purpose,
-        x,
-        positives,
-        negatives,
-        neutral: 0,
-        frame: vec![0; rows],
-        truth: vec![0; rows],
-        embedded: vec![0; rows],
-        frames: rows,
-        goodness: vec![0.0; rows],
-        features: Vec::new(),
-        observe: Default::default(),
-        layer_goodness: Vec::new(),
-        stamp: Instant::now(),
-        captured: Instant::now(),
-    }
+    Packet { positives, negatives, embedded: vec![0; rows], ..Packet::new(0, 1, purpose, x) }
 }
 
 fn random_rows(rows: usize, cols: usize, seed: u64) -> Array2<f32> {

@@ -1,47 +1,18 @@
 //! The pipeline against its single-threaded reference, locality, checkpoints and failures.
 
+mod common;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use common::synthetic_mnist;
+
 use ffstream::config::PipelineConfig;
-use ffstream::data::mnist::PIXELS;
-use ffstream::data::{Labelled, Split};
 use ffstream::error::StageError;
 use ffstream::packet::{Packet, StageState};
-use ffstream::pipeline::{self, EpochReport, Mode, PipelineError, PipelineStats};
-use ffstream::rng::Rng;
+use ffstream::runtime::{self, EpochReport, Mode, PipelineError, PipelineStats, Wiring};
 use ffstream::stage::Stage;
 use ffstream::train::{build_head, build_sink, build_stages};
-
-/// Random blobs with a class-dependent bright square, so the nets have something to learn.
-fn synthetic_split(n: usize, seed: u64) -> Split {
-    let mut rng = Rng::new(seed);
-    let mut images = vec![0u8; n * PIXELS];
-    let labels: Vec<u8> = (0..n).map(|_| rng.below(10) as u8).collect();
-    for (i, &label) in labels.iter().enumerate() {
-        let img = &mut images[i * PIXELS..(i + 1) * PIXELS];
-        for p in img.iter_mut().skip(28) {
-            *p = (rng.below(60)) as u8;
-        }
-        let (r, c) = (4 + 2 * (label as usize / 5) * 5, 3 + (label as usize % 5) * 5);
-        for y in r..r + 5 {
-            for x in c..c + 4 {
-                img[y * 28 + x] = 255;
-            }
-        }
-    }
-    Split { images, labels }
-}
-
-fn synthetic_mnist() -> Arc<Labelled> {
-    Arc::new(Labelled {
-        train: synthetic_split(600, 1),
-        validation: synthetic_split(200, 2),
-        test: synthetic_split(200, 3),
-        classes: 10,
-        sequences: Vec::new(),
-    })
-}
 
 fn config(extra: &[&str]) -> PipelineConfig {
     let text = include_str!("../pipeline/mnist-quick.toml");
@@ -63,11 +34,12 @@ fn run(config: &PipelineConfig, mode: Mode) -> (Vec<StageState>, Vec<EpochReport
     let mut sink = build_sink(config);
     let stats = PipelineStats::new(&config.stage_names());
     let mut reports = Vec::new();
-    let (stages, completed) = pipeline::run(&mut head, build_stages(config), &mut sink, mode, 1, &stats, &mut |r| {
-        reports.push(r);
-        Ok(())
-    })
-    .unwrap();
+    let (stages, completed) =
+        runtime::run(&mut head, build_stages(config), &mut sink, Wiring::new(mode, 1), &stats, &mut |r| {
+            reports.push(r);
+            Ok(())
+        })
+        .unwrap();
     assert!(completed);
     // Every frame is processed: the source's count reaches the sink.
     assert_eq!(stats.source.totals().frames, stats.sink.totals().frames);
@@ -90,7 +62,7 @@ fn threaded_pipeline_ends_with_the_same_weights_as_lockstep() {
         for (x, y) in a.states.iter().zip(&b.states) {
             assert_eq!(x.tensors, y.tensors);
         }
-        assert_eq!(a.tallies, b.tallies);
+        assert_eq!(a.measures, b.measures);
     }
     // The stages really learned something (weights moved), so the comparison is not vacuous.
     let fresh = build_stages(&c)[0].snapshot();
@@ -124,7 +96,8 @@ fn a_wake_phase_runs_on_into_the_next_epoch() {
         let mut head = build_head(&c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
         let mut sink = build_sink(&c);
         let stats = PipelineStats::new(&c.stage_names());
-        pipeline::run(&mut head, build_stages(&c), &mut sink, Mode::Lockstep, 1, &stats, &mut |_| Ok(())).unwrap();
+        runtime::run(&mut head, build_stages(&c), &mut sink, Wiring::new(Mode::Lockstep, 1), &stats, &mut |_| Ok(()))
+            .unwrap();
         stats.stages[0].totals().packets
     };
     // A phase of 1,000 never ends in 24 packets: no sleep at all.
@@ -174,7 +147,7 @@ impl Stage for Exploding {
     fn snapshot(&self) -> StageState {
         StageState::default()
     }
-    fn restore(&mut self, _: &StageState) -> Result<(), String> {
+    fn restore(&mut self, _: &StageState) -> Result<(), ffstream::error::RestoreError> {
         Ok(())
     }
 }
@@ -189,7 +162,7 @@ fn a_panicking_stage_becomes_an_error_not_a_hang() {
     let mut head = build_head(&c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
     let mut sink = build_sink(&c);
     let stats = PipelineStats::new(&names);
-    let result = pipeline::run(&mut head, stages, &mut sink, Mode::Threaded, 1, &stats, &mut |_| Ok(()));
+    let result = runtime::run(&mut head, stages, &mut sink, Wiring::new(Mode::Threaded, 1), &stats, &mut |_| Ok(()));
     match result {
         Err(PipelineError::Stage(StageError::Panicked { stage, message })) => {
             assert_eq!(stage, "exploding");
@@ -207,14 +180,15 @@ fn stopping_early_ends_the_stream_cleanly() {
     let mut sink = build_sink(&c);
     let stats = PipelineStats::new(&c.stage_names());
     let mut epochs = 0;
-    let (_, completed) = pipeline::run(&mut head, build_stages(&c), &mut sink, Mode::Threaded, 2, &stats, &mut |r| {
-        epochs = r.epoch;
-        if r.epoch == 2 {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(())
-    })
-    .unwrap();
+    let (_, completed) =
+        runtime::run(&mut head, build_stages(&c), &mut sink, Wiring::new(Mode::Threaded, 2), &stats, &mut |r| {
+            epochs = r.epoch;
+            if r.epoch == 2 {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
     assert!(!completed);
     assert!((2..50).contains(&epochs));
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ffstream::config::PipelineConfig;
-use ffstream::pipeline::{self, EpochReport, Mode, PipelineStats};
+use ffstream::runtime::{self, EpochReport, Mode, PipelineStats, Wiring};
 use ffstream::train::{self, build_stages_for, RunOptions};
 use ffstream::video::feed::MemoryFeed;
 use ffstream::video::head::{VideoHead, VideoHeadConfig};
@@ -121,7 +121,8 @@ fn every_frame_is_counted_and_no_window_spans_a_cut() {
             reports.push(r);
             Ok(())
         };
-        let (_, completed) = pipeline::run(&mut head, stages, &mut sink, mode, 2, &stats, &mut on_epoch).unwrap();
+        let (_, completed) =
+            runtime::run(&mut head, stages, &mut sink, Wiring::new(mode, 2), &stats, &mut on_epoch).unwrap();
         assert!(completed);
         // Windows per sequence: per_sequence − (window − 1); held out: those ending on index ≡ 9 mod 10.
         let windows: Vec<u64> =
@@ -214,7 +215,7 @@ impl ffstream::stage::Stage for Slow {
         ffstream::packet::StageState { stage: "slow".into(), tensors: Vec::new() }
     }
 
-    fn restore(&mut self, _: &ffstream::packet::StageState) -> Result<(), String> {
+    fn restore(&mut self, _: &ffstream::packet::StageState) -> Result<(), ffstream::error::RestoreError> {
         Ok(())
     }
 }
@@ -269,7 +270,8 @@ fn a_live_udp_stream_into_a_slow_pipeline_drops_and_counts_frames() {
     let stats = PipelineStats::new(&["slow".to_string()]);
     let mut on_epoch = |_: EpochReport| Ok(());
     let stages: Vec<Box<dyn ffstream::stage::Stage>> = vec![Box::new(Slow)];
-    let (_, completed) = pipeline::run(&mut head, stages, &mut sink, Mode::Threaded, 1, &stats, &mut on_epoch).unwrap();
+    let (_, completed) =
+        runtime::run(&mut head, stages, &mut sink, Wiring::new(Mode::Threaded, 1), &stats, &mut on_epoch).unwrap();
     let _ = sender.kill();
     let _ = sender.wait();
     assert!(completed, "{:?}", head.error());
@@ -320,7 +322,8 @@ fn wake_and_sleep_phases_reach_every_stage_at_the_same_point() {
         let mut sink = VideoSink::new(vec!["layer1".into(), "layer2".into()], &[24, 16], 0.5);
         let stats = PipelineStats::new(&config.stage_names());
         let mut on_epoch = |_: EpochReport| Ok(());
-        let (stages, completed) = pipeline::run(&mut head, stages, &mut sink, mode, 2, &stats, &mut on_epoch).unwrap();
+        let (stages, completed) =
+            runtime::run(&mut head, stages, &mut sink, Wiring::new(mode, 2), &stats, &mut on_epoch).unwrap();
         assert!(completed);
         let layer2 = stats.stages[1].totals();
         assert_eq!(layer2.frames, 40, "{mode:?}: every frame learned from once, awake");

@@ -4,14 +4,20 @@
 //! through `toml`, which reports the position); values out of range are errors that name the
 //! key and its line. `--set key=value` overrides apply on top of the file, with the same checks.
 
+pub mod build;
+pub mod shipped;
+pub mod stage;
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use stage::{DenseSpec, RecurrentConfig, RecurrentSpec, StageSpec};
+
 use crate::ff::goodness::Goodness;
 use crate::ff::optim::{Rule, Schedule};
 use crate::head::NegativeLabels;
-use crate::pipeline::Mode;
+use crate::runtime::{Mode, Wiring};
 use crate::video::negatives::NegativeKind;
 
 /// A pipeline file could not be used.
@@ -45,6 +51,14 @@ pub enum ConfigError {
         key: String,
         /// What is wrong with it.
         message: String,
+    },
+    /// No shipped pipeline has this name and no file has this path.
+    #[error("no pipeline file `{name}`; the shipped ones are {shipped}")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The shipped names, comma-separated.
+        shipped: String,
     },
     /// A `--set` argument is not `key=value`.
     #[error("override `{0}` is not of the form key=value")]
@@ -187,7 +201,9 @@ fn default_batch() -> usize {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Units per hidden layer.
+    /// Units per hidden layer: a chain of `ff_dense` stages (or, with `[[stage]]` tables, their
+    /// units, filled in from the tables).
+    #[serde(default)]
     pub layers: Vec<usize>,
     /// Goodness function.
     #[serde(default)]
@@ -286,6 +302,22 @@ pub struct RuntimeConfig {
     /// Messages each queue holds.
     #[serde(default = "default_capacity")]
     pub queue_capacity: usize,
+    /// Packets between a recurrent stage's state and the stage below reading it (the
+    /// feedback edges' delay d: 1 is the paper's synchronous rule, d >= 2 lets neighbouring
+    /// stages work at the same time). Feed-forward nets have no feedback edge.
+    #[serde(default = "default_feedback_delay")]
+    pub feedback_delay: usize,
+}
+
+fn default_feedback_delay() -> usize {
+    1
+}
+
+impl RuntimeConfig {
+    /// How the runtime wires the stages.
+    pub fn wiring(&self) -> Wiring {
+        Wiring { mode: self.mode, capacity: self.queue_capacity.max(1), feedback_delay: self.feedback_delay }
+    }
 }
 
 fn default_capacity() -> usize {
@@ -342,6 +374,12 @@ pub struct PipelineConfig {
     /// Interleaved updates, or wake and sleep phases (frame streams; issue 4).
     #[serde(default)]
     pub schedule: crate::schedule::PhaseSchedule,
+    /// The network stage by stage (`[[stage]]` tables; see [`stage`]); empty: `model.layers`.
+    #[serde(default, rename = "stage", skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageSpec>,
+    /// How a recurrent net plays each batch (nets with `ff_recurrent` stages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrent: Option<RecurrentConfig>,
     /// The video input (dataset `video`).
     #[cfg(feature = "video")]
     pub video: Option<crate::video::VideoConfig>,
@@ -373,12 +411,28 @@ fn set_key(table: &mut toml::Table, dotted: &str, value: &str) {
     let mut parts: Vec<&str> = dotted.split('.').collect();
     let last = parts.pop().unwrap_or(dotted);
     let mut node = table;
-    for part in parts {
+    let mut parts = parts.into_iter().peekable();
+    while let Some(part) = parts.next() {
         let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
+        // `stage.2.units`: the second `[[stage]]` table (1-based, as the stages are named).
+        let index = match &*entry {
+            toml::Value::Array(tables) => {
+                parts.peek().and_then(|p| p.parse::<usize>().ok()).filter(|&i| i >= 1 && i <= tables.len())
+            }
+            _ => None,
+        };
+        let slot = match (entry, index) {
+            (toml::Value::Array(tables), Some(i)) => {
+                parts.next();
+                &mut tables[i - 1]
+            }
+            (entry, _) => entry,
+        };
+        if !slot.is_table() {
+            *slot = toml::Value::Table(toml::Table::new());
         }
-        node = entry.as_table_mut().expect("made a table above");
+        let toml::Value::Table(t) = slot else { return };
+        node = t;
     }
     node.insert(last.to_string(), parsed);
 }
@@ -424,6 +478,12 @@ impl PipelineConfig {
                 .try_into()
                 .map_err(|e| parse_error(&format!("{origin} with --set {}", overrides.join(" --set ")), e))?;
         }
+        config.resolve_stages().map_err(|(key, message)| ConfigError::Value {
+            origin: origin.to_string(),
+            line: line_of(text, &key),
+            key,
+            message,
+        })?;
         config.validate().map_err(|(key, message)| ConfigError::Value {
             origin: origin.to_string(),
             line: line_of(text, &key),
@@ -440,8 +500,84 @@ impl PipelineConfig {
         PipelineConfig::parse(&text, &path.display().to_string(), overrides)
     }
 
+    /// With `[[stage]]` tables, `model.layers` becomes their units (a resolved file, written
+    /// back, holds both, and they agree).
+    fn resolve_stages(&mut self) -> Result<(), (String, String)> {
+        if self.stages.is_empty() {
+            return Ok(());
+        }
+        let units: Vec<usize> = self.stages.iter().map(StageSpec::units).collect();
+        if !self.model.layers.is_empty() && self.model.layers != units {
+            return Err((
+                "model.layers".into(),
+                format!("says {:?} but the [[stage]] tables say {units:?}: keep one of the two", self.model.layers),
+            ));
+        }
+        self.model.layers = units;
+        Ok(())
+    }
+
+    /// The stages in order: the `[[stage]]` tables, or `model.layers` as `ff_dense` stages.
+    pub fn stage_specs(&self) -> Vec<StageSpec> {
+        if self.stages.is_empty() {
+            self.model.layers.iter().map(|&u| StageSpec::dense(u)).collect()
+        } else {
+            self.stages.clone()
+        }
+    }
+
+    /// True for a net of `ff_recurrent` stages (the head plays every batch for several steps).
+    pub fn is_recurrent(&self) -> bool {
+        self.stages.iter().any(StageSpec::is_recurrent)
+    }
+
+    /// The recurrent settings (defaults where the file has no `[recurrent]` section).
+    pub fn recurrent_settings(&self) -> RecurrentConfig {
+        self.recurrent.clone().unwrap_or_default()
+    }
+
+    /// Checks of the `[[stage]]` tables and `[recurrent]`, as `(dotted key, complaint)`.
+    fn validate_stages(&self) -> Result<(), (String, String)> {
+        let fail = |key: String, message: String| Err((key, message));
+        for (i, spec) in self.stages.iter().enumerate() {
+            let key = |k: &str| format!("stage.{}.{k}", i + 1);
+            if !(1..=256).contains(&spec.threads()) {
+                return fail(key("threads"), "must be between 1 and 256".into());
+            }
+            if let StageSpec::FfRecurrent(r) = spec {
+                if !(r.damping.is_finite() && (0.0..1.0).contains(&r.damping)) {
+                    return fail(key("damping"), "must be in [0, 1) (the share of the old state kept)".into());
+                }
+            }
+        }
+        if self.is_recurrent() {
+            if let Some(i) = self.stages.iter().position(|s| !s.is_recurrent()) {
+                return fail(
+                    format!("stage.{}.kind", i + 1),
+                    "must be \"ff_recurrent\" like the other stages: a net mixes no kinds yet".into(),
+                );
+            }
+            if self.data.dataset != "mnist" && self.data.dataset != "moving_mnist" {
+                return fail("data.dataset".into(), "must be mnist or moving_mnist for ff_recurrent stages".into());
+            }
+            if self.trainer != Trainer::Ff {
+                return fail("trainer".into(), "must be \"ff\" for ff_recurrent stages".into());
+            }
+            if self.schedule != crate::schedule::PhaseSchedule::Interleaved {
+                return fail("schedule".into(), "must be interleaved for ff_recurrent stages (for now)".into());
+            }
+            if let Some((key, complaint)) = self.recurrent_settings().check() {
+                return fail(key.into(), complaint);
+            }
+        } else if self.recurrent.is_some() {
+            return fail("recurrent".into(), "needs ff_recurrent stages ([[stage]] kind = \"ff_recurrent\")".into());
+        }
+        Ok(())
+    }
+
     /// Range checks, as `(dotted key, complaint)`.
     fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_stages()?;
         let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
         if !DATASETS.contains(&self.data.dataset.as_str()) {
             return fail("data.dataset", &format!("must be one of {}", DATASETS.join(", ")));
@@ -572,6 +708,10 @@ impl PipelineConfig {
             if p.queue_capacity == 0 {
                 return fail("pipeline.queue_capacity", "must be at least 1");
             }
+            // A cycle of bounded edges with no token in it waits for ever.
+            if p.feedback_delay == 0 {
+                return fail("pipeline.feedback_delay", "must be at least 1 (a feedback edge of delay 0 deadlocks)");
+            }
         }
         if self.eval.every == 0 || self.eval.batch == 0 {
             return fail("eval.every", "and eval.batch must be at least 1");
@@ -585,7 +725,7 @@ impl PipelineConfig {
         !matches!(self.data.dataset.as_str(), "mnist" | "aesop")
     }
 
-    /// The stage names, in order.
+    /// The stage names, in order (`layer1`, `layer2`, ...).
     pub fn stage_names(&self) -> Vec<String> {
         (1..=self.model.layers.len()).map(|l| format!("layer{l}")).collect()
     }

@@ -18,13 +18,13 @@
 
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2};
 
+use super::core::{peer_normalize, FfSettings};
 use super::Stage;
-use crate::error::StageError;
-use crate::ff::goodness::Goodness;
+use crate::error::{RestoreError, StageError};
 use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
 use crate::ff::objective::{Objective, Polarity};
-use crate::ff::optim::{ParamOptimizer, Rule, Schedule};
-use crate::matmul::{gemm, Threads};
+use crate::ff::optim::ParamOptimizer;
+use crate::matmul::StagePool;
 use crate::packet::{Packet, Purpose, StageState};
 use crate::rng::Rng;
 
@@ -39,50 +39,26 @@ pub struct FfDenseConfig {
     pub inputs: usize,
     /// Number of ReLUs.
     pub units: usize,
-    /// Goodness function.
-    pub goodness: Goodness,
-    /// θ; `None` for the goodness's default (Matlab: the number of units).
-    pub threshold: Option<f32>,
-    /// T.
-    pub temperature: f32,
-    /// λ of peer normalization (Matlab 0.03; 0 turns it off).
-    pub peer_normalization: f32,
-    /// Update rule.
-    pub rule: Rule,
-    /// ε.
-    pub lr: f32,
-    /// Weight cost on W (not on b, as in Matlab).
-    pub weight_cost: f32,
-    /// Learning-rate schedule over `epochs`.
-    pub schedule: Schedule,
-    /// Total epochs (for the schedule).
-    pub epochs: u32,
-    /// Whether this layer's goodness counts in the goodness test (Matlab: layers 2..L).
-    pub counts_for_goodness: bool,
-    /// Whether the readout reads this layer (Matlab: layers 2..L).
-    pub feeds_readout: bool,
-    /// Seed for the initial weights.
-    pub seed: u64,
+    /// The FF step's settings.
+    pub ff: FfSettings,
 }
 
 impl FfDenseConfig {
     /// Builds the layer with Matlab's initialization: `W ~ N(0, 1)/√fan-in`, `b = 0`.
     pub fn build(self) -> FfDense {
-        let mut rng = Rng::derive(self.seed, "ff_dense.init", self.layer as u64);
+        let ff = &self.ff;
+        let mut rng = Rng::derive(ff.seed, "ff_dense.init", self.layer as u64);
         let scale = 1.0 / (self.inputs as f32).sqrt();
         let weights = Array2::from_shape_simple_fn((self.inputs, self.units), || rng.normal() * scale);
-        let objective = Objective {
-            goodness: self.goodness,
-            threshold: self.threshold.unwrap_or_else(|| self.goodness.default_threshold(self.units)),
-            temperature: self.temperature,
-        };
+        let objective = ff.objective(self.units);
         FfDense {
-            weight_optimizer: ParamOptimizer::new(self.rule, self.lr, self.weight_cost, Ix2(self.inputs, self.units)),
-            bias_optimizer: ParamOptimizer::new(self.rule, self.lr, 0.0, Ix1(self.units)),
+            weight_optimizer: ParamOptimizer::new(ff.rule, ff.lr, ff.weight_cost, Ix2(self.inputs, self.units)),
+            bias_optimizer: ParamOptimizer::new(ff.rule, ff.lr, 0.0, Ix1(self.units)),
             weights,
             bias: Array1::zeros(self.units),
             peer_means: Array1::from_elem(self.units, 0.5),
             pending: None,
+            pool: StagePool::new(&self.name, ff.threads),
             objective,
             config: self,
         }
@@ -103,6 +79,8 @@ pub struct FfDense {
     bias_optimizer: ParamOptimizer<Ix1>,
     /// The update of the last training packet, until [`Stage::learn`] applies it.
     pending: Option<Pending>,
+    /// The threads of its products.
+    pool: StagePool,
 }
 
 impl FfDense {
@@ -122,7 +100,7 @@ impl FfDense {
     /// `normalized: (rows, inputs)` → `(rows, units)`.
     pub fn activities(&self, normalized: &Array2<f32>) -> Array2<f32> {
         let mut y = Array2::from_shape_fn((normalized.nrows(), self.config.units), |(_, j)| self.bias[j]);
-        gemm(1.0, &normalized.view(), &self.weights.view(), 1.0, &mut y.view_mut(), Threads::One);
+        self.pool.gemm(1.0, &normalized.view(), &self.weights.view(), 1.0, &mut y.view_mut());
         y.mapv_inplace(|v| v.max(0.0));
         y
     }
@@ -145,16 +123,7 @@ impl FfDense {
                 row.as_slice_mut().expect("direction is contiguous"),
             );
         }
-        if self.config.peer_normalization > 0.0 && positives > 0 {
-            // Matlab: regress each unit's running mean activity towards the layer's average.
-            // Not gated by the ReLU, so it can revive units that are always off.
-            let batch_mean = y.slice(s![..positives, ..]).mean_axis(Axis(0)).expect("positives > 0");
-            self.peer_means.zip_mut_with(&batch_mean, |m, &b| *m = 0.9 * *m + 0.1 * b);
-            let layer_mean = self.peer_means.mean().unwrap_or(0.0);
-            let lambda = self.config.peer_normalization;
-            let push = self.peer_means.mapv(|m| lambda * (layer_mean - m));
-            direction.slice_mut(s![..positives, ..]).axis_iter_mut(Axis(0)).for_each(|mut row| row += &push);
-        }
+        peer_normalize(&mut self.peer_means, self.config.ff.peer_normalization, y, positives, &mut direction);
         direction
     }
 
@@ -165,10 +134,10 @@ impl FfDense {
         let learning = direction.nrows();
         let x = inputs.slice(s![..learning, ..]);
         let buffer = &mut self.weight_optimizer.buffer_mut().view_mut();
-        gemm(alpha, &x.t(), &direction.view(), beta, buffer, Threads::One);
+        self.pool.gemm(alpha, &x.t(), &direction.view(), beta, buffer);
         let bias_sum = direction.sum_axis(Axis(0));
         self.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
-        let gain = self.config.schedule.gain(epoch, self.config.epochs);
+        let gain = self.config.ff.schedule.gain(epoch, self.config.ff.epochs);
         self.weight_optimizer.apply(&mut self.weights, gain);
         self.bias_optimizer.apply(&mut self.bias, gain);
     }
@@ -210,7 +179,7 @@ impl Stage for FfDense {
             .axis_iter(Axis(0))
             .map(|row| self.objective.goodness.of(row.as_slice().expect("activities are contiguous")))
             .collect();
-        if self.config.counts_for_goodness {
+        if self.config.ff.counts_for_goodness {
             packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
         }
         if !goodness.iter().all(|g| g.is_finite()) {
@@ -223,7 +192,7 @@ impl Stage for FfDense {
         if packet.purpose.is_evaluation() {
             packet.layer_goodness.push(goodness.clone());
         }
-        if self.config.feeds_readout && !observed.is_empty() {
+        if self.config.ff.feeds_readout && !observed.is_empty() {
             packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
         }
         let learning = packet.positives + packet.negatives;
@@ -263,19 +232,12 @@ impl Stage for FfDense {
         StageState { stage: name.clone(), tensors }
     }
 
-    fn restore(&mut self, state: &StageState) -> Result<(), String> {
+    fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
         let name = self.config.name.clone();
         let find = |key: &str| -> Option<&Vec<f32>> {
             state.tensors.iter().find(|(n, _, _)| n == &format!("{name}.{key}")).map(|(_, _, v)| v)
         };
-        let copy = |dst: &mut [f32], key: &str| -> Result<(), String> {
-            let src = find(key).ok_or_else(|| format!("no tensor `{name}.{key}`"))?;
-            if src.len() != dst.len() {
-                return Err(format!("`{name}.{key}` has {} values, the layer needs {}", src.len(), dst.len()));
-            }
-            dst.copy_from_slice(src);
-            Ok(())
-        };
+        let copy = |dst: &mut [f32], key: &str| copy_tensor(state, &format!("{name}.{key}"), dst, "layer");
         copy(self.weights.as_slice_mut().expect("contiguous"), "weights")?;
         copy(self.bias.as_slice_mut().expect("contiguous"), "bias")?;
         copy(self.peer_means.as_slice_mut().expect("contiguous"), "peer_means")?;
@@ -290,4 +252,24 @@ impl Stage for FfDense {
         }
         Ok(())
     }
+}
+
+/// Copies the tensor `name` of `state` into `dst`, which must hold as many values.
+pub(crate) fn copy_tensor(
+    state: &StageState,
+    name: &str,
+    dst: &mut [f32],
+    element: &'static str,
+) -> Result<(), RestoreError> {
+    let src = state
+        .tensors
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, _, v)| v)
+        .ok_or_else(|| RestoreError::Missing(name.to_string()))?;
+    if src.len() != dst.len() {
+        return Err(RestoreError::Size { name: name.to_string(), got: src.len(), expected: dst.len(), element });
+    }
+    dst.copy_from_slice(src);
+    Ok(())
 }

@@ -25,11 +25,11 @@ use ndarray::Array2;
 use super::feed::FrameFeed;
 use super::negatives::{make_negative, MaskBank, NegativeKind};
 use super::Frame;
-use crate::head::HeadIo;
 use crate::metrics::Progress;
 use crate::packet::{Message, Observe, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
+use crate::runtime::HeadIo;
 use crate::schedule::{Phase, PhaseSchedule, Scheduler};
 
 /// How the video head plays its feed.
@@ -236,23 +236,14 @@ impl VideoHead {
         let truth: Vec<u8> = windows.iter().map(|w| w.truth).chain((0..m).map(|r| of_negative(r).1)).collect();
         let captured = windows.iter().map(|w| w.captured).min().unwrap_or_else(Instant::now);
         Packet {
-            seq,
-            epoch,
-            purpose,
-            x,
             positives: n,
             negatives: m,
-            neutral: 0,
             frame,
             truth,
-            embedded: vec![NEUTRAL; n + m],
             frames: if purpose == Purpose::Train { n } else { 0 },
-            goodness: vec![0.0; n + m],
-            features: Vec::new(),
             observe: Observe::Positives,
-            layer_goodness: Vec::new(),
-            stamp: Instant::now(),
             captured,
+            ..Packet::new(seq, epoch, purpose, x)
         }
     }
 
@@ -457,7 +448,7 @@ impl VideoHead {
     }
 }
 
-impl crate::pipeline::Play for VideoHead {
+impl crate::runtime::Head for VideoHead {
     fn run(&mut self, io: &mut dyn HeadIo) -> bool {
         VideoHead::run(self, io)
     }

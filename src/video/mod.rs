@@ -18,6 +18,7 @@ pub mod feed;
 pub mod head;
 pub mod moving;
 pub mod negatives;
+pub mod open;
 pub mod probe;
 pub mod run;
 pub mod sink;

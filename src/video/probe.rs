@@ -37,23 +37,12 @@ pub fn stage_features(
         let end = (start + chunk).min(rows);
         let n = end - start;
         let mut packet = Packet {
-            seq: 0,
-            epoch: 0,
-            purpose: Purpose::Test,
-            x: x.slice(s![start..end, ..]).to_owned(),
             positives: 0,
-            negatives: 0,
             neutral: n,
-            frame: vec![0; n],
             truth: vec![NEUTRAL; n],
-            embedded: vec![NEUTRAL; n],
             frames: 0,
-            goodness: vec![0.0; n],
-            features: Vec::new(),
             observe: Observe::Neutral,
-            layer_goodness: Vec::new(),
-            stamp: std::time::Instant::now(),
-            captured: std::time::Instant::now(),
+            ..Packet::new(0, 0, Purpose::Test, x.slice(s![start..end, ..]).to_owned())
         };
         for stage in stages.iter_mut() {
             packet = stage.process(packet)?;

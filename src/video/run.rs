@@ -10,55 +10,23 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use ndarray::Array2;
 
-use super::feed::FrameFeed;
+use super::feed::Feed;
 use super::head::{VideoHead, VideoHeadConfig};
 use super::probe::{probe_error_pct, stage_features};
 use super::sink::VideoSink;
 use super::Frame;
 use crate::backprop::BackpropConfig;
 use crate::checkpoint;
+use crate::config::build::{build_backprop_for, build_stages_for};
 use crate::config::{PipelineConfig, StreamConfig};
 use crate::data::mnist::CLASSES;
 use crate::matmul::Threads;
 use crate::metrics::{Latency, StageRates};
-use crate::pipeline::{self, EpochReport, PipelineStats};
 use crate::record::{CurvePoint, ErrorsPct};
-use crate::train::{build_stages_for, save_epoch, save_state, start_reporter, whole_run_rates, RunOptions, RunState};
-
-/// The shape of the frames a feed delivers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameShape {
-    /// Width.
-    pub width: usize,
-    /// Height.
-    pub height: usize,
-    /// 1 or 3.
-    pub channels: usize,
-}
-
-impl FrameShape {
-    /// Values per frame.
-    pub fn len(&self) -> usize {
-        self.width * self.height * self.channels
-    }
-
-    /// True for a zero-sized frame.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A feed ready to play, with what the run needs to know about it.
-pub struct Feed {
-    /// The frames.
-    pub feed: Box<dyn FrameFeed>,
-    /// Their shape.
-    pub shape: FrameShape,
-    /// Labelled frames for the final probes (Moving MNIST), if any.
-    pub probe: Option<Vec<Frame>>,
-    /// Labelled training frames for the backprop twin, if asked for.
-    pub twin: Option<Vec<Frame>>,
-}
+use crate::run_folder::{
+    add_phase_times, backprop_threads, save_epoch, save_state, start_reporter, whole_run_rates, RunOptions, RunState,
+};
+use crate::runtime::{self, EpochReport, PipelineStats};
 
 /// Rows of `window` consecutive frames of one sequence, with the last frame's labels.
 pub fn windows_of(frames: &[Frame], window: usize, center: bool) -> (Array2<f32>, Vec<Vec<u8>>) {
@@ -112,7 +80,7 @@ pub fn run_frames(
         sink.restore(std::slice::from_ref(&loaded.state))
             .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
     }
-    let runtime = config.pipeline.clone().expect("validated");
+    let settings = config.pipeline.clone().expect("validated");
     let probe = feed.probe.take();
     let twin = feed.twin.take();
     let mut head = VideoHead::new(
@@ -151,8 +119,7 @@ pub fn run_frames(
         finish_epoch(&report, dir, state, config, seconds, options.quiet, (p50, p99))
     };
     head.report_to(Arc::clone(&progress));
-    let (stages, completed) =
-        pipeline::run(&mut head, stages, &mut sink, runtime.mode, runtime.queue_capacity, &stats, &mut on_epoch)?;
+    let (stages, completed) = runtime::run(&mut head, stages, &mut sink, settings.wiring(), &stats, &mut on_epoch)?;
     drop(reporter);
     if let Some(svg) = crate::plot::throughput_svg(&dir.join("metrics.jsonl")) {
         std::fs::write(dir.join("throughput.svg"), svg)?;
@@ -165,7 +132,7 @@ pub fn run_frames(
     let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
     let all = stats.latency.counts();
     let zero = vec![0; all.len()];
-    crate::train::add_phase_times(config, &progress, state);
+    add_phase_times(config, &progress, state);
     state.details.insert("source".into(), serde_json::to_value(counters)?);
     state.details.insert(
         "latency_ms".into(),
@@ -276,7 +243,7 @@ fn finish_epoch(
     seconds: f64,
     quiet: bool,
     latency: (Option<f64>, Option<f64>),
-) -> Result<(), String> {
+) -> Result<()> {
     let pick = |prefix: &str| -> ErrorsPct {
         report.measures.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), *v)).collect()
     };
@@ -299,7 +266,7 @@ fn finish_epoch(
         list.push(serde_json::json!(rss));
     }
     state.seconds = seconds;
-    save_epoch(dir, &report.states, config, state, report.epoch).map_err(|e| format!("{e:#}"))?;
+    save_epoch(dir, &report.states, config, state, report.epoch)?;
     if !quiet {
         let fmt = |m: &ErrorsPct| {
             m.iter()
@@ -342,8 +309,8 @@ pub fn run_frames_backprop(
 ) -> Result<(bool, Vec<StageRates>, u64)> {
     let stream = config.stream.clone().unwrap_or_default();
     let inputs = feed.shape.len();
-    let mut net = crate::train::build_backprop_for(config, inputs);
-    net.set_threads(crate::train::backprop_threads(options));
+    let mut net = build_backprop_for(config, inputs);
+    net.set_threads(backprop_threads(options));
     if state.epochs_done > 0 {
         let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;

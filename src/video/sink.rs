@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 use ndarray::{Array2, Axis};
 
 use crate::data::mnist::CLASSES;
-use crate::head::Prediction;
 use crate::matmul::{gemm, Threads};
-use crate::packet::{Packet, Purpose, StageState, NEUTRAL};
-use crate::pipeline::{EpochReport, Sink};
-use crate::sink::{argmax, softmax, Tally};
+use crate::packet::{Packet, Prediction, Purpose, StageState, NEUTRAL};
+use crate::runtime::{EpochReport, Sink};
+use crate::sink::{argmax, softmax};
 
 /// Per-stage scores gathered over one epoch.
 #[derive(Clone, Debug, Default)]
@@ -54,14 +53,19 @@ impl VideoSink {
     }
 
     /// Restores the probes from a checkpoint (resume).
-    pub fn restore(&mut self, states: &[StageState]) -> Result<(), String> {
+    pub fn restore(&mut self, states: &[StageState]) -> Result<(), crate::error::RestoreError> {
         for (name, probe) in self.names.iter().zip(&mut self.probes) {
             let key = format!("probe.{name}");
             let Some((_, _, values)) = states.iter().flat_map(|s| &s.tensors).find(|(n, _, _)| n == &key) else {
                 continue; // an older checkpoint without probes: they start again
             };
             if values.len() != probe.len() {
-                return Err(format!("`{key}` has {} values, the probe needs {}", values.len(), probe.len()));
+                return Err(crate::error::RestoreError::Size {
+                    name: key,
+                    got: values.len(),
+                    expected: probe.len(),
+                    element: "probe",
+                });
             }
             probe.iter_mut().zip(values).for_each(|(a, &b)| *a = b);
         }
@@ -148,6 +152,6 @@ impl Sink for VideoSink {
             .map(|(name, p)| (format!("probe.{name}"), p.shape().to_vec(), p.iter().copied().collect()))
             .collect();
         states.push(StageState { stage: "probe".into(), tensors });
-        EpochReport { epoch, states, tallies: BTreeMap::new(), stream: Tally::default(), measures }
+        EpochReport { epoch, states, measures }
     }
 }

@@ -1,0 +1,151 @@
+//! From a parsed pipeline file to the components of a run: the one place that knows every
+//! kind of stage, head, sink and twin.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::{PipelineConfig, StageSpec};
+use crate::backprop::{Backprop, BackpropConfig};
+use crate::data::{aesop, mnist, Labelled};
+use crate::head::{HeadConfig, LabelledHead};
+use crate::sink::{Classify, Readout, ReadoutConfig};
+use crate::source::DatasetSource;
+use crate::stage::{Above, FfDenseConfig, FfRecurrentConfig, FfSettings, Stage};
+
+/// `(row width, classes)` of a labelled dataset: MNIST images or Aesop windows.
+pub fn row_shape(config: &PipelineConfig) -> (usize, usize) {
+    match config.data.dataset.as_str() {
+        "aesop" => (aesop::WIDTH, aesop::SYMBOLS),
+        _ => (mnist::PIXELS, mnist::CLASSES),
+    }
+}
+
+/// The FF stages a pipeline file describes (labelled rows: MNIST or Aesop).
+pub fn build_stages(config: &PipelineConfig) -> Vec<Box<dyn Stage>> {
+    build_stages_for(config, row_shape(config).0)
+}
+
+/// The FF stages a pipeline file describes, the first reading rows of `inputs` values: one
+/// arm per stage kind.
+pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn Stage>> {
+    let m = &config.model;
+    let specs = config.stage_specs();
+    let recurrent = config.recurrent_settings();
+    let mut inputs = inputs;
+    let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let layer = i + 1;
+        let name = format!("layer{layer}");
+        let units = spec.units();
+        let (goodness, threshold) = spec.objective();
+        let (goodness, threshold) = (goodness.unwrap_or(m.goodness), threshold.or(m.threshold));
+        let ff = FfSettings {
+            goodness,
+            threshold,
+            temperature: m.temperature,
+            peer_normalization: m.peer_normalization,
+            rule: config.optimizer.rule,
+            lr: config.optimizer.lr,
+            weight_cost: config.optimizer.weight_cost,
+            schedule: config.optimizer.schedule,
+            epochs: config.data.epochs,
+            counts_for_goodness: layer >= m.goodness_from,
+            feeds_readout: layer >= m.readout_from,
+            seed: config.seed,
+            threads: spec.threads(),
+        };
+        let stage: Box<dyn Stage> = match spec {
+            StageSpec::FfDense(_) => Box::new(FfDenseConfig { name, layer, inputs, units, ff }.build()),
+            StageSpec::FfRecurrent(s) => {
+                // The top stage's top-down input is the clamped label layer (paper §3.4).
+                let above = match specs.get(i + 1) {
+                    Some(next) => Above::Stage(next.units()),
+                    None => Above::Label { classes: row_shape(config).1, strength: m.label_strength },
+                };
+                let [learn_from, learn_to] = recurrent.learn_steps;
+                let learn_steps = learn_from..=learn_to;
+                let carry_state = recurrent.carry_state;
+                let damping = s.damping;
+                Box::new(
+                    FfRecurrentConfig { name, layer, inputs, units, above, damping, learn_steps, carry_state, ff }
+                        .build(),
+                )
+            }
+        };
+        stages.push(stage);
+        inputs = units;
+    }
+    stages
+}
+
+/// The sink a pipeline file describes.
+pub fn build_sink(config: &PipelineConfig) -> Classify {
+    let m = &config.model;
+    let readout = config.readout.clone().expect("validated: ff pipelines have a readout");
+    let features = m.layers.iter().skip(m.readout_from - 1).sum();
+    let negatives = config.negatives.clone().expect("validated");
+    Classify::new(
+        Readout::new(ReadoutConfig {
+            features,
+            classes: row_shape(config).1,
+            rule: config.optimizer.rule,
+            lr: readout.lr,
+            weight_cost: readout.weight_cost,
+            schedule: config.optimizer.schedule,
+            epochs: config.data.epochs,
+        }),
+        negatives.labels != crate::head::NegativeLabels::Random,
+    )
+}
+
+/// The backprop twin a pipeline file describes.
+pub fn build_backprop(config: &PipelineConfig) -> Backprop {
+    build_backprop_for(config, row_shape(config).0)
+}
+
+/// The backprop twin a pipeline file describes, reading rows of `inputs` values.
+pub fn build_backprop_for(config: &PipelineConfig, inputs: usize) -> Backprop {
+    BackpropConfig {
+        inputs,
+        hidden: config.model.layers.clone(),
+        classes: row_shape(config).1,
+        rule: config.optimizer.rule,
+        lr: config.optimizer.lr,
+        weight_cost: config.optimizer.weight_cost,
+        schedule: config.optimizer.schedule,
+        epochs: config.data.epochs,
+        normalize_input: config.model.normalize_input,
+        seed: config.seed,
+    }
+    .build()
+}
+
+/// The head a pipeline file describes, starting at `first_epoch`.
+pub fn build_head(
+    config: &PipelineConfig,
+    data: Arc<Labelled>,
+    first_epoch: u32,
+    stop: Arc<AtomicBool>,
+) -> LabelledHead {
+    let negatives = config.negatives.clone().expect("validated");
+    LabelledHead::new(
+        HeadConfig {
+            source: DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed },
+            first_epoch,
+            epochs: config.data.epochs,
+            negatives: negatives.labels,
+            prediction_delay: negatives.prediction_delay,
+            label_strength: config.model.label_strength,
+            label_pixels: !config.is_recurrent(),
+            eval_every: config.eval.every,
+            eval_batch: config.eval.batch,
+            train_eval_size: config.eval.train_size,
+            test_at_end: config.eval.test,
+            schedule: config.schedule,
+            replay: negatives.replay,
+            dream_strings: negatives.dream_strings,
+        },
+        data,
+        stop,
+    )
+}

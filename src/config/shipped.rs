@@ -1,0 +1,52 @@
+//! The pipeline files shipped inside the binary, and finding one by name or path.
+
+use std::path::Path;
+
+use super::ConfigError;
+
+/// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
+/// any folder. A path to a file works too.
+pub const PIPELINES: [(&str, &str); 18] = [
+    ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
+    ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
+    ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
+    ("camera", include_str!("../../pipeline/camera.toml")),
+    ("video-sleep", include_str!("../../pipeline/video-sleep.toml")),
+    ("mnist-quick", include_str!("../../pipeline/mnist-quick.toml")),
+    ("mnist-sleep", include_str!("../../pipeline/mnist-sleep.toml")),
+    ("mnist-supervised", include_str!("../../pipeline/mnist-supervised.toml")),
+    ("mnist-supervised-2xlr", include_str!("../../pipeline/mnist-supervised-2xlr.toml")),
+    ("mnist-matlab", include_str!("../../pipeline/mnist-matlab.toml")),
+    ("mnist-jitter", include_str!("../../pipeline/mnist-jitter.toml")),
+    ("mnist-recurrent", include_str!("../../pipeline/mnist-recurrent.toml")),
+    ("mnist-backprop", include_str!("../../pipeline/mnist-backprop.toml")),
+    ("aesop-teacher-forcing", include_str!("../../pipeline/aesop-teacher-forcing.toml")),
+    ("aesop-self-generated", include_str!("../../pipeline/aesop-self-generated.toml")),
+    ("aesop-sleep", include_str!("../../pipeline/aesop-sleep.toml")),
+    ("aesop-random-features", include_str!("../../pipeline/aesop-random-features.toml")),
+    ("aesop-backprop", include_str!("../../pipeline/aesop-backprop.toml")),
+];
+
+/// What `ffstream run` runs without a name: unsupervised FF on the bundled clip.
+pub const DEFAULT_PIPELINE: &str = "video-unsupervised";
+
+/// Finds a pipeline by name or path; returns its text and where it came from.
+pub fn pipeline_text(name: &str) -> Result<(String, String), ConfigError> {
+    let path = Path::new(name);
+    if path.is_file() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        return Ok((text, path.display().to_string()));
+    }
+    let bare = name.trim_end_matches(".toml").rsplit('/').next().unwrap_or(name);
+    if let Some((n, text)) = PIPELINES.iter().find(|(n, _)| *n == bare) {
+        // Prefer the file on disk when run from the repository (it may have been edited).
+        let local = Path::new("pipeline").join(format!("{n}.toml"));
+        if let Ok(t) = std::fs::read_to_string(&local) {
+            return Ok((t, local.display().to_string()));
+        }
+        return Ok((text.to_string(), format!("pipeline/{n}.toml (built in)")));
+    }
+    let names: Vec<&str> = PIPELINES.iter().map(|(n, _)| *n).collect();
+    Err(ConfigError::Unknown { name: name.to_string(), shipped: names.join(", ") })
+}

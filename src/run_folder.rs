@@ -1,0 +1,216 @@
+//! The run folder every trainer writes and resumes from.
+//!
+//! It holds `pipeline.toml` (resolved), `meta.json` (commit, versions, machine),
+//! `metrics.jsonl`, `checkpoint.safetensors` (the last finished epoch), `state.json` (the
+//! curve so far) and, at the end, `record.json`. `--resume RUN` reads them back and continues
+//! with the next epoch: the data order and negatives of an epoch depend only on the seed and
+//! the epoch, so a resumed run sees exactly the stream the killed one would have.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint;
+use crate::config::PipelineConfig;
+use crate::matmul::Threads;
+use crate::metrics::{rates, Progress, Reporter, StageRates, StageStats, StageTotals};
+use crate::packet::StageState;
+use crate::record::{CurvePoint, Metrics, Record};
+use crate::runtime::PipelineStats;
+
+/// How to run (flags, not pipeline settings).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Where new run folders go.
+    pub runs_dir: PathBuf,
+    /// Resume this run folder instead of starting a new one.
+    pub resume: Option<PathBuf>,
+    /// No live line.
+    pub quiet: bool,
+    /// Also write the record to `<results>/<experiment>/seed<N>.json`.
+    pub results_dir: Option<PathBuf>,
+    /// The `--set` overrides (for the record).
+    pub overrides: Vec<String>,
+    /// Set by Ctrl-C.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Threads for the backprop twin's products (0: all cores). FF stages always use one
+    /// thread each: the stages themselves are the parallelism.
+    pub threads: usize,
+}
+
+/// What a run folder remembers between epochs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs finished and checkpointed.
+    pub epochs_done: u32,
+    /// Curve so far.
+    pub curve: Vec<CurvePoint>,
+    /// Wall seconds of the work kept so far: up to the last checkpointed epoch, over every
+    /// session of the run (time a killed session spent after its last checkpoint is lost work
+    /// and not counted).
+    pub seconds: f64,
+    /// The `--set` overrides the run was started with (kept for the record across resumes).
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// The commit of every session of the run, in order (a resume may run newer code).
+    #[serde(default)]
+    pub commits: Vec<String>,
+    /// Final metrics, once the last epoch is done.
+    pub metrics: Metrics,
+    /// Other measured facts of the run (video: source counters, latency, memory by epoch).
+    #[serde(default)]
+    pub details: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// The outcome of [`run`].
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The record (also written to the run folder).
+    pub record: Record,
+    /// Whether the stream ran to its end (false after Ctrl-C).
+    pub completed: bool,
+    /// The per-stage summary table.
+    pub table: String,
+}
+
+/// The current git commit: `$FFSTREAM_COMMIT` if set (a copy of the tree without `.git`),
+/// else `git rev-parse HEAD`, else "unknown".
+pub fn git_commit() -> String {
+    if let Some(commit) = std::env::var_os("FFSTREAM_COMMIT") {
+        return commit.to_string_lossy().into_owned();
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub(crate) fn machine() -> String {
+    crate::bench::machine_name()
+}
+
+/// Makes epoch `epoch` durable: the checkpoint of every state (metadata: epoch, experiment,
+/// seed), then `state.json` saying the epoch is done. Every trainer ends its epochs here.
+pub(crate) fn save_epoch(
+    dir: &Path,
+    states: &[StageState],
+    config: &PipelineConfig,
+    state: &mut RunState,
+    epoch: u32,
+) -> Result<()> {
+    state.epochs_done = epoch;
+    // The run state travels inside the checkpoint too: a kill between the two writes below
+    // leaves a checkpoint newer than state.json, and the resume takes the checkpoint's.
+    let meta = [
+        ("epoch", epoch.to_string()),
+        ("experiment", config.name.clone()),
+        ("seed", config.seed.to_string()),
+        ("run_state", serde_json::to_string(state)?),
+    ];
+    checkpoint::save(&dir.join("checkpoint.safetensors"), states, &meta)?;
+    save_state(dir, state)
+}
+
+pub(crate) fn save_state(dir: &Path, state: &RunState) -> Result<()> {
+    let text = serde_json::to_string_pretty(state)?;
+    checkpoint::write_atomic(&dir.join("state.json"), text.as_bytes())
+        .with_context(|| format!("cannot write {}", dir.join("state.json").display()))
+}
+
+/// Prepares the run folder; returns it with the state to continue from.
+pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<(PathBuf, RunState)> {
+    if let Some(dir) = &options.resume {
+        let state: RunState = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("state.json"))
+                .with_context(|| format!("`{}` is not a run folder (no state.json)", dir.display()))?,
+        )
+        .with_context(|| format!("{}/state.json is damaged", dir.display()))?;
+        // A kill between the checkpoint's write and state.json's leaves the checkpoint ahead.
+        let saved = checkpoint::metadata(&dir.join("checkpoint.safetensors"))
+            .ok()
+            .and_then(|m| m.get("run_state").and_then(|t| serde_json::from_str::<RunState>(t).ok()));
+        let state = match saved {
+            Some(saved) if saved.epochs_done > state.epochs_done => saved,
+            _ => state,
+        };
+        return Ok((dir.clone(), state));
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let dir = options.runs_dir.join(format!("{}-seed{}-{stamp}", config.name, config.seed));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    std::fs::write(dir.join("pipeline.toml"), toml::to_string(config)?)?;
+    let meta = serde_json::json!({
+        "commit": git_commit(), "machine": machine(), "matmul": crate::matmul::backend_name(),
+        "ffstream": env!("CARGO_PKG_VERSION"), "overrides": options.overrides,
+    });
+    std::fs::write(dir.join("meta.json"), serde_json::to_string_pretty(&meta)?)?;
+    let state = RunState { overrides: options.overrides.clone(), ..Default::default() };
+    save_state(&dir, &state)?;
+    Ok((dir, state))
+}
+
+pub(crate) fn whole_run_rates(stats: &[Arc<StageStats>], wall: f64) -> Vec<StageRates> {
+    stats.iter().map(|s| rates(&s.name, &StageTotals::default(), &s.totals(), wall)).collect()
+}
+
+/// The live view and `metrics.jsonl` of a pipeline run, starting at the next epoch.
+pub(crate) fn start_reporter(
+    stats: &PipelineStats,
+    config: &PipelineConfig,
+    state: &RunState,
+    dir: &Path,
+    quiet: bool,
+) -> (Arc<Progress>, Reporter) {
+    let progress = Arc::new(Progress::default());
+    let _ = progress.latency.set(Arc::clone(&stats.latency));
+    progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
+    progress.epochs.store(config.data.epochs, Ordering::Relaxed);
+    let reporter = Reporter::start(
+        stats.all(),
+        Arc::clone(&progress),
+        Duration::from_secs(1),
+        Some(dir.join("metrics.jsonl")),
+        quiet,
+    );
+    (progress, reporter)
+}
+
+/// Adds the seconds the head spent awake and asleep to the run's details (summed over the
+/// sessions of a resumed run, like the frames): frames / `awake_s` is the throughput while
+/// awake, to set against an interleaved run's.
+pub(crate) fn add_phase_times(config: &PipelineConfig, progress: &Progress, state: &mut RunState) {
+    if config.schedule == crate::schedule::PhaseSchedule::Interleaved {
+        return;
+    }
+    let (awake, asleep) = progress.phase.durations();
+    for (key, value) in [("awake_s", awake), ("asleep_s", asleep)] {
+        let total = state.details.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0) + value;
+        state.details.insert(key.into(), serde_json::json!(total));
+    }
+    let stored = state.details.get("sleep_storage_bytes").and_then(|v| v.as_u64()).unwrap_or(0);
+    state.details.insert("sleep_storage_bytes".into(), serde_json::json!(stored.max(progress.phase.storage_bytes())));
+}
+
+/// The threads the backprop twin's products use (`--threads`, 0: every core).
+pub(crate) fn backprop_threads(options: &RunOptions) -> Threads {
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if threads > 1 {
+        Threads::Pool(threads)
+    } else {
+        Threads::One
+    }
+}

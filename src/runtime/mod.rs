@@ -1,0 +1,305 @@
+//! The runtime: runs a head, a chain of stages and a sink, threaded (one thread per element,
+//! bounded [`edge`]s between them) or in lockstep on one thread (the reference).
+//!
+//! ```text
+//!   {head} -[e]-> (stage 1) -[e]-> (stage 2) -[e]-> ... -[e]-> (stage L) -[e]-> {sink}
+//!     ^             ^   |           ^   |                                         |
+//!     |             +-d-+           +-d-+   top-down state (recurrent stages)      |
+//!     +----------------------------- predictions, delayed ------------------------+
+//! ```
+//!
+//! The runtime names no dataset, layer or readout: it moves [`Message`]s along forward edges,
+//! [`TopDown`] state along feedback edges from a stage to the one below it (only where the
+//! lower stage [`Stage::reads_above`]), and [`Prediction`]s from the sink back to the head.
+//! What a stage computes, what a head plays and what a sink measures are theirs.
+//!
+//! Both modes feed every stage the same messages in the same order, and a stage's state depends
+//! only on what it has received, so for the same seed they end with bit-identical weights
+//! (`tests/pipeline.rs`). The threaded mode only overlaps the work in time: stage k processes
+//! packet t while stage k+1 processes packet t−1, which is the point of pipelining.
+//!
+//! A feedback edge of delay d starts with d neutral [`TopDown`]s queued, so a stage reads the
+//! state the stage above sent d packets ago; a cycle of bounded edges then cannot deadlock
+//! (every cycle holds a token). Delay 1 is the synchronous rule; with d ≥ 2 two neighbouring
+//! stages can work at the same time.
+//!
+//! Backpressure: every edge is bounded; a full edge blocks its sender, so activation memory is
+//! bounded by the capacities, not by the stream length. End of stream is the upstream outlet
+//! being dropped. A stage error or panic closes its edges, the elements around it see the
+//! closure and stop, and the error comes back from [`run`].
+
+pub mod edge;
+mod lockstep;
+mod threaded;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::error::{RestoreError, StageError};
+use crate::metrics::{Latency, StageStats};
+pub use crate::packet::{Message, Packet, Prediction, StageState, TopDown};
+
+/// One step of the pipeline. Owns its state; never reads another stage's weights (FF
+/// locality, kept by ownership: the only thing that leaves a stage is a copy,
+/// [`Stage::snapshot`], taken at an epoch marker).
+pub trait Stage: Send {
+    /// The stage's name (thread name, metrics label, checkpoint prefix).
+    fn name(&self) -> &str;
+    /// Forwards `packet` and prepares this stage's local update from its learning rows.
+    fn process(&mut self, packet: Packet) -> Result<Packet, StageError>;
+    /// Applies the update prepared by the last [`Stage::process`]. The runtime calls it right
+    /// after the packet has been sent downstream, so the next stage does not wait for it;
+    /// `process` applies a forgotten one first, so skipping it never changes the maths.
+    fn learn(&mut self) {}
+    /// [`Stage::process`] then [`Stage::learn`]: the synchronous rule, for tests and tools.
+    fn step(&mut self, packet: Packet) -> Result<Packet, StageError> {
+        let out = self.process(packet)?;
+        self.learn();
+        Ok(out)
+    }
+    /// A copy of the stage's state for a checkpoint.
+    fn snapshot(&self) -> StageState;
+    /// Restores a state written by [`Stage::snapshot`].
+    fn restore(&mut self, state: &StageState) -> Result<(), RestoreError>;
+    /// Whether the stage reads the state of the stage above (a feedback edge into it).
+    fn reads_above(&self) -> bool {
+        false
+    }
+    /// Whether the stage sends its state to the stage below after each data packet.
+    fn sends_below(&self) -> bool {
+        false
+    }
+    /// The state of the stage above for the next data packet (called just before `process`
+    /// on stages that [`Stage::reads_above`]).
+    fn take_above(&mut self, _above: TopDown) {}
+    /// The state to send down after the last `process` (stages that [`Stage::sends_below`]).
+    fn below(&mut self) -> TopDown {
+        TopDown::neutral()
+    }
+}
+
+/// Where a head's messages go and where predictions come from.
+pub trait HeadIo {
+    /// Sends a message downstream; false when downstream is gone.
+    fn emit(&mut self, message: Message) -> bool;
+    /// The next prediction; `None` when the sink is gone.
+    fn prediction(&mut self) -> Option<Prediction>;
+}
+
+/// What feeds the pipeline: plays its stream into `io` until the end or a stop.
+pub trait Head: Send {
+    /// Plays every packet and epoch marker; false if it stopped early (Ctrl-C, downstream gone).
+    fn run(&mut self, io: &mut dyn HeadIo) -> bool;
+}
+
+/// What ends the pipeline: measures packets, and closes each epoch into a report.
+pub trait Sink: Send {
+    /// Consumes one packet; returns a prediction for the head (hard negatives), if any.
+    fn consume(&mut self, packet: &Packet) -> Option<Prediction>;
+    /// Closes an epoch: `states` holds every stage's snapshot; the sink adds its own.
+    fn end_epoch(&mut self, epoch: u32, states: Vec<StageState>) -> EpochReport;
+}
+
+impl<H: Head + ?Sized> Head for &mut H {
+    fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+        (**self).run(io)
+    }
+}
+
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn consume(&mut self, packet: &Packet) -> Option<Prediction> {
+        (**self).consume(packet)
+    }
+
+    fn end_epoch(&mut self, epoch: u32, states: Vec<StageState>) -> EpochReport {
+        (**self).end_epoch(epoch, states)
+    }
+}
+
+/// Threaded or single-threaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One thread per stage, bounded edges between them.
+    Threaded,
+    /// Every message through every stage in turn on the calling thread.
+    Lockstep,
+}
+
+/// What the sink hands over at the end of each epoch.
+#[derive(Debug)]
+pub struct EpochReport {
+    /// The 1-based epoch.
+    pub epoch: u32,
+    /// Snapshots of every stage and the sink, taken at the epoch boundary.
+    pub states: Vec<StageState>,
+    /// Named measures of the epoch; what they mean is the sink's (dotted names,
+    /// `validation.goodness`, `separation.layer1`, ...).
+    pub measures: BTreeMap<String, f64>,
+}
+
+/// Why a run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A stage failed.
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    /// The epoch handler (checkpoint, record) failed.
+    #[error("at the end of an epoch: {0}")]
+    Epoch(#[source] anyhow::Error),
+}
+
+/// How the runtime wires a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wiring {
+    /// Threaded or lockstep.
+    pub mode: Mode,
+    /// Items each forward edge holds.
+    pub capacity: usize,
+    /// Packets between a stage's state and the stage below reading it (feedback edges).
+    pub feedback_delay: usize,
+}
+
+impl Wiring {
+    /// Forward edges of `capacity`, feedback delay 1.
+    pub fn new(mode: Mode, capacity: usize) -> Wiring {
+        Wiring { mode, capacity: capacity.max(1), feedback_delay: 1 }
+    }
+}
+
+/// The counters of every thread, in order: source, stages..., sink.
+#[derive(Clone, Debug)]
+pub struct PipelineStats {
+    /// The head.
+    pub source: Arc<StageStats>,
+    /// One per stage.
+    pub stages: Vec<Arc<StageStats>>,
+    /// The sink.
+    pub sink: Arc<StageStats>,
+    /// End-to-end latency of every frame that reached the sink.
+    pub latency: Arc<Latency>,
+}
+
+impl PipelineStats {
+    /// Counters named after the stages.
+    pub fn new(stage_names: &[String]) -> PipelineStats {
+        PipelineStats {
+            source: StageStats::new("source"),
+            stages: stage_names.iter().map(|n| StageStats::new(n)).collect(),
+            sink: StageStats::new("sink"),
+            latency: Arc::default(),
+        }
+    }
+
+    /// All counters in stream order.
+    pub fn all(&self) -> Vec<Arc<StageStats>> {
+        let mut all = vec![Arc::clone(&self.source)];
+        all.extend(self.stages.iter().cloned());
+        all.push(Arc::clone(&self.sink));
+        all
+    }
+}
+
+/// The handler called with each epoch's report; an `Err` stops the run.
+pub type OnEpoch<'a> = dyn FnMut(EpochReport) -> anyhow::Result<()> + 'a;
+
+/// Runs `head` through `stages` into `sink`. Returns the stages (with their learned state) and
+/// whether the stream ran to its end (false after Ctrl-C).
+pub fn run(
+    head: &mut dyn Head,
+    stages: Vec<Box<dyn Stage>>,
+    sink: &mut dyn Sink,
+    wiring: Wiring,
+    stats: &PipelineStats,
+    on_epoch: &mut OnEpoch<'_>,
+) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+    check_topology(&stages)?;
+    match wiring.mode {
+        Mode::Threaded => threaded::run(head, stages, sink, wiring, stats, on_epoch),
+        Mode::Lockstep => lockstep::run(head, stages, sink, wiring, stats, on_epoch),
+    }
+}
+
+/// Every stage that reads the state above sits under one that sends it.
+fn check_topology(stages: &[Box<dyn Stage>]) -> Result<(), StageError> {
+    for pair in stages.windows(2) {
+        if pair[0].reads_above() && !pair[1].sends_below() {
+            return Err(StageError::Topology {
+                stage: pair[0].name().to_string(),
+                reason: format!("reads the state of the stage above, but `{}` does not send one", pair[1].name()),
+            });
+        }
+    }
+    if let Some(top) = stages.last().filter(|s| s.reads_above()) {
+        return Err(StageError::Topology {
+            stage: top.name().to_string(),
+            reason: "reads the state of the stage above, but it is the last stage".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The sink's side of one message, shared by both modes.
+fn deliver(
+    sink: &mut dyn Sink,
+    message: Message,
+    on_epoch: &mut OnEpoch<'_>,
+    latency: &Latency,
+    mut feedback: impl FnMut(Prediction),
+) -> Result<(), PipelineError> {
+    match message {
+        Message::Data(packet) => {
+            if let Some(prediction) = sink.consume(&packet) {
+                feedback(prediction);
+            }
+            if packet.frames > 0 {
+                latency.record(packet.captured.elapsed(), packet.frames);
+            }
+            Ok(())
+        }
+        Message::EpochEnd { epoch, states, .. } => {
+            on_epoch(sink.end_epoch(epoch, states)).map_err(PipelineError::Epoch)
+        }
+    }
+}
+
+fn frames_rows(message: &Message) -> (usize, usize) {
+    match message {
+        Message::Data(p) => (p.frames, p.rows()),
+        Message::EpochEnd { .. } => (0, 0),
+    }
+}
+
+/// A stage's side of one message (the update is left pending: see [`Stage::learn`]). `above`
+/// is consulted for data packets of stages that read the state above; the state for the stage
+/// below comes back with the message.
+fn step(
+    stage: &mut dyn Stage,
+    message: Message,
+    above: impl FnOnce() -> Option<TopDown>,
+) -> Result<(Message, Option<TopDown>), StageError> {
+    Ok(match message {
+        Message::Data(packet) => {
+            if stage.reads_above() {
+                // A closed feedback edge means the stage above has stopped: the run is ending.
+                stage.take_above(above().unwrap_or_else(TopDown::neutral));
+            }
+            let out = stage.process(packet)?;
+            let below = stage.sends_below().then(|| stage.below());
+            (Message::Data(out), below)
+        }
+        Message::EpochEnd { epoch, mut states, stamp } => {
+            states.push(stage.snapshot());
+            (Message::EpochEnd { epoch, states, stamp }, None)
+        }
+    })
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".into())
+}

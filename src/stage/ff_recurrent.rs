@@ -1,0 +1,383 @@
+//! A recurrent Forward-Forward layer with top-down input (paper §3.4, Fig. 3): a stage fed by
+//! the layer below at this step and by the layer above at an earlier step.
+//!
+//! ```text
+//! x̂ = x / rms(x)                 the layer below at this step (the image for layer 1)
+//! â = a / rms(a)                 the layer above, d steps ago (a feedback edge, delay d);
+//!                                for the top layer, the clamped one-of-N label
+//! z = x̂·W_up + â·W_down + b
+//! y = 0.3·y_prev + 0.7·max(0, z)  damped (step ≥ 1 of the same rows); y = max(0, z) at step 0
+//! G = Σy² (or another goodness)   on the unnormalized y
+//! ```
+//!
+//! The head plays each batch of rows for several steps (a static image is a "boring video"):
+//! step 0 is the one bottom-up pass that initializes the hidden states (no top-down input from
+//! hidden layers yet), steps 1..=T are the damped iterations. A stage keeps its last state per
+//! row (`y_prev`) and sends it down after every packet; a state computed for other rows (an
+//! earlier batch, the neutral state the edge starts with) counts as no top-down input, unless
+//! the stage carries its state across packets (video: the net's state is its memory).
+//!
+//! Learning: on training packets of the steps it learns from, the Matlab direction of
+//! [`crate::ff::objective`] on the damped state, gated by the ReLU of this step and scaled by
+//! the 0.7 that this step's input contributes, into `W_up`, `W_down` and `b`; the update is
+//! applied after the packet has been sent on, as in [`super::ff_dense`].
+//!
+//! Choices where the paper is silent: separate `W_down` (not tied to `W_upᵀ`); the label
+//! layer is normalized like a hidden layer (one-hot: √N at the label; neutral: 1 everywhere);
+//! every step in `learn_steps` updates the weights (an update per step, not one per batch).
+
+use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2, Zip};
+
+use super::core::{peer_normalize, FfSettings};
+use super::ff_dense::copy_tensor;
+use super::Stage;
+use crate::error::{RestoreError, StageError};
+use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
+use crate::ff::objective::{Objective, Polarity};
+use crate::ff::optim::ParamOptimizer;
+use crate::matmul::StagePool;
+use crate::packet::{Packet, Purpose, StageState, TopDown, NEUTRAL};
+use crate::rng::Rng;
+
+/// Where a recurrent layer's top-down input comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Above {
+    /// The hidden layer above, through a feedback edge: its width.
+    Stage(usize),
+    /// The clamped label layer (the top hidden layer): classes and the value of the label unit.
+    Label {
+        /// Number of label units.
+        classes: usize,
+        /// The value of the true label's unit (the neutral label is `strength / classes` each).
+        strength: f32,
+    },
+}
+
+impl Above {
+    fn width(self) -> usize {
+        match self {
+            Above::Stage(units) => units,
+            Above::Label { classes, .. } => classes,
+        }
+    }
+}
+
+/// Everything that defines one recurrent FF layer.
+#[derive(Clone, Debug)]
+pub struct FfRecurrentConfig {
+    /// The stage's name, e.g. `layer2`.
+    pub name: String,
+    /// 1-based layer index.
+    pub layer: usize,
+    /// Input width from below.
+    pub inputs: usize,
+    /// Number of ReLUs.
+    pub units: usize,
+    /// The top-down input.
+    pub above: Above,
+    /// Share of the previous state kept at each step (paper: 0.3).
+    pub damping: f32,
+    /// The steps (0 = the bottom-up pass) whose training packets update the weights.
+    pub learn_steps: std::ops::RangeInclusive<u32>,
+    /// Keep the state across packets (frame streams) instead of starting every batch of rows
+    /// from its bottom-up pass.
+    pub carry_state: bool,
+    /// The FF step's settings.
+    pub ff: FfSettings,
+}
+
+impl FfRecurrentConfig {
+    /// Builds the layer: `W_up ~ N(0, 1)/√fan-in` and `W_down ~ N(0, 1)/√fan-in` (fan-in of
+    /// both together), `b = 0`.
+    pub fn build(self) -> FfRecurrent {
+        let ff = &self.ff;
+        let mut rng = Rng::derive(ff.seed, "ff_recurrent.init", self.layer as u64);
+        let above = self.above.width();
+        let scale = 1.0 / ((self.inputs + above) as f32).sqrt();
+        let w_up = Array2::from_shape_simple_fn((self.inputs, self.units), || rng.normal() * scale);
+        let w_down = Array2::from_shape_simple_fn((above, self.units), || rng.normal() * scale);
+        let objective = ff.objective(self.units);
+        let optimizer = |shape: Ix2| ParamOptimizer::new(ff.rule, ff.lr, ff.weight_cost, shape);
+        FfRecurrent {
+            up_optimizer: optimizer(Ix2(self.inputs, self.units)),
+            down_optimizer: optimizer(Ix2(above, self.units)),
+            bias_optimizer: ParamOptimizer::new(ff.rule, ff.lr, 0.0, Ix1(self.units)),
+            w_up,
+            w_down,
+            bias: Array1::zeros(self.units),
+            peer_means: Array1::from_elem(self.units, 0.5),
+            above: None,
+            state: None,
+            pending: None,
+            pool: StagePool::new(&self.name, ff.threads),
+            objective,
+            config: self,
+        }
+    }
+}
+
+/// A recurrent FF layer; owns its weights, optimizer state and its current state.
+pub struct FfRecurrent {
+    config: FfRecurrentConfig,
+    objective: Objective,
+    /// `(inputs, units)`.
+    w_up: Array2<f32>,
+    /// `(above, units)`.
+    w_down: Array2<f32>,
+    /// `(units,)`.
+    bias: Array1<f32>,
+    peer_means: Array1<f32>,
+    up_optimizer: ParamOptimizer<Ix2>,
+    down_optimizer: ParamOptimizer<Ix2>,
+    bias_optimizer: ParamOptimizer<Ix1>,
+    /// The state of the layer above for the next packet.
+    above: Option<TopDown>,
+    /// This layer's last state: the packet it was computed for and `(rows, units)`.
+    state: Option<(u64, u32, Array2<f32>)>,
+    pending: Option<Pending>,
+    pool: StagePool,
+}
+
+struct Pending {
+    /// Normalized input from below `(learning rows, inputs)`.
+    below: Array2<f32>,
+    /// Top-down input `(learning rows, above)`.
+    above: Array2<f32>,
+    /// `(learning rows, units)`.
+    direction: Array2<f32>,
+    cases: usize,
+    epoch: u32,
+}
+
+impl FfRecurrent {
+    /// The bottom-up weights `(inputs, units)`.
+    pub fn w_up(&self) -> &Array2<f32> {
+        &self.w_up
+    }
+
+    /// The top-down input of a packet: the label rows for the top layer, else the state the
+    /// layer above sent, normalized, when it belongs to these rows (zeros otherwise).
+    fn top_down(&mut self, packet: &Packet) -> Array2<f32> {
+        let rows = packet.rows();
+        match self.config.above {
+            Above::Label { classes, strength } => {
+                let mut a = Array2::zeros((rows, classes));
+                for (mut row, &label) in a.outer_iter_mut().zip(&packet.embedded) {
+                    if label == NEUTRAL {
+                        row.fill(strength / classes as f32);
+                    } else if (label as usize) < classes {
+                        row[label as usize] = strength;
+                    }
+                }
+                // Normalized like every layer's input: a raw one-hot of 1 is drowned by the
+                // normalized state from below (measured: the goodness test stayed near chance
+                // on the synthetic test set; normalized, it learns as E3's label pixels do).
+                normalize_rows_in_place(&mut a);
+                a
+            }
+            Above::Stage(width) => {
+                let fresh = self.above.take().and_then(|t| {
+                    let same = t.seq == packet.seq || self.config.carry_state;
+                    t.state.filter(|s| same && s.dim() == (rows, width))
+                });
+                match fresh {
+                    Some(mut a) => {
+                        normalize_rows_in_place(&mut a);
+                        a
+                    }
+                    None => Array2::zeros((rows, width)),
+                }
+            }
+        }
+    }
+
+    fn direction(
+        &mut self,
+        y: &Array2<f32>,
+        on: &Array2<f32>,
+        goodness: &[f32],
+        packet: &Packet,
+        gain: f32,
+    ) -> Array2<f32> {
+        let (positives, negatives) = (packet.positives, packet.negatives);
+        let learning = positives + negatives;
+        let mut direction = Array2::<f32>::zeros((learning, self.config.units));
+        for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
+            let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
+            let activity = y.row(r);
+            let out = row.as_slice_mut().expect("direction is contiguous");
+            self.objective.direction_at(
+                goodness[r],
+                activity.as_slice().expect("activities are contiguous"),
+                polarity,
+                out,
+            );
+        }
+        // ∂y/∂z = gain · [z > 0]: the damped state keeps some activity where the unit is off now.
+        Zip::from(&mut direction).and(&on.slice(s![..learning, ..])).for_each(|d, &o| *d *= gain * o);
+        peer_normalize(&mut self.peer_means, self.config.ff.peer_normalization, y, positives, &mut direction);
+        direction
+    }
+
+    fn apply(&mut self, pending: Pending) {
+        let Pending { below, above, direction, cases, epoch } = pending;
+        let gain = self.config.ff.schedule.gain(epoch, self.config.ff.epochs);
+        for (optimizer, inputs, weights) in
+            [(&mut self.up_optimizer, &below, &mut self.w_up), (&mut self.down_optimizer, &above, &mut self.w_down)]
+        {
+            let (alpha, beta) = optimizer.gradient_target(cases);
+            self.pool.gemm(alpha, &inputs.t(), &direction.view(), beta, &mut optimizer.buffer_mut().view_mut());
+            optimizer.apply(weights, gain);
+        }
+        let (alpha, beta) = self.bias_optimizer.gradient_target(cases);
+        let bias_sum = direction.sum_axis(Axis(0));
+        self.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
+        self.bias_optimizer.apply(&mut self.bias, gain);
+    }
+}
+
+impl Stage for FfRecurrent {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn process(&mut self, mut packet: Packet) -> Result<Packet, StageError> {
+        self.learn();
+        if packet.x.ncols() != self.config.inputs {
+            return Err(StageError::Width {
+                stage: self.config.name.clone(),
+                expected: self.config.inputs,
+                got: packet.x.ncols(),
+            });
+        }
+        let rows = packet.rows();
+        let observed = packet.observed();
+        let above = self.top_down(&packet);
+        let mut below = std::mem::take(&mut packet.x);
+        normalize_rows_in_place(&mut below);
+        let mut z = Array2::from_shape_fn((rows, self.config.units), |(_, j)| self.bias[j]);
+        self.pool.gemm(1.0, &below.view(), &self.w_up.view(), 1.0, &mut z.view_mut());
+        self.pool.gemm(1.0, &above.view(), &self.w_down.view(), 1.0, &mut z.view_mut());
+        let on = z.mapv(|v| if v > 0.0 { 1.0f32 } else { 0.0 });
+        let mut y = z;
+        y.mapv_inplace(|v| v.max(0.0));
+        // Damping: only a state of the same rows (or a carried one) is a previous step.
+        let previous = self.state.take().and_then(|(seq, _, prev)| {
+            let same = (seq == packet.seq && packet.step > 0) || self.config.carry_state;
+            (same && prev.dim() == y.dim()).then_some(prev)
+        });
+        let damping = self.config.damping;
+        let gain = match &previous {
+            Some(prev) => {
+                Zip::from(&mut y).and(prev).for_each(|v, &p| *v = damping * p + (1.0 - damping) * *v);
+                1.0 - damping
+            }
+            None => 1.0,
+        };
+        let goodness: Vec<f32> = y
+            .axis_iter(Axis(0))
+            .map(|row| self.objective.goodness.of(row.as_slice().expect("activities are contiguous")))
+            .collect();
+        if !goodness.iter().all(|g| g.is_finite()) {
+            return Err(StageError::NonFinite {
+                stage: self.config.name.clone(),
+                seq: packet.seq,
+                epoch: packet.epoch,
+            });
+        }
+        if self.config.ff.counts_for_goodness {
+            packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
+        }
+        if packet.purpose.is_evaluation() {
+            packet.layer_goodness.push(goodness.clone());
+        }
+        // The readout and the probes read the state the head's last step leaves.
+        if self.config.ff.feeds_readout && !observed.is_empty() && packet.last_step() {
+            packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
+        }
+        let learning = packet.positives + packet.negatives;
+        if packet.purpose == Purpose::Train && learning > 0 && self.config.learn_steps.contains(&packet.step) {
+            let direction = self.direction(&y, &on, &goodness, &packet, gain);
+            let cases = packet.positives.max(packet.negatives);
+            let keep = |m: Array2<f32>| if m.nrows() == learning { m } else { m.slice(s![..learning, ..]).to_owned() };
+            self.pending =
+                Some(Pending { below: keep(below), above: keep(above), direction, cases, epoch: packet.epoch });
+        }
+        self.state = Some((packet.seq, packet.step, y.clone()));
+        packet.x = y;
+        Ok(packet)
+    }
+
+    fn learn(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.apply(pending);
+        }
+    }
+
+    fn reads_above(&self) -> bool {
+        matches!(self.config.above, Above::Stage(_))
+    }
+
+    fn sends_below(&self) -> bool {
+        self.config.layer > 1
+    }
+
+    fn take_above(&mut self, above: TopDown) {
+        self.above = Some(above);
+    }
+
+    fn below(&mut self) -> TopDown {
+        match &self.state {
+            Some((seq, step, y)) => TopDown { seq: *seq, step: *step, state: Some(y.clone()) },
+            None => TopDown::neutral(),
+        }
+    }
+
+    fn snapshot(&self) -> StageState {
+        assert!(self.pending.is_none(), "snapshot with an update pending: call learn() first");
+        let name = &self.config.name;
+        let flat = |a: &Array2<f32>| a.iter().copied().collect::<Vec<f32>>();
+        let mut tensors = vec![
+            (format!("{name}.weights"), self.w_up.shape().to_vec(), flat(&self.w_up)),
+            (format!("{name}.top_down"), self.w_down.shape().to_vec(), flat(&self.w_down)),
+            (format!("{name}.bias"), vec![self.config.units], self.bias.to_vec()),
+            (format!("{name}.peer_means"), vec![self.config.units], self.peer_means.to_vec()),
+        ];
+        for (param, optimizer) in [("weights", &self.up_optimizer), ("top_down", &self.down_optimizer)] {
+            for (key, t) in optimizer.state() {
+                tensors.push((format!("{name}.{param}.{key}"), t.shape().to_vec(), t.iter().copied().collect()));
+            }
+        }
+        for (key, t) in self.bias_optimizer.state() {
+            tensors.push((format!("{name}.bias.{key}"), t.shape().to_vec(), t.to_vec()));
+        }
+        tensors.push((format!("{name}.steps"), vec![1], vec![self.up_optimizer.steps() as f32]));
+        StageState { stage: name.clone(), tensors }
+    }
+
+    fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
+        let name = self.config.name.clone();
+        let contiguous = "weights are contiguous";
+        copy_tensor(state, &format!("{name}.weights"), self.w_up.as_slice_mut().expect(contiguous), "layer")?;
+        copy_tensor(state, &format!("{name}.top_down"), self.w_down.as_slice_mut().expect(contiguous), "layer")?;
+        copy_tensor(state, &format!("{name}.bias"), self.bias.as_slice_mut().expect(contiguous), "layer")?;
+        copy_tensor(state, &format!("{name}.peer_means"), self.peer_means.as_slice_mut().expect(contiguous), "layer")?;
+        let find = |key: &str| -> Option<&Vec<f32>> {
+            state.tensors.iter().find(|(n, _, _)| n == &format!("{name}.{key}")).map(|(_, _, v)| v)
+        };
+        let steps = find("steps").and_then(|v| v.first()).copied().unwrap_or(0.0) as u64;
+        for key in ["buffer", "adam_m", "adam_v"] {
+            if let Some(v) = find(&format!("weights.{key}")) {
+                self.up_optimizer.restore(key, v, steps);
+            }
+            if let Some(v) = find(&format!("top_down.{key}")) {
+                self.down_optimizer.restore(key, v, steps);
+            }
+            if let Some(v) = find(&format!("bias.{key}")) {
+                self.bias_optimizer.restore(key, v, steps);
+            }
+        }
+        self.state = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! What several integration tests share: a small synthetic MNIST that nets can learn.
+
+use std::sync::Arc;
+
+use ffstream::data::mnist::PIXELS;
+use ffstream::data::{Labelled, Split};
+use ffstream::rng::Rng;
+
+/// Random blobs with a class-dependent bright square, so the nets have something to learn.
+pub fn synthetic_split(n: usize, seed: u64) -> Split {
+    let mut rng = Rng::new(seed);
+    let mut images = vec![0u8; n * PIXELS];
+    let labels: Vec<u8> = (0..n).map(|_| rng.below(10) as u8).collect();
+    for (i, &label) in labels.iter().enumerate() {
+        let img = &mut images[i * PIXELS..(i + 1) * PIXELS];
+        for p in img.iter_mut().skip(28) {
+            *p = (rng.below(60)) as u8;
+        }
+        let (r, c) = (4 + 2 * (label as usize / 5) * 5, 3 + (label as usize % 5) * 5);
+        for y in r..r + 5 {
+            for x in c..c + 4 {
+                img[y * 28 + x] = 255;
+            }
+        }
+    }
+    Split { images, labels }
+}
+
+pub fn synthetic_mnist() -> Arc<Labelled> {
+    Arc::new(Labelled {
+        train: synthetic_split(600, 1),
+        validation: synthetic_split(200, 2),
+        test: synthetic_split(200, 3),
+        classes: 10,
+        sequences: Vec::new(),
+    })
+}
