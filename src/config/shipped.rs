@@ -6,7 +6,7 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 18] = [
+pub const PIPELINES: [(&str, &str); 20] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
@@ -19,6 +19,8 @@ pub const PIPELINES: [(&str, &str); 18] = [
     ("mnist-matlab", include_str!("../../pipeline/mnist-matlab.toml")),
     ("mnist-jitter", include_str!("../../pipeline/mnist-jitter.toml")),
     ("mnist-recurrent", include_str!("../../pipeline/mnist-recurrent.toml")),
+    ("mnist-recurrent-short-d1", include_str!("../../pipeline/mnist-recurrent-short-d1.toml")),
+    ("mnist-recurrent-short-d2", include_str!("../../pipeline/mnist-recurrent-short-d2.toml")),
     ("mnist-backprop", include_str!("../../pipeline/mnist-backprop.toml")),
     ("aesop-teacher-forcing", include_str!("../../pipeline/aesop-teacher-forcing.toml")),
     ("aesop-self-generated", include_str!("../../pipeline/aesop-self-generated.toml")),
