@@ -151,9 +151,49 @@ pub struct StreamConfig {
     /// Also train the backprop twin on the same frames with their labels, for comparison.
     #[serde(default)]
     pub backprop_twin: bool,
+    /// The quick twin's optimizer (one pass over its frames).
+    #[serde(default)]
+    pub twin: TwinSettings,
     /// Subtract each frame's mean brightness before the first stage (natural video).
     #[serde(default)]
     pub center: bool,
+}
+
+/// The optimizer of the quick backprop twin of a frame stream (`[stream.twin]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TwinSettings {
+    /// Update rule.
+    #[serde(default = "twin_rule")]
+    pub rule: Rule,
+    /// ε.
+    #[serde(default = "twin_lr")]
+    pub lr: f32,
+    /// Weight cost.
+    #[serde(default = "twin_weight_cost")]
+    pub weight_cost: f32,
+    /// Schedule over its one pass.
+    #[serde(default = "twin_schedule")]
+    pub schedule: Schedule,
+}
+
+fn twin_rule() -> Rule {
+    Rule::Sgd { momentum: 0.9 }
+}
+fn twin_lr() -> f32 {
+    0.02
+}
+fn twin_weight_cost() -> f32 {
+    1e-4
+}
+fn twin_schedule() -> Schedule {
+    Schedule::Constant
+}
+
+impl Default for TwinSettings {
+    fn default() -> TwinSettings {
+        TwinSettings { rule: twin_rule(), lr: twin_lr(), weight_cost: twin_weight_cost(), schedule: twin_schedule() }
+    }
 }
 
 impl Default for StreamConfig {
@@ -604,6 +644,12 @@ impl PipelineConfig {
             }
             if s.frames_per_epoch == 0 {
                 return fail("stream.frames_per_epoch", "must be at least 1");
+            }
+            if !positive(s.twin.lr) {
+                return fail("stream.twin.lr", "must be positive");
+            }
+            if !non_negative(s.twin.weight_cost) {
+                return fail("stream.twin.weight_cost", "must be zero or positive");
             }
         }
         if let Some(complaint) = self.schedule.check() {

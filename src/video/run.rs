@@ -194,7 +194,7 @@ fn final_probes(
 }
 
 /// The backprop twin: the same layers with a softmax on top, trained end to end with the labels
-/// on `twin` frames (one pass, the Matlab schedule over one epoch), then scored on the last
+/// on `twin` frames (one pass, the optimizer of `[stream.twin]`), then scored on the last
 /// probe block (the frames the probes score last, unseen by all).
 fn backprop_twin(
     config: &PipelineConfig,
@@ -213,10 +213,10 @@ fn backprop_twin(
         inputs,
         hidden: config.model.layers.clone(),
         classes: CLASSES,
-        rule: crate::ff::optim::Rule::Sgd { momentum: 0.9 },
-        lr: 0.02,
-        weight_cost: 1e-4,
-        schedule: crate::ff::optim::Schedule::Constant,
+        rule: stream.twin.rule,
+        lr: stream.twin.lr,
+        weight_cost: stream.twin.weight_cost,
+        schedule: stream.twin.schedule,
         epochs: 1,
         normalize_input: true,
         seed: config.seed,
