@@ -160,7 +160,7 @@ impl LabelledHead {
             let epoch = self.config.epochs;
             return self.evaluate(&data.validation, Purpose::Validate, epoch, io)
                 && self.evaluate(&data.test, Purpose::Test, epoch, io)
-                && io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() });
+                && io.emit(Message::EpochEnd { epoch, stamp: Instant::now() });
         }
         for epoch in self.config.first_epoch..=self.config.epochs {
             if !self.play_epoch(epoch, io) {
@@ -182,7 +182,7 @@ impl LabelledHead {
                     }
                 }
             }
-            if !io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() }) {
+            if !io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }) {
                 return false;
             }
         }

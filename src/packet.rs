@@ -204,13 +204,12 @@ impl TopDown {
 pub enum Message {
     /// Rows to process.
     Data(Packet),
-    /// The end of an epoch. Every stage appends a snapshot of its state, so the sink can write
-    /// one consistent checkpoint without touching any stage's weights itself.
+    /// The end of an epoch. Every stage leaves a copy of its state at the runtime's checkpoint
+    /// barrier as the marker passes, so the sink can write one consistent checkpoint without
+    /// any stage's weights travelling down the edges.
     EpochEnd {
         /// The 1-based epoch just finished.
         epoch: u32,
-        /// Snapshots appended by the stages in order.
-        states: Vec<StageState>,
         /// When the head sent the marker.
         stamp: Instant,
     },

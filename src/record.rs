@@ -115,10 +115,20 @@ fn run_kind(pipeline: &serde_json::Value) -> String {
     let mode = pipeline.get("pipeline").and_then(|p| p.get("mode")).and_then(|m| m.as_str());
     let delay = pipeline.get("negatives").and_then(|n| n.get("prediction_delay")).and_then(|d| d.as_u64());
     let labels = pipeline.get("negatives").and_then(|n| n.get("labels")).and_then(|l| l.as_str());
-    match (mode, delay, labels) {
+    let kind = match (mode, delay, labels) {
         (Some(m), Some(d), Some("hard")) => format!("{m}, d={d}"),
         (Some(m), _, Some(l)) => format!("{m}, {l} negatives"),
         _ => "backprop".into(),
+    };
+    // Recurrent nets: the delay of the top-down feedback edges too.
+    let recurrent = pipeline
+        .get("stage")
+        .and_then(|s| s.as_array())
+        .is_some_and(|stages| stages.iter().any(|s| s.get("kind").and_then(|k| k.as_str()) == Some("ff_recurrent")));
+    let feedback = pipeline.get("pipeline").and_then(|p| p.get("feedback_delay")).and_then(|d| d.as_u64());
+    match (recurrent, feedback) {
+        (true, Some(f)) => format!("{kind}, top-down d={f}"),
+        _ => kind,
     }
 }
 

@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{deliver, frames_rows, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink};
+use super::barrier::Barrier;
+use super::{deliver, frames_rows, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink, SinkSide};
 use super::{Message, Prediction, Stage, TopDown, Wiring};
 
 struct LockstepIo<'a, 'b> {
@@ -17,6 +18,8 @@ struct LockstepIo<'a, 'b> {
     on_epoch: &'a mut OnEpoch<'b>,
     stats: &'a PipelineStats,
     failure: Option<PipelineError>,
+    barrier: Barrier,
+    names: Vec<String>,
 }
 
 impl HeadIo for LockstepIo<'_, '_> {
@@ -26,7 +29,9 @@ impl HeadIo for LockstepIo<'_, '_> {
         for k in 0..self.stages.len() {
             let started = Instant::now();
             let queue = &mut self.above[k];
-            let (out, below) = match step(self.stages[k].as_mut(), message, || queue.pop_front()) {
+            let barrier = &self.barrier;
+            let deposit = |epoch, state| barrier.deposit(k, epoch, state);
+            let (out, below) = match step(self.stages[k].as_mut(), message, || queue.pop_front(), deposit) {
                 Ok(m) => m,
                 Err(e) => {
                     self.failure = Some(e.into());
@@ -42,7 +47,13 @@ impl HeadIo for LockstepIo<'_, '_> {
         }
         let started = Instant::now();
         let predictions = &mut self.predictions;
-        if let Err(e) = deliver(self.sink, message, self.on_epoch, &self.stats.latency, |p| predictions.push_back(p)) {
+        let mut side = SinkSide {
+            on_epoch: self.on_epoch,
+            latency: &self.stats.latency,
+            barrier: &self.barrier,
+            names: &self.names,
+        };
+        if let Err(e) = deliver(self.sink, message, &mut side, |p| predictions.push_back(p)) {
             self.failure = Some(e);
             return false;
         }
@@ -70,7 +81,19 @@ pub(super) fn run(
             (0..delay).map(|_| TopDown::neutral()).collect()
         })
         .collect();
-    let mut io = LockstepIo { stages, above, sink, predictions: VecDeque::new(), on_epoch, stats, failure: None };
+    let barrier = Barrier::new(stages.len());
+    let names = stages.iter().map(|s| s.name().to_string()).collect();
+    let mut io = LockstepIo {
+        stages,
+        above,
+        sink,
+        predictions: VecDeque::new(),
+        on_epoch,
+        stats,
+        failure: None,
+        barrier,
+        names,
+    };
     let completed = head.run(&mut io);
     match io.failure {
         Some(e) => Err(e),

@@ -28,6 +28,7 @@
 //! being dropped. A stage error or panic closes its edges, the elements around it see the
 //! closure and stop, and the error comes back from [`run`].
 
+pub mod barrier;
 pub mod edge;
 mod lockstep;
 mod threaded;
@@ -148,6 +149,14 @@ pub enum PipelineError {
     /// The epoch handler (checkpoint, record) failed.
     #[error("at the end of an epoch: {0}")]
     Epoch(#[source] anyhow::Error),
+    /// A stage passed an epoch marker without leaving its state at the barrier.
+    #[error("stage `{stage}` left no state at the end of epoch {epoch}")]
+    Barrier {
+        /// The stage.
+        stage: String,
+        /// The epoch.
+        epoch: u32,
+    },
 }
 
 /// How the runtime wires a run.
@@ -240,12 +249,19 @@ fn check_topology(stages: &[Box<dyn Stage>]) -> Result<(), StageError> {
     Ok(())
 }
 
+/// What the sink's side needs besides the sink.
+struct SinkSide<'a, 'b> {
+    on_epoch: &'a mut OnEpoch<'b>,
+    latency: &'a Latency,
+    barrier: &'a barrier::Barrier,
+    names: &'a [String],
+}
+
 /// The sink's side of one message, shared by both modes.
 fn deliver(
     sink: &mut dyn Sink,
     message: Message,
-    on_epoch: &mut OnEpoch<'_>,
-    latency: &Latency,
+    side: &mut SinkSide<'_, '_>,
     mut feedback: impl FnMut(Prediction),
 ) -> Result<(), PipelineError> {
     match message {
@@ -254,12 +270,14 @@ fn deliver(
                 feedback(prediction);
             }
             if packet.frames > 0 {
-                latency.record(packet.captured.elapsed(), packet.frames);
+                side.latency.record(packet.captured.elapsed(), packet.frames);
             }
             Ok(())
         }
-        Message::EpochEnd { epoch, states, .. } => {
-            on_epoch(sink.end_epoch(epoch, states)).map_err(PipelineError::Epoch)
+        Message::EpochEnd { epoch, .. } => {
+            let states =
+                side.barrier.take(epoch, side.names).map_err(|stage| PipelineError::Barrier { stage, epoch })?;
+            (side.on_epoch)(sink.end_epoch(epoch, states)).map_err(PipelineError::Epoch)
         }
     }
 }
@@ -278,6 +296,7 @@ fn step(
     stage: &mut dyn Stage,
     message: Message,
     above: impl FnOnce() -> Option<TopDown>,
+    deposit: impl FnOnce(u32, StageState),
 ) -> Result<(Message, Option<TopDown>), StageError> {
     Ok(match message {
         Message::Data(packet) => {
@@ -289,9 +308,9 @@ fn step(
             let below = stage.sends_below().then(|| stage.below());
             (Message::Data(out), below)
         }
-        Message::EpochEnd { epoch, mut states, stamp } => {
-            states.push(stage.snapshot());
-            (Message::EpochEnd { epoch, states, stamp }, None)
+        Message::EpochEnd { epoch, stamp } => {
+            deposit(epoch, stage.snapshot());
+            (Message::EpochEnd { epoch, stamp }, None)
         }
     })
 }

@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::barrier::Barrier;
 use super::edge::{self, EdgeSpec, Inlet, Outlet, UNBOUNDED};
-use super::{deliver, frames_rows, panic_message, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink};
+use super::{
+    deliver, frames_rows, panic_message, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink, SinkSide,
+};
 use super::{Message, Prediction, Stage, TopDown, Wiring};
 use crate::error::StageError;
 use crate::metrics::StageStats;
@@ -48,7 +51,13 @@ struct Ports {
     below: Option<Box<dyn Outlet<TopDown>>>,
 }
 
-fn run_stage(mut stage: Box<dyn Stage>, mut ports: Ports, stats: &StageStats) -> Result<Box<dyn Stage>, StageError> {
+fn run_stage(
+    mut stage: Box<dyn Stage>,
+    k: usize,
+    mut ports: Ports,
+    stats: &StageStats,
+    barrier: &Barrier,
+) -> Result<Box<dyn Stage>, StageError> {
     let span = tracing::info_span!("stage", name = stage.name());
     let _entered = span.enter();
     tracing::debug!("started");
@@ -58,7 +67,12 @@ fn run_stage(mut stage: Box<dyn Stage>, mut ports: Ports, stats: &StageStats) ->
         let t1 = Instant::now();
         let (frames, rows) = frames_rows(&message);
         let above = &mut ports.above;
-        let (message, state_below) = step(stage.as_mut(), message, || above.as_mut().and_then(|a| a.recv()))?;
+        let (message, state_below) = step(
+            stage.as_mut(),
+            message,
+            || above.as_mut().and_then(|a| a.recv()),
+            |epoch, state| barrier.deposit(k, epoch, state),
+        )?;
         let t2 = Instant::now();
         if ports.output.send(message).is_err() {
             break; // downstream is gone: stop
@@ -84,6 +98,9 @@ pub(super) fn run(
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
     let spec = EdgeSpec::blocking(wiring.capacity);
+    let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
+    let barrier = Barrier::new(stages.len());
+    let barrier = &barrier;
     // Feedback edges: stage k+1 -> stage k wherever stage k reads the state above.
     let mut aboves: Vec<Option<Box<dyn Inlet<TopDown>>>> = Vec::new();
     let mut belows: Vec<Option<Box<dyn Outlet<TopDown>>>> = (0..stages.len()).map(|_| None).collect();
@@ -118,13 +135,14 @@ pub(super) fn run(
         };
         let mut workers = Vec::new();
         let mut failure: Option<PipelineError> = None;
-        for (((stage, stage_stats), above), below) in stages.into_iter().zip(&stats.stages).zip(aboves).zip(belows) {
+        let wired = stages.into_iter().zip(&stats.stages).zip(aboves).zip(belows).enumerate();
+        for (k, (((stage, stage_stats), above), below)) in wired {
             let (output, next_input) = edge::local_boxed::<Message>(spec);
             let name = stage.name().to_string();
             let ports = Ports { input: std::mem::replace(&mut input, next_input), output, above, below };
             match std::thread::Builder::new()
                 .name(name.clone())
-                .spawn_scoped(scope, move || run_stage(stage, ports, stage_stats))
+                .spawn_scoped(scope, move || run_stage(stage, k, ports, stage_stats, barrier))
             {
                 Ok(handle) => workers.push((name, handle)),
                 Err(e) => {
@@ -136,11 +154,12 @@ pub(super) fn run(
         let span = tracing::info_span!("sink");
         let entered = span.enter();
         let mut last = Instant::now();
+        let mut side = SinkSide { on_epoch, latency: &stats.latency, barrier, names: &names };
         while failure.is_none() {
             let Some(message) = input.recv() else { break };
             let t1 = Instant::now();
             let (frames, rows) = frames_rows(&message);
-            if let Err(e) = deliver(sink, message, on_epoch, &stats.latency, |p| {
+            if let Err(e) = deliver(sink, message, &mut side, |p| {
                 let _ = predictions_out.send(p);
             }) {
                 failure = Some(e);

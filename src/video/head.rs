@@ -440,7 +440,7 @@ impl VideoHead {
             if !self.evaluate(epoch, io) {
                 return false;
             }
-            if !io.emit(Message::EpochEnd { epoch, states: Vec::new(), stamp: Instant::now() }) {
+            if !io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }) {
                 return false;
             }
         }
