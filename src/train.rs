@@ -174,7 +174,7 @@ fn finish_epoch(
         if !state.metrics.test_error_pct.is_empty() && report.epoch == config.data.epochs {
             line += &format!("  test: {}", fmt(&state.metrics.test_error_pct));
         }
-        eprintln!("{line}");
+        tracing::info!("{line}");
     }
     Ok(())
 }
@@ -223,7 +223,7 @@ fn run_ff(
     let settings = config.pipeline.clone().expect("validated");
     let mut head = build_head(config, Arc::clone(data), state.epochs_done + 1, stop);
     let stats = PipelineStats::new(&config.stage_names());
-    let (progress, reporter) = start_reporter(&stats, config, state, dir, options.quiet);
+    let (progress, reporter) = start_reporter(&stats, config, state, dir, options)?;
     head.publish_to(Arc::clone(&progress));
     let offset = state.seconds;
     let mut on_epoch = |report: EpochReport| {
@@ -264,8 +264,8 @@ fn run_backprop(
         Arc::clone(&progress),
         Duration::from_secs(1),
         Some(dir.join("metrics.jsonl")),
-        options.quiet,
-    );
+        options.live_view(),
+    )?;
     let source = DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed };
     let offset = state.seconds;
     let bp = |e: f64| crate::record::ErrorsPct::from([("backprop".to_string(), e)]);
@@ -332,9 +332,11 @@ fn run_backprop(
             } else {
                 String::new()
             };
-            eprintln!(
+            tracing::info!(
                 "epoch {epoch:>3}/{} {:>7.1}s  stream: backprop {:.2}%{val}{test}",
-                config.data.epochs, point.seconds, point.stream_error_pct["backprop"]
+                config.data.epochs,
+                point.seconds,
+                point.stream_error_pct["backprop"]
             );
         }
         state.curve.push(point);

@@ -159,7 +159,7 @@ impl FrameFeed for VideoFeed {
             // epoch ends with what arrived, and the reason is said once. A file's error stays
             // an error.
             Err(e) if self.live && self.read > 0 => {
-                eprintln!("the stream ended: {e}");
+                tracing::warn!("the stream ended: {e}");
                 self.close();
                 return Ok(None);
             }

@@ -106,7 +106,7 @@ pub fn run_frames(
         stop,
     );
     let stats = PipelineStats::new(&config.stage_names());
-    let (progress, reporter) = start_reporter(&stats, config, state, dir, options.quiet);
+    let (progress, reporter) = start_reporter(&stats, config, state, dir, options)?;
     let offset = state.seconds;
     let mut latency_before = stats.latency.counts();
     let mut on_epoch = |report: EpochReport| {
@@ -182,7 +182,7 @@ fn final_probes(
     }
     if !quiet {
         let line: Vec<String> = test.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect();
-        eprintln!(
+        tracing::info!(
             "frozen probes ({:.0} s, {} frames): {}",
             started.elapsed().as_secs_f64(),
             x.nrows(),
@@ -289,7 +289,7 @@ fn finish_epoch(
             line += &format!("  latency p50 {p50:.0} ms p99 {p99:.0} ms");
         }
         line += &format!("  rss {rss:.0} MiB");
-        eprintln!("{line}");
+        tracing::info!("{line}");
     }
     Ok(())
 }
@@ -329,8 +329,8 @@ pub fn run_frames_backprop(
         Arc::clone(&progress),
         std::time::Duration::from_secs(1),
         Some(dir.join("metrics.jsonl")),
-        options.quiet,
-    );
+        options.live_view(),
+    )?;
     let offset = state.seconds;
     let bp = |e: f64| ErrorsPct::from([("backprop".to_string(), e)]);
     let batch = config.data.batch;
@@ -377,7 +377,7 @@ pub fn run_frames_backprop(
         state.seconds = seconds;
         save_epoch(dir, &states, config, state, epoch)?;
         if !options.quiet {
-            eprintln!(
+            tracing::info!(
                 "epoch {epoch:>3}/{} {seconds:>7.1}s  stream: backprop {:.2}%  probe frames (last block): backprop {error:.2}%",
                 config.data.epochs,
                 100.0 * wrong / seen.max(1) as f64
