@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 
-use super::feed::FrameFeed;
+use super::feed::{FeedError, FrameFeed};
 use super::negatives::{make_negative, MaskBank, NegativeKind};
 use super::Frame;
 use crate::metrics::Progress;
@@ -125,7 +125,7 @@ pub struct VideoHead {
     held_out: Vec<Window>,
     held_out_negatives: Vec<Vec<f32>>,
     /// The first error of the feed: the run reports it and stops.
-    error: Option<String>,
+    error: Option<FeedError>,
     /// Where the feed's counters are published for the live view.
     progress: Option<Arc<Progress>>,
 }
@@ -176,8 +176,8 @@ impl VideoHead {
     }
 
     /// The feed's error that stopped the head, if any.
-    pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+    pub fn error(&self) -> Option<&FeedError> {
+        self.error.as_ref()
     }
 
     /// The feed (its counters).
@@ -185,8 +185,8 @@ impl VideoHead {
         self.feed.as_ref()
     }
 
-    fn fail(&mut self, message: String) -> bool {
-        self.error.get_or_insert(message);
+    fn fail(&mut self, error: FeedError) -> bool {
+        self.error.get_or_insert(error);
         false
     }
 
@@ -373,7 +373,7 @@ impl VideoHead {
         true
     }
 
-    fn load_feed_holdout(&mut self) -> Result<(), String> {
+    fn load_feed_holdout(&mut self) -> Result<(), FeedError> {
         let Some(frames) = self.feed.holdout()? else { return Ok(()) };
         let mut windows = Windows::new(self.config.window);
         for frame in frames {

@@ -337,13 +337,13 @@ pub fn run_frames_backprop(
     let (mut frames, mut completed) = (0u64, true);
     'epochs: for epoch in state.epochs_done + 1..=config.data.epochs {
         progress.epoch.store(epoch, Ordering::Relaxed);
-        feed.feed.start_epoch(epoch).map_err(anyhow::Error::msg)?;
+        feed.feed.start_epoch(epoch)?;
         let (mut wrong, mut seen) = (0.0, 0usize);
         loop {
             let mut rows: Vec<f32> = Vec::with_capacity(batch * inputs);
             let mut labels = Vec::with_capacity(batch);
             while labels.len() < batch {
-                let Some(frame) = feed.feed.next_frame().map_err(anyhow::Error::msg)? else { break };
+                let Some(frame) = feed.feed.next_frame()? else { break };
                 super::head::frame_values(&frame.pixels, stream.center, &mut rows);
                 labels.push(frame.labels[0]);
             }
