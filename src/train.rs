@@ -126,9 +126,9 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     if completed {
         std::fs::write(dir.join("record.json"), serde_json::to_string_pretty(&record)?)?;
         if let Some(results) = &options.results_dir {
-            let path = results.join(&config.name).join(format!("seed{}.json", config.seed));
-            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-            std::fs::write(&path, serde_json::to_string_pretty(&record)?)?;
+            let folder = results.join(&config.name);
+            std::fs::create_dir_all(&folder)?;
+            std::fs::write(folder.join(format!("seed{}.json", config.seed)), serde_json::to_string_pretty(&record)?)?;
         }
     }
     Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates) })
@@ -220,6 +220,7 @@ fn run_ff(
             .restore(&loaded.state)
             .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
     }
+    // Invariant: `PipelineConfig::parse` rejects an ff pipeline without [pipeline].
     let settings = config.pipeline.clone().expect("validated");
     let mut head = build_head(config, Arc::clone(data), state.epochs_done + 1, stop);
     let stats = PipelineStats::new(&config.stage_names());

@@ -199,6 +199,7 @@ impl VideoHead {
     }
 
     fn window_of(&self, frames: &VecDeque<Frame>) -> Window {
+        // Invariant: `Windows` hands out only full windows, of at least one frame (both).
         let last = frames.back().expect("a full window");
         Window {
             values: self.to_values(frames),
@@ -226,6 +227,7 @@ impl VideoHead {
         let width = self.config.window * self.config.frame_len;
         let mut x = Array2::<f32>::zeros((n + m, width));
         for (r, w) in windows.iter().enumerate() {
+            // Invariant: rows of a fresh standard-layout array are contiguous (both loops).
             x.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&w.values);
         }
         for (r, neg) in negatives.iter().enumerate() {
@@ -419,6 +421,7 @@ impl VideoHead {
                     Err(e) => return self.fail(e),
                 };
                 let Some(recent) = windows.push(frame) else { continue };
+                // Invariant: `Windows` hands out only full windows, of at least one frame.
                 let index = recent.back().expect("a full window").index;
                 if own_holdout && self.held_out_window(index) {
                     if self.held_out.len() < self.config.eval_windows && self.held_out_negatives.is_empty() {

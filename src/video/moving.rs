@@ -63,6 +63,7 @@ impl MovingMnistFeed {
             width: SIDE,
             height: SIDE,
             channels: 1,
+            // Invariant: callers pass t below the sequence's FRAMES_PER_SEQUENCE frames.
             pixels: sequence.frame(t).expect("t within the sequence").to_vec(),
             sequence: sequence.index,
             labels: sequence.labels(),

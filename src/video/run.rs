@@ -43,6 +43,8 @@ pub fn windows_of(frames: &[Frame], window: usize, center: bool) -> (Array2<f32>
         labels.push(frame.labels.clone());
     }
     let n = labels.len();
+    // Invariant: the frames come from one feed, all of its `FrameShape`, so every window has
+    // `width` values.
     (Array2::from_shape_vec((n, width), rows).expect("rows of equal width"), labels)
 }
 
@@ -80,6 +82,7 @@ pub fn run_frames(
         sink.restore(std::slice::from_ref(&loaded.state))
             .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
     }
+    // Invariant: `PipelineConfig::parse` rejects an ff pipeline without [pipeline].
     let settings = config.pipeline.clone().expect("validated");
     let probe = feed.probe.take();
     let twin = feed.twin.take();
@@ -355,6 +358,7 @@ pub fn run_frames_backprop(
                 break 'epochs;
             }
             let t0 = Instant::now();
+            // Invariant: every frame of the feed has `inputs` values (its `FrameShape`, window 1).
             let x = Array2::from_shape_vec((labels.len(), inputs), rows).expect("rows of the frame width");
             wrong += net.error_pct(&x, &labels) * labels.len() as f64 / 100.0;
             seen += labels.len();
