@@ -8,5 +8,5 @@ use std::sync::Arc;
 fn main() -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let out = std::path::PathBuf::from(format!("benches/results/pipeline-{stamp}.json"));
-    ffstream::throughput::bench(None, 60, Some(&out), &Arc::new(AtomicBool::new(false)))
+    ffstream::throughput::bench(None, 60, Some(&out), &Arc::new(AtomicBool::new(false)), &mut std::io::stdout())
 }

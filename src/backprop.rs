@@ -124,6 +124,7 @@ impl Backprop {
     /// # Panics
     /// If `x` does not have `inputs` columns.
     pub fn logits(&self, x: &Array2<f32>) -> Array2<f32> {
+        // Invariant: `forward` returns the input and one activation per layer, never nothing.
         self.forward(x).pop().expect("at least the input")
     }
 
@@ -139,6 +140,7 @@ impl Backprop {
             return 0.0;
         }
         let activations = self.forward(x);
+        // Invariant: `forward` returns the input and one activation per layer, never nothing.
         let logits = activations.last().expect("logits");
         // The ascent direction of the log-likelihood: Y − P = −δ_L.
         let (loss, mut direction) = softmax_cross_entropy(logits, labels);
@@ -188,6 +190,7 @@ impl Backprop {
             wrong += logits
                 .axis_iter(Axis(0))
                 .zip(&labels[start..end])
+                // Invariant: the rows of `logits`' own standard-layout array are contiguous.
                 .filter(|(row, &label)| argmax(row.as_slice().expect("contiguous")) != label as usize)
                 .count();
         }
@@ -199,6 +202,7 @@ impl Backprop {
     pub fn gradients(&self, x: &Array2<f32>, labels: &[u8]) -> Vec<(Array2<f32>, Array1<f32>)> {
         let rows = x.nrows().max(1) as f32;
         let activations = self.forward(x);
+        // Invariant: `forward` returns the input and one activation per layer, never nothing.
         let (_, mut delta) = softmax_cross_entropy(activations.last().expect("logits"), labels);
         let mut out = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate().rev() {
@@ -300,6 +304,8 @@ impl Backprop {
         for (l, layer) in self.layers.iter_mut().enumerate() {
             let name = format!("bp.layer{}", l + 1);
             let values = |key: &str| find(&format!("{name}.{key}")).map(|(_, _, v)| v.as_slice());
+            // Invariant: our own weights and biases are standard-layout arrays, and the loop above
+            // returned an error for any missing or mis-sized tensor.
             layer.weights.as_slice_mut().expect("contiguous").copy_from_slice(values("weights").expect("checked"));
             layer.bias.as_slice_mut().expect("contiguous").copy_from_slice(values("bias").expect("checked"));
             for key in ["buffer", "adam_m", "adam_v"] {
@@ -333,8 +339,10 @@ impl Backprop {
         activations.push(input);
         let top = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
+            // Invariant: `activations` starts with the input.
             let below = activations.last().expect("input");
             let shape = (below.nrows(), layer.bias.len());
+            // Invariant: the bias has `layer.bias.len()` values, the last axis of `shape`.
             let mut y = layer.bias.broadcast(shape).expect("bias broadcasts over rows").to_owned();
             gemm(1.0, &below.view(), &layer.weights.view(), 1.0, &mut y.view_mut(), self.threads);
             if l < top {
@@ -402,6 +410,7 @@ fn check_labels(logits: &Array2<f32>, labels: &[u8]) {
     assert_eq!(logits.nrows(), labels.len(), "backprop: {} rows but {} labels", logits.nrows(), labels.len());
     let classes = logits.ncols();
     if let Some(&bad) = labels.iter().find(|&&label| label as usize >= classes) {
+        // Documented panic (`train_step`): the labels come from our loaders, below the classes.
         panic!("backprop: label {bad} is not below the {classes} classes");
     }
 }

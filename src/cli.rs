@@ -1,5 +1,10 @@
 //! The command line: `run`, `eval`, `list`, `report`, `bench`. The only user of `anyhow`.
+//!
+//! A command's own output (tables, summaries, the run folder) goes to the writer the binary
+//! passes in (stdout); progress and warnings are `tracing` events; the live line goes to the
+//! binary's [`LiveView`].
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -8,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::config::PipelineConfig;
+use crate::metrics::LiveView;
 use crate::record;
 use crate::train::{self, RunOptions};
 
@@ -45,7 +51,7 @@ pub enum Command {
         /// Also write the record to results/<experiment>/seed<N>.json.
         #[arg(long)]
         record: bool,
-        /// No live progress line.
+        /// No progress: no live line and no per-epoch lines (warnings still show).
         #[arg(long)]
         quiet: bool,
         /// Threads for the backprop twin (0: all cores; FF stages use one thread each).
@@ -82,8 +88,8 @@ pub enum Command {
     },
 }
 
-/// Runs the command.
-pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
+/// Runs the command: its output to `out`, the live line of a run to `live` (unless `--quiet`).
+pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<Arc<dyn LiveView>>) -> Result<()> {
     let command = args.command.unwrap_or(Command::Run {
         pipeline: None,
         overrides: Vec::new(),
@@ -115,15 +121,17 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
                 overrides,
                 stop: Some(Arc::clone(&stop)),
                 threads,
+                live,
             };
-            println!(
+            writeln!(
+                out,
                 "Running {} (seed {}), matmul backend {}.",
                 config.name,
                 config.seed,
                 crate::matmul::backend_name()
-            );
+            )?;
             let outcome = train::run(&config, &options)?;
-            println!("{}", outcome.table);
+            writeln!(out, "{}", outcome.table)?;
             let fmt =
                 |m: &record::ErrorsPct| m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ");
             let metrics = &outcome.record.metrics;
@@ -138,44 +146,45 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
                 let name = if config.is_frame_stream() { "held-out separation error" } else { "validation error" };
                 summary += &format!("; {name}: {}", fmt(&metrics.val_error_pct));
             }
-            println!("{summary}");
+            writeln!(out, "{summary}")?;
             if let Some(source) = outcome.record.details.get("source") {
                 let n = |k: &str| source[k].as_f64().unwrap_or(0.0);
-                println!(
+                writeln!(out,
                     "Source: {:.0} frames decoded ({:.0} frames/s of decode time), {:.0} dropped, {:.0} corrupt, {:.0} reconnects.",
                     n("decoded"),
                     n("decode_fps"),
                     n("dropped"),
                     n("corrupt"),
                     n("reconnects")
-                );
+                )?;
             }
             if let Some(latency) = outcome.record.details.get("latency_ms") {
-                println!(
+                writeln!(
+                    out,
                     "End-to-end latency (source to sink): p50 {:.0} ms, p99 {:.0} ms. Plot: {}",
                     latency["p50"].as_f64().unwrap_or(f64::NAN),
                     latency["p99"].as_f64().unwrap_or(f64::NAN),
                     outcome.run_dir.join("throughput.svg").display()
-                );
+                )?;
             }
-            println!("Run folder: {}", outcome.run_dir.display());
+            writeln!(out, "Run folder: {}", outcome.run_dir.display())?;
             if !outcome.completed {
                 bail!("stopped before the end; resume with `ffstream run --resume {}`", outcome.run_dir.display());
             }
             Ok(())
         }
         Command::Eval { run, data_dir } => {
-            println!("{}", train::evaluate(&run, data_dir.as_deref())?);
+            writeln!(out, "{}", train::evaluate(&run, data_dir.as_deref())?)?;
             Ok(())
         }
         Command::List => {
-            println!("{:<24} {:<5} {:>7}  {:>9}  claim", "pipeline", "exp", "epochs", "paper err");
+            writeln!(out, "{:<24} {:<5} {:>7}  {:>9}  claim", "pipeline", "exp", "epochs", "paper err")?;
             for (name, text) in PIPELINES {
                 let c = PipelineConfig::parse(text, name, &[])?;
                 let (exp, claim, err) = c.paper.as_ref().map_or(("-".into(), String::new(), "-".into()), |p| {
                     (p.experiment.clone(), p.claim.clone(), p.test_error_pct.map_or("-".into(), |e| format!("{e:.2}%")))
                 });
-                println!("{name:<24} {exp:<5} {:>7}  {err:>9}  {claim}", c.data.epochs);
+                writeln!(out, "{name:<24} {exp:<5} {:>7}  {err:>9}  {claim}", c.data.epochs)?;
             }
             Ok(())
         }
@@ -203,16 +212,17 @@ pub fn run(args: Args, stop: Arc<AtomicBool>) -> Result<()> {
                     std::fs::write(readme, updated)?;
                 }
             }
-            println!(
+            writeln!(
+                out,
                 "Wrote {} and {} from {} records.",
                 results.join("RESULTS.md").display(),
                 results.join("curves.svg").display(),
                 records.len()
-            );
+            )?;
             Ok(())
         }
-        Command::Bench { data_dir, batches, out } => {
-            crate::throughput::bench(data_dir.as_deref(), batches, out.as_deref(), &stop)
+        Command::Bench { data_dir, batches, out: json } => {
+            crate::throughput::bench(data_dir.as_deref(), batches, json.as_deref(), &stop, out)
         }
     }
 }

@@ -252,6 +252,7 @@ impl LabelledHead {
             let negatives: Vec<u8> = batch
                 .labels
                 .iter()
+                // Invariant: the loop above filled at least one logit row per label.
                 .map(|&truth| hard_label(&logits.pop_front().expect("enough logits"), truth, &mut rng))
                 .collect();
             let ahead = if delay > 0 { batches.next() } else { None };
@@ -329,6 +330,7 @@ impl LabelledHead {
                 let picks: Vec<usize> = (0..batch_size).map(|_| rng.below(remembered.len())).collect();
                 let mut pixels = Array2::zeros((batch_size, data.train.width()));
                 for (r, &i) in picks.iter().enumerate() {
+                    // Invariant: rows of a fresh standard-layout array are contiguous.
                     pixels.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&remembered[i].0);
                 }
                 let batch = FrameBatch {
@@ -508,6 +510,7 @@ impl LabelledHead {
             while k < text.len() {
                 let Some(p) = io.prediction() else { return false };
                 for row in p.logits.outer_iter() {
+                    // Invariant: the readout makes its logits as a fresh standard-layout array.
                     let next = sampled_label(row.as_slice().expect("contiguous logits"), rng);
                     text[k].push(next);
                     k += 1;
@@ -564,6 +567,8 @@ impl LabelledHead {
             for (k, &label) in labels.iter().enumerate() {
                 let f = k / per_frame.max(1);
                 let mut row = x.slice_mut(s![r, ..]);
+                // Invariant: rows of standard-layout arrays (`x` is fresh, batch pixels are ours) are
+                // contiguous (both).
                 let row = row.as_slice_mut().expect("row");
                 row.copy_from_slice(batch.pixels.row(f).as_slice().expect("row"));
                 self.write_label(row, label);

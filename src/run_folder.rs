@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint;
 use crate::config::PipelineConfig;
 use crate::matmul::Threads;
-use crate::metrics::{rates, Progress, Reporter, StageRates, StageStats, StageTotals};
+use crate::metrics::{rates, LiveView, Progress, Reporter, StageRates, StageStats, StageTotals};
 use crate::packet::StageState;
 use crate::record::{CurvePoint, Metrics, Record};
 use crate::runtime::PipelineStats;
@@ -31,8 +31,10 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Resume this run folder instead of starting a new one.
     pub resume: Option<PathBuf>,
-    /// No live line.
+    /// No progress: no live line, no per-epoch events.
     pub quiet: bool,
+    /// Where the live line goes (the binary's terminal line); none: no live line.
+    pub live: Option<Arc<dyn LiveView>>,
     /// Also write the record to `<results>/<experiment>/seed<N>.json`.
     pub results_dir: Option<PathBuf>,
     /// The `--set` overrides (for the record).
@@ -42,6 +44,17 @@ pub struct RunOptions {
     /// Threads for the backprop twin's products (0: all cores). FF stages always use one
     /// thread each: the stages themselves are the parallelism.
     pub threads: usize,
+}
+
+impl RunOptions {
+    /// The live view to draw on: none when `quiet`.
+    pub fn live_view(&self) -> Option<Arc<dyn LiveView>> {
+        if self.quiet {
+            None
+        } else {
+            self.live.clone()
+        }
+    }
 }
 
 /// What a run folder remembers between epochs.
@@ -170,8 +183,8 @@ pub(crate) fn start_reporter(
     config: &PipelineConfig,
     state: &RunState,
     dir: &Path,
-    quiet: bool,
-) -> (Arc<Progress>, Reporter) {
+    options: &RunOptions,
+) -> Result<(Arc<Progress>, Reporter)> {
     let progress = Arc::new(Progress::default());
     let _ = progress.latency.set(Arc::clone(&stats.latency));
     progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
@@ -181,9 +194,10 @@ pub(crate) fn start_reporter(
         Arc::clone(&progress),
         Duration::from_secs(1),
         Some(dir.join("metrics.jsonl")),
-        quiet,
-    );
-    (progress, reporter)
+        options.live_view(),
+    )
+    .context("cannot start the reporter thread")?;
+    Ok((progress, reporter))
 }
 
 /// Adds the seconds the head spent awake and asleep to the run's details (summed over the

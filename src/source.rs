@@ -57,6 +57,7 @@ impl DatasetSource {
             let mut pixels = Array2::zeros((batch, split.width()));
             for (row, &id) in ids.iter().enumerate() {
                 let (dy, dx) = shifts[b * batch + row];
+                // Invariant: a row of a freshly made standard-layout array is contiguous.
                 row_into(split.image(id as usize), dy, dx, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
             FrameBatch { pixels, index: ids.to_vec(), labels: ids.iter().map(|&i| split.labels[i as usize]).collect() }
@@ -70,6 +71,7 @@ impl DatasetSource {
             let ids: Vec<u32> = (b * batch..((b + 1) * batch).min(n)).map(|i| i as u32).collect();
             let mut pixels = Array2::zeros((ids.len(), split.width()));
             for (row, &id) in ids.iter().enumerate() {
+                // Invariant: a row of a freshly made standard-layout array is contiguous.
                 row_into(split.image(id as usize), 0, 0, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
             FrameBatch { labels: ids.iter().map(|&i| split.labels[i as usize]).collect(), pixels, index: ids }

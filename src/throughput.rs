@@ -5,6 +5,7 @@
 //! (as a fraction of that peak), then the MNIST stream through the 4x2000 pipeline threaded
 //! and in lockstep on one thread (as a ratio), and the bound the stages set on 2 cores.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -56,14 +57,21 @@ pub fn stage_seconds(stage: &mut dyn Stage, inputs: usize, batch: usize, min_tim
     started.elapsed().as_secs_f64() / n as f64
 }
 
-/// Runs the benchmark and prints its table; writes JSON to `out` if given.
-pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: &Arc<AtomicBool>) -> Result<()> {
+/// Runs the benchmark and writes its table to `table` as it goes (the binary passes stdout);
+/// writes JSON to `out` if given.
+pub fn bench(
+    data_dir: Option<&Path>,
+    batches: usize,
+    out: Option<&Path>,
+    stop: &Arc<AtomicBool>,
+    table: &mut dyn Write,
+) -> Result<()> {
     let (text, origin) = pipeline_text("mnist-supervised")?;
     let base = PipelineConfig::parse(&text, &origin, &[])?;
-    println!("machine: {}; matmul: {}", machine_name(), crate::matmul::backend_name());
+    writeln!(table, "machine: {}; matmul: {}", machine_name(), crate::matmul::backend_name())?;
     let peak1 = fma_peak_gflops(1, Duration::from_millis(800));
     let peak2 = fma_peak_gflops(2, Duration::from_millis(800));
-    println!("measured FMA peak: {peak1:.0} GFLOP/s (1 thread), {peak2:.0} GFLOP/s (2 threads)");
+    writeln!(table, "measured FMA peak: {peak1:.0} GFLOP/s (1 thread), {peak2:.0} GFLOP/s (2 threads)")?;
 
     // One stage of each shape, alone on this thread.
     let mut stage_rows = Vec::new();
@@ -73,14 +81,14 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
         let units = base.model.layers[stage_secs.len()];
         let s = stage_seconds(stage.as_mut(), inputs, base.data.batch, Duration::from_millis(700));
         let gflops = packet_flops(inputs, units, base.data.batch) / s / 1e9;
-        println!(
+        writeln!(table,
             "{:<8} {inputs:>4}->{units:<5} {:>7.2} ms/packet {:>7.0} frames/s {:>6.1} GFLOP/s = {:>5.1}% of 1-thread peak",
             stage.name(),
             s * 1e3,
             base.data.batch as f64 / s,
             gflops,
             100.0 * gflops / peak1
-        );
+        )?;
         stage_rows.push(serde_json::json!({"stage": stage.name(), "inputs": inputs, "units": units,
             "ms_per_packet": s * 1e3, "gflops": gflops, "pct_of_peak_1t": 100.0 * gflops / peak1}));
         stage_secs.push(s);
@@ -89,11 +97,11 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
     // On 2 cores the stages share the cores: the bound is 2 cores' worth of the total work, or
     // the slowest stage alone, whichever is lower.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let pool = one_stage_pool_speedup(&base, cores as usize);
+    let pool = one_stage_pool_speedup(&base, cores as usize, table)?;
     let total: f64 = stage_secs.iter().sum();
     let slowest = stage_secs.iter().copied().fold(0.0, f64::max);
     let bound = base.data.batch as f64 / (total / cores).max(slowest);
-    println!("bound set by the stages on {cores} cores: {bound:.0} frames/s");
+    writeln!(table, "bound set by the stages on {cores} cores: {bound:.0} frames/s")?;
 
     // The real stream, threaded and in lockstep.
     let mut stream = Vec::new();
@@ -112,6 +120,8 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
         let stats = PipelineStats::new(&config.stage_names());
         let mut sink = build_sink(&config);
         let started = Instant::now();
+        // Invariant: the shipped mnist-supervised pipeline is an ff pipeline, which parse()
+        // validates to have a [pipeline] section.
         let settings = config.pipeline.clone().expect("ff pipeline");
         runtime::run(&mut head, build_stages(&config), &mut sink, settings.wiring(), &stats, &mut |_| Ok(()))?;
         let wall = started.elapsed().as_secs_f64();
@@ -119,15 +129,16 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
         let fps = frames / wall;
         let per_stage: Vec<_> =
             stats.all().iter().map(|s| rates(&s.name, &StageTotals::default(), &s.totals(), wall)).collect();
-        println!(
+        writeln!(
+            table,
             "{mode:?}: {fps:.0} frames/s ({frames} frames in {wall:.2} s) -> {:.1} s per 50k-frame epoch",
             50_000.0 / fps
-        );
-        println!("{}", crate::metrics::summary_table(&per_stage));
+        )?;
+        writeln!(table, "{}", crate::metrics::summary_table(&per_stage))?;
         stream.push((mode, fps, per_stage));
     }
     let (lock, thr) = (stream[0].1, stream[1].1);
-    println!("threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound);
+    writeln!(table, "threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound)?;
     if let Some(path) = out {
         let json = serde_json::json!({
             "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::train::git_commit(),
@@ -140,14 +151,14 @@ pub fn bench(data_dir: Option<&Path>, batches: usize, out: Option<&Path>, stop: 
             std::fs::create_dir_all(dir)?;
         }
         std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
-        println!("Wrote {}.", path.display());
+        writeln!(table, "Wrote {}.", path.display())?;
     }
     Ok(())
 }
 
 /// A net with fewer stages than cores: one 2000->2000 stage timed alone with its own pool of
 /// 1 thread and of `cores` threads (`threads = N` in a `[[stage]]` table).
-fn one_stage_pool_speedup(base: &PipelineConfig, cores: usize) -> serde_json::Value {
+fn one_stage_pool_speedup(base: &PipelineConfig, cores: usize, table: &mut dyn Write) -> Result<serde_json::Value> {
     let units = 2000;
     let time = |threads: usize| {
         let mut config = base.clone();
@@ -165,12 +176,13 @@ fn one_stage_pool_speedup(base: &PipelineConfig, cores: usize) -> serde_json::Va
     };
     let one = time(1);
     let many = time(cores.max(1));
-    println!(
+    writeln!(
+        table,
         "one {units}->{units} stage with its own pool: {:.2} ms/packet on 1 thread, {:.2} ms on {cores}: {:.2}x",
         one * 1e3,
         many * 1e3,
         one / many
-    );
-    serde_json::json!({"units": units, "threads": cores, "ms_per_packet_1": one * 1e3,
-        "ms_per_packet_n": many * 1e3, "speedup": one / many})
+    )?;
+    Ok(serde_json::json!({"units": units, "threads": cores, "ms_per_packet_1": one * 1e3,
+        "ms_per_packet_n": many * 1e3, "speedup": one / many}))
 }

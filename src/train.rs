@@ -126,9 +126,9 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     if completed {
         std::fs::write(dir.join("record.json"), serde_json::to_string_pretty(&record)?)?;
         if let Some(results) = &options.results_dir {
-            let path = results.join(&config.name).join(format!("seed{}.json", config.seed));
-            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-            std::fs::write(&path, serde_json::to_string_pretty(&record)?)?;
+            let folder = results.join(&config.name);
+            std::fs::create_dir_all(&folder)?;
+            std::fs::write(folder.join(format!("seed{}.json", config.seed)), serde_json::to_string_pretty(&record)?)?;
         }
     }
     Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates) })
@@ -174,7 +174,7 @@ fn finish_epoch(
         if !state.metrics.test_error_pct.is_empty() && report.epoch == config.data.epochs {
             line += &format!("  test: {}", fmt(&state.metrics.test_error_pct));
         }
-        eprintln!("{line}");
+        tracing::info!("{line}");
     }
     Ok(())
 }
@@ -220,10 +220,11 @@ fn run_ff(
             .restore(&loaded.state)
             .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
     }
+    // Invariant: `PipelineConfig::parse` rejects an ff pipeline without [pipeline].
     let settings = config.pipeline.clone().expect("validated");
     let mut head = build_head(config, Arc::clone(data), state.epochs_done + 1, stop);
     let stats = PipelineStats::new(&config.stage_names());
-    let (progress, reporter) = start_reporter(&stats, config, state, dir, options.quiet);
+    let (progress, reporter) = start_reporter(&stats, config, state, dir, options)?;
     head.publish_to(Arc::clone(&progress));
     let offset = state.seconds;
     let mut on_epoch = |report: EpochReport| {
@@ -264,8 +265,8 @@ fn run_backprop(
         Arc::clone(&progress),
         Duration::from_secs(1),
         Some(dir.join("metrics.jsonl")),
-        options.quiet,
-    );
+        options.live_view(),
+    )?;
     let source = DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed };
     let offset = state.seconds;
     let bp = |e: f64| crate::record::ErrorsPct::from([("backprop".to_string(), e)]);
@@ -332,9 +333,11 @@ fn run_backprop(
             } else {
                 String::new()
             };
-            eprintln!(
+            tracing::info!(
                 "epoch {epoch:>3}/{} {:>7.1}s  stream: backprop {:.2}%{val}{test}",
-                config.data.epochs, point.seconds, point.stream_error_pct["backprop"]
+                config.data.epochs,
+                point.seconds,
+                point.stream_error_pct["backprop"]
             );
         }
         state.curve.push(point);

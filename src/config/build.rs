@@ -81,6 +81,8 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
 /// The sink a pipeline file describes.
 pub fn build_sink(config: &PipelineConfig) -> Classify {
     let m = &config.model;
+    // Invariant: `PipelineConfig::parse` requires [readout] and [negatives] of an ff pipeline
+    // on labelled data, the only kind that builds this sink (both).
     let readout = config.readout.clone().expect("validated: ff pipelines have a readout");
     let features = m.layers.iter().skip(m.readout_from - 1).sum();
     let negatives = config.negatives.clone().expect("validated");
@@ -127,6 +129,7 @@ pub fn build_head(
     first_epoch: u32,
     stop: Arc<AtomicBool>,
 ) -> LabelledHead {
+    // Invariant: `PipelineConfig::parse` rejects an ff pipeline on labelled data without [negatives].
     let negatives = config.negatives.clone().expect("validated");
     LabelledHead::new(
         HeadConfig {

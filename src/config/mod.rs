@@ -198,6 +198,7 @@ impl Default for TwinSettings {
 
 impl Default for StreamConfig {
     fn default() -> StreamConfig {
+        // Invariant: every field of `StreamConfig` has a serde default (unit-tested).
         toml::from_str("").expect("every field has a default")
     }
 }

@@ -109,6 +109,7 @@ impl<D: Dimension> ParamOptimizer<D> {
                 Zip::from(param).and(&self.buffer).for_each(|w, &v| *w += step * (v - wc * *w));
             }
             Rule::Adam { beta1, beta2, eps } => {
+                // Invariant: `new` makes both moments for the Adam rule, and the rule never changes.
                 let (m, v) = (self.m.as_mut().expect("adam m"), self.v.as_mut().expect("adam v"));
                 let c1 = 1.0 - beta1.powi(self.steps.min(i32::MAX as u64) as i32);
                 let c2 = 1.0 - beta2.powi(self.steps.min(i32::MAX as u64) as i32);

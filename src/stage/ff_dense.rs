@@ -118,6 +118,7 @@ impl FfDense {
             let activity = y.row(r);
             self.objective.direction_at(
                 goodness[r],
+                // Invariant: rows of the stage's own standard-layout arrays are contiguous (both).
                 activity.as_slice().expect("activities are contiguous"),
                 polarity,
                 row.as_slice_mut().expect("direction is contiguous"),
@@ -177,6 +178,7 @@ impl Stage for FfDense {
         let y = self.activities(&x); // (rows, units)
         let goodness: Vec<f32> = y
             .axis_iter(Axis(0))
+            // Invariant: rows of the stage's own standard-layout activities are contiguous.
             .map(|row| self.objective.goodness.of(row.as_slice().expect("activities are contiguous")))
             .collect();
         if self.config.ff.counts_for_goodness {
@@ -238,6 +240,7 @@ impl Stage for FfDense {
             state.tensors.iter().find(|(n, _, _)| n == &format!("{name}.{key}")).map(|(_, _, v)| v)
         };
         let copy = |dst: &mut [f32], key: &str| copy_tensor(state, &format!("{name}.{key}"), dst, "layer");
+        // Invariant: the stage's own parameters are standard-layout arrays (all three).
         copy(self.weights.as_slice_mut().expect("contiguous"), "weights")?;
         copy(self.bias.as_slice_mut().expect("contiguous"), "bias")?;
         copy(self.peer_means.as_slice_mut().expect("contiguous"), "peer_means")?;

@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+pub use crate::error::FeedError;
+
 use super::Frame;
 
 /// What a feed counted so far.
@@ -27,12 +29,12 @@ pub struct FeedCounters {
 /// A source of frames for [`super::head::VideoHead`].
 pub trait FrameFeed: Send {
     /// Starts epoch `epoch` (1-based): a file reopens, a generator seeks, a live feed goes on.
-    fn start_epoch(&mut self, epoch: u32) -> Result<(), String>;
+    fn start_epoch(&mut self, epoch: u32) -> Result<(), FeedError>;
     /// The next frame of the current epoch; `None` at its end.
-    fn next_frame(&mut self) -> Result<Option<Frame>, String>;
+    fn next_frame(&mut self) -> Result<Option<Frame>, FeedError>;
     /// A fixed held-out set of frames for evaluation, if the feed has one of its own (Moving
     /// MNIST: test-split sequences). `None`: the head holds windows out of the stream itself.
-    fn holdout(&mut self) -> Result<Option<Vec<Frame>>, String> {
+    fn holdout(&mut self) -> Result<Option<Vec<Frame>>, FeedError> {
         Ok(None)
     }
     /// Counters so far.
@@ -55,12 +57,12 @@ impl MemoryFeed {
 }
 
 impl FrameFeed for MemoryFeed {
-    fn start_epoch(&mut self, _epoch: u32) -> Result<(), String> {
+    fn start_epoch(&mut self, _epoch: u32) -> Result<(), FeedError> {
         self.next = 0;
         Ok(())
     }
 
-    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+    fn next_frame(&mut self) -> Result<Option<Frame>, FeedError> {
         let frame = self.frames.get(self.next).cloned().map(|mut f| {
             f.captured = std::time::Instant::now();
             f
@@ -135,20 +137,19 @@ fn add_counts(total: &mut FeedCounters, seconds: &mut f64, feed: &super::live::L
 
 #[cfg(feature = "video")]
 impl FrameFeed for VideoFeed {
-    fn start_epoch(&mut self, _epoch: u32) -> Result<(), String> {
+    fn start_epoch(&mut self, _epoch: u32) -> Result<(), FeedError> {
         self.emitted = 0;
         let reopen = self.feed.is_none() || (!self.live && self.read > 0);
         if reopen {
             self.close();
-            let feed = super::live::LiveFeed::start(self.config.clone(), std::sync::Arc::clone(&self.stop))
-                .map_err(|e| e.to_string())?;
+            let feed = super::live::LiveFeed::start(self.config.clone(), std::sync::Arc::clone(&self.stop))?;
             self.feed = Some(feed);
             self.read = 0;
         }
         Ok(())
     }
 
-    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+    fn next_frame(&mut self) -> Result<Option<Frame>, FeedError> {
         if self.live && self.emitted >= self.frames_per_epoch {
             return Ok(None);
         }
@@ -159,11 +160,11 @@ impl FrameFeed for VideoFeed {
             // epoch ends with what arrived, and the reason is said once. A file's error stays
             // an error.
             Err(e) if self.live && self.read > 0 => {
-                eprintln!("the stream ended: {e}");
+                tracing::warn!("the stream ended: {e}");
                 self.close();
                 return Ok(None);
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         match received {
             Some(frame) => {

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 
-use super::feed::FrameFeed;
+use super::feed::{FeedError, FrameFeed};
 use super::negatives::{make_negative, MaskBank, NegativeKind};
 use super::Frame;
 use crate::metrics::Progress;
@@ -125,7 +125,7 @@ pub struct VideoHead {
     held_out: Vec<Window>,
     held_out_negatives: Vec<Vec<f32>>,
     /// The first error of the feed: the run reports it and stops.
-    error: Option<String>,
+    error: Option<FeedError>,
     /// Where the feed's counters are published for the live view.
     progress: Option<Arc<Progress>>,
 }
@@ -176,8 +176,8 @@ impl VideoHead {
     }
 
     /// The feed's error that stopped the head, if any.
-    pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+    pub fn error(&self) -> Option<&FeedError> {
+        self.error.as_ref()
     }
 
     /// The feed (its counters).
@@ -185,8 +185,8 @@ impl VideoHead {
         self.feed.as_ref()
     }
 
-    fn fail(&mut self, message: String) -> bool {
-        self.error.get_or_insert(message);
+    fn fail(&mut self, error: FeedError) -> bool {
+        self.error.get_or_insert(error);
         false
     }
 
@@ -199,6 +199,7 @@ impl VideoHead {
     }
 
     fn window_of(&self, frames: &VecDeque<Frame>) -> Window {
+        // Invariant: `Windows` hands out only full windows, of at least one frame (both).
         let last = frames.back().expect("a full window");
         Window {
             values: self.to_values(frames),
@@ -226,6 +227,7 @@ impl VideoHead {
         let width = self.config.window * self.config.frame_len;
         let mut x = Array2::<f32>::zeros((n + m, width));
         for (r, w) in windows.iter().enumerate() {
+            // Invariant: rows of a fresh standard-layout array are contiguous (both loops).
             x.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&w.values);
         }
         for (r, neg) in negatives.iter().enumerate() {
@@ -373,7 +375,7 @@ impl VideoHead {
         true
     }
 
-    fn load_feed_holdout(&mut self) -> Result<(), String> {
+    fn load_feed_holdout(&mut self) -> Result<(), FeedError> {
         let Some(frames) = self.feed.holdout()? else { return Ok(()) };
         let mut windows = Windows::new(self.config.window);
         for frame in frames {
@@ -419,6 +421,7 @@ impl VideoHead {
                     Err(e) => return self.fail(e),
                 };
                 let Some(recent) = windows.push(frame) else { continue };
+                // Invariant: `Windows` hands out only full windows, of at least one frame.
                 let index = recent.back().expect("a full window").index;
                 if own_holdout && self.held_out_window(index) {
                     if self.held_out.len() < self.config.eval_windows && self.held_out_negatives.is_empty() {

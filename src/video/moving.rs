@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::feed::{FeedCounters, FrameFeed};
+use super::feed::{FeedCounters, FeedError, FrameFeed};
 use super::Frame;
 use crate::data::moving_mnist::{MovingMnist, MovingMnistConfig, MovingSplit, Sequence, FRAMES_PER_SEQUENCE};
 use crate::data::Labelled;
@@ -63,6 +63,7 @@ impl MovingMnistFeed {
             width: SIDE,
             height: SIDE,
             channels: 1,
+            // Invariant: callers pass t below the sequence's FRAMES_PER_SEQUENCE frames.
             pixels: sequence.frame(t).expect("t within the sequence").to_vec(),
             sequence: sequence.index,
             labels: sequence.labels(),
@@ -94,7 +95,7 @@ impl MovingMnistFeed {
 }
 
 impl FrameFeed for MovingMnistFeed {
-    fn start_epoch(&mut self, epoch: u32) -> Result<(), String> {
+    fn start_epoch(&mut self, epoch: u32) -> Result<(), FeedError> {
         let sequences = self.frames_per_epoch.div_ceil(FRAMES_PER_SEQUENCE as u64);
         self.next_sequence = (epoch as u64 - 1) * sequences;
         self.t = usize::MAX;
@@ -102,7 +103,7 @@ impl FrameFeed for MovingMnistFeed {
         Ok(())
     }
 
-    fn next_frame(&mut self) -> Result<Option<Frame>, String> {
+    fn next_frame(&mut self) -> Result<Option<Frame>, FeedError> {
         if self.emitted >= self.frames_per_epoch {
             return Ok(None);
         }
@@ -120,7 +121,7 @@ impl FrameFeed for MovingMnistFeed {
         Ok(Some(frame))
     }
 
-    fn holdout(&mut self) -> Result<Option<Vec<Frame>>, String> {
+    fn holdout(&mut self) -> Result<Option<Vec<Frame>>, FeedError> {
         Ok(Some(Self::frames_of(&self.test, 0, self.holdout_frames)))
     }
 

@@ -41,6 +41,7 @@ fn open_video(
     config: &crate::config::PipelineConfig,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Feed> {
+    // Invariant: `PipelineConfig::parse` rejects the video dataset without [video].
     let mut video = config.video.clone().expect("validated: the video dataset has [video]");
     video.input = resolve_input(&video);
     let stream = config.stream.clone().unwrap_or_default();

@@ -43,6 +43,8 @@ pub fn windows_of(frames: &[Frame], window: usize, center: bool) -> (Array2<f32>
         labels.push(frame.labels.clone());
     }
     let n = labels.len();
+    // Invariant: the frames come from one feed, all of its `FrameShape`, so every window has
+    // `width` values.
     (Array2::from_shape_vec((n, width), rows).expect("rows of equal width"), labels)
 }
 
@@ -80,6 +82,7 @@ pub fn run_frames(
         sink.restore(std::slice::from_ref(&loaded.state))
             .map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
     }
+    // Invariant: `PipelineConfig::parse` rejects an ff pipeline without [pipeline].
     let settings = config.pipeline.clone().expect("validated");
     let probe = feed.probe.take();
     let twin = feed.twin.take();
@@ -106,7 +109,7 @@ pub fn run_frames(
         stop,
     );
     let stats = PipelineStats::new(&config.stage_names());
-    let (progress, reporter) = start_reporter(&stats, config, state, dir, options.quiet);
+    let (progress, reporter) = start_reporter(&stats, config, state, dir, options)?;
     let offset = state.seconds;
     let mut latency_before = stats.latency.counts();
     let mut on_epoch = |report: EpochReport| {
@@ -182,7 +185,7 @@ fn final_probes(
     }
     if !quiet {
         let line: Vec<String> = test.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect();
-        eprintln!(
+        tracing::info!(
             "frozen probes ({:.0} s, {} frames): {}",
             started.elapsed().as_secs_f64(),
             x.nrows(),
@@ -289,7 +292,7 @@ fn finish_epoch(
             line += &format!("  latency p50 {p50:.0} ms p99 {p99:.0} ms");
         }
         line += &format!("  rss {rss:.0} MiB");
-        eprintln!("{line}");
+        tracing::info!("{line}");
     }
     Ok(())
 }
@@ -329,21 +332,21 @@ pub fn run_frames_backprop(
         Arc::clone(&progress),
         std::time::Duration::from_secs(1),
         Some(dir.join("metrics.jsonl")),
-        options.quiet,
-    );
+        options.live_view(),
+    )?;
     let offset = state.seconds;
     let bp = |e: f64| ErrorsPct::from([("backprop".to_string(), e)]);
     let batch = config.data.batch;
     let (mut frames, mut completed) = (0u64, true);
     'epochs: for epoch in state.epochs_done + 1..=config.data.epochs {
         progress.epoch.store(epoch, Ordering::Relaxed);
-        feed.feed.start_epoch(epoch).map_err(anyhow::Error::msg)?;
+        feed.feed.start_epoch(epoch)?;
         let (mut wrong, mut seen) = (0.0, 0usize);
         loop {
             let mut rows: Vec<f32> = Vec::with_capacity(batch * inputs);
             let mut labels = Vec::with_capacity(batch);
             while labels.len() < batch {
-                let Some(frame) = feed.feed.next_frame().map_err(anyhow::Error::msg)? else { break };
+                let Some(frame) = feed.feed.next_frame()? else { break };
                 super::head::frame_values(&frame.pixels, stream.center, &mut rows);
                 labels.push(frame.labels[0]);
             }
@@ -355,6 +358,7 @@ pub fn run_frames_backprop(
                 break 'epochs;
             }
             let t0 = Instant::now();
+            // Invariant: every frame of the feed has `inputs` values (its `FrameShape`, window 1).
             let x = Array2::from_shape_vec((labels.len(), inputs), rows).expect("rows of the frame width");
             wrong += net.error_pct(&x, &labels) * labels.len() as f64 / 100.0;
             seen += labels.len();
@@ -377,7 +381,7 @@ pub fn run_frames_backprop(
         state.seconds = seconds;
         save_epoch(dir, &states, config, state, epoch)?;
         if !options.quiet {
-            eprintln!(
+            tracing::info!(
                 "epoch {epoch:>3}/{} {seconds:>7.1}s  stream: backprop {:.2}%  probe frames (last block): backprop {error:.2}%",
                 config.data.epochs,
                 100.0 * wrong / seen.max(1) as f64
