@@ -1,17 +1,21 @@
 //! ffstream: Forward-Forward learning as a streaming pipeline.
 //!
 //! ```text
-//!   {head} -[q]-> (layer1) -[q]-> (layer2) -[q]-> ... -[q]-> (layerL) -[q]-> {classify}
-//!      ^                                                                       |
+//!   {head} -[e]-> (layer1) -[e]-> (layer2) -[e]-> ... -[e]-> (layerL) -[e]-> {classify}
+//!      ^            ^   |          ^   |                                       |
+//!      |            +-d-+          +-d-+    top-down state (ff_recurrent)      |
 //!      +------------------- predictions (hard negatives), delayed -------------+
 //! ```
 //!
-//! `( )` is a [`stage::Stage`] on its own thread; `[q]` a bounded queue, the only thread
-//! boundary. The head plays a [`source`] as micro-batches and writes labels into the frames
-//! ([`negative`]); each stage normalizes its input, computes its layer, adds its goodness and
-//! updates its own weights ([`ff`]); the sink trains the softmax readout, scores the goodness and
-//! softmax tests, writes checkpoints, and sends predictions back to the head for hard negatives.
-//! [`runtime`] runs the same stages threaded or in lockstep on one thread.
+//! `( )` is a [`stage::Stage`] on its own thread; `[e]` a bounded edge ([`runtime::edge`]), the
+//! only thread boundary. The head plays a [`source`] as micro-batches and writes labels into the
+//! frames ([`negative`]); each stage normalizes its input, computes its layer, adds its goodness
+//! and updates its own weights ([`ff`]); the sink trains the softmax readout, scores the goodness
+//! and softmax tests, and sends predictions back to the head for hard negatives. A recurrent
+//! stage ([`stage::ff_recurrent`]) also reads the state of the stage above through a feedback
+//! edge of delay d, and sees each image for several steps ([`boring_video`]). [`runtime`] runs
+//! any such chain threaded or in lockstep on one thread and names no dataset, layer or readout;
+//! [`config::build`] is the one place that turns a pipeline file into its components.
 //!
 //! Frame streams use the same runtime with another head and sink: [`video`] decodes files,
 //! cameras and network streams through FFmpeg (or plays Moving MNIST, [`data::moving_mnist`]),

@@ -148,6 +148,9 @@ fn stage_tables_are_typed_and_reachable_by_set() {
         ffstream::config::StageSpec::FfRecurrent(s) => assert_eq!(s.damping, 0.5),
         other => panic!("{other:?}"),
     }
+    // A table the file does not have is named, not made up.
+    let err = PipelineConfig::parse(text, "t.toml", &["stage.3.units=5".into()]).unwrap_err().to_string();
+    assert!(err.contains("stage.3") && err.contains("2 [[stage]] tables"), "{err}");
     // Out-of-range values name the key.
     let err = PipelineConfig::parse(text, "t.toml", &["stage.1.damping=1.5".into()]).unwrap_err().to_string();
     assert!(err.contains("stage.1.damping"), "{err}");

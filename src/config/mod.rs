@@ -444,7 +444,8 @@ fn one_line(message: &str) -> String {
 }
 
 /// Sets `dotted` in `table` to `value` (parsed as TOML, else taken as a string).
-fn set_key(table: &mut toml::Table, dotted: &str, value: &str) {
+/// An error names the table of an array (`stage.3`) that the file does not have.
+fn set_key(table: &mut toml::Table, dotted: &str, value: &str) -> Result<(), String> {
     let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -457,9 +458,11 @@ fn set_key(table: &mut toml::Table, dotted: &str, value: &str) {
         let entry = node.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         // `stage.2.units`: the second `[[stage]]` table (1-based, as the stages are named).
         let index = match &*entry {
-            toml::Value::Array(tables) => {
-                parts.peek().and_then(|p| p.parse::<usize>().ok()).filter(|&i| i >= 1 && i <= tables.len())
-            }
+            toml::Value::Array(tables) => match parts.peek().and_then(|p| p.parse::<usize>().ok()) {
+                Some(i) if i >= 1 && i <= tables.len() => Some(i),
+                Some(i) => return Err(format!("`{part}.{i}`: the file has {} [[{part}]] tables", tables.len())),
+                None => None,
+            },
             _ => None,
         };
         let slot = match (entry, index) {
@@ -472,10 +475,11 @@ fn set_key(table: &mut toml::Table, dotted: &str, value: &str) {
         if !slot.is_table() {
             *slot = toml::Value::Table(toml::Table::new());
         }
-        let toml::Value::Table(t) = slot else { return };
+        let toml::Value::Table(t) = slot else { return Ok(()) };
         node = t;
     }
     node.insert(last.to_string(), parsed);
+    Ok(())
 }
 
 /// The 1-based line where `dotted` is set in `text`, or 0.
@@ -513,7 +517,8 @@ impl PipelineConfig {
             let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
             for o in overrides {
                 let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
-                set_key(&mut table, key.trim(), value.trim());
+                set_key(&mut table, key.trim(), value.trim())
+                    .map_err(|message| ConfigError::Parse { origin: format!("--set {o}"), message })?;
             }
             config = table
                 .try_into()

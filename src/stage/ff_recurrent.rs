@@ -205,6 +205,7 @@ impl FfRecurrent {
         for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
             let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
             let activity = y.row(r);
+            // Invariant: rows of the stage's own standard-layout arrays are contiguous (both).
             let out = row.as_slice_mut().expect("direction is contiguous");
             self.objective.direction_at(
                 goodness[r],
@@ -276,6 +277,7 @@ impl Stage for FfRecurrent {
         };
         let goodness: Vec<f32> = y
             .axis_iter(Axis(0))
+            // Invariant: rows of the stage's own standard-layout activities are contiguous.
             .map(|row| self.objective.goodness.of(row.as_slice().expect("activities are contiguous")))
             .collect();
         if !goodness.iter().all(|g| g.is_finite()) {
@@ -357,6 +359,7 @@ impl Stage for FfRecurrent {
 
     fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
         let name = self.config.name.clone();
+        // Invariant: the stage's own parameters are standard-layout arrays (all four).
         let contiguous = "weights are contiguous";
         copy_tensor(state, &format!("{name}.weights"), self.w_up.as_slice_mut().expect(contiguous), "layer")?;
         copy_tensor(state, &format!("{name}.top_down"), self.w_down.as_slice_mut().expect(contiguous), "layer")?;
