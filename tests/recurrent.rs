@@ -160,3 +160,21 @@ fn stage_tables_are_typed_and_reachable_by_set() {
     let again = PipelineConfig::parse(&toml::to_string(&c).unwrap(), "resolved", &[]).unwrap();
     assert_eq!(again, c);
 }
+
+#[test]
+fn a_recurrent_stage_restored_from_its_snapshot_continues_exactly() {
+    let c = config(&[]);
+    let (trained, _, _) = run(&c, Mode::Lockstep, 1);
+    let state = StageState { stage: "all".into(), tensors: trained.iter().flat_map(|s| s.tensors.clone()).collect() };
+    let mut fresh = build_stages(&c);
+    for stage in fresh.iter_mut() {
+        stage.restore(&state).unwrap();
+    }
+    for (restored, original) in fresh.iter().zip(&trained) {
+        assert_eq!(restored.snapshot().tensors, original.tensors, "{}", original.stage);
+    }
+    // A state of another shape is refused with the tensor's name.
+    let mut wrong = build_stages(&config(&["stage.1.units=41"]));
+    let err = wrong[0].restore(&state).unwrap_err().to_string();
+    assert!(err.contains("layer1.weights"), "{err}");
+}
