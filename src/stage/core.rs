@@ -4,7 +4,7 @@
 use ndarray::{s, Array1, Array2, Axis};
 
 use crate::ff::goodness::Goodness;
-use crate::ff::objective::Objective;
+use crate::ff::objective::{Objective, Polarity};
 use crate::ff::optim::{Rule, Schedule};
 
 /// The settings of the FF step, the same for every kind of stage.
@@ -68,4 +68,36 @@ pub fn peer_normalize(
     let layer_mean = means.mean().unwrap_or(0.0);
     let push = means.mapv(|m| lambda * (layer_mean - m));
     direction.slice_mut(s![..positives, ..]).axis_iter_mut(Axis(0)).for_each(|mut row| row += &push);
+}
+
+/// Each row's goodness of the `(rows, units)` activities `y`.
+pub fn row_goodness(objective: &Objective, y: &Array2<f32>) -> Vec<f32> {
+    y.axis_iter(Axis(0))
+        // Invariant: rows of a stage's own standard-layout activities are contiguous.
+        .map(|row| objective.goodness.of(row.as_slice().expect("activities are contiguous")))
+        .collect()
+}
+
+/// The Matlab-form direction ([`Objective::direction_at`]) of the learning rows of `y`: the
+/// first `positives` rows positive, the next `negatives` negative. `(positives + negatives, units)`.
+pub fn learning_direction(
+    objective: &Objective,
+    y: &Array2<f32>,
+    goodness: &[f32],
+    positives: usize,
+    negatives: usize,
+) -> Array2<f32> {
+    let mut direction = Array2::<f32>::zeros((positives + negatives, y.ncols()));
+    for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
+        let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
+        let activity = y.row(r);
+        objective.direction_at(
+            goodness[r],
+            // Invariant: rows of standard-layout arrays made here and by the stage are contiguous.
+            activity.as_slice().expect("activities are contiguous"),
+            polarity,
+            row.as_slice_mut().expect("direction is contiguous"),
+        );
+    }
+    direction
 }

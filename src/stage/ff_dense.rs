@@ -18,11 +18,11 @@
 
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2};
 
-use super::core::{peer_normalize, FfSettings};
+use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings};
 use super::Stage;
 use crate::error::{RestoreError, StageError};
 use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
-use crate::ff::objective::{Objective, Polarity};
+use crate::ff::objective::Objective;
 use crate::ff::optim::ParamOptimizer;
 use crate::matmul::StagePool;
 use crate::packet::{Packet, Purpose, StageState};
@@ -111,19 +111,7 @@ impl FfDense {
     /// # Shapes
     /// `y: (rows, units)` → `(positives + negatives, units)`.
     fn direction(&mut self, y: &Array2<f32>, goodness: &[f32], positives: usize, negatives: usize) -> Array2<f32> {
-        let learning = positives + negatives;
-        let mut direction = Array2::<f32>::zeros((learning, self.config.units));
-        for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
-            let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
-            let activity = y.row(r);
-            self.objective.direction_at(
-                goodness[r],
-                // Invariant: rows of the stage's own standard-layout arrays are contiguous (both).
-                activity.as_slice().expect("activities are contiguous"),
-                polarity,
-                row.as_slice_mut().expect("direction is contiguous"),
-            );
-        }
+        let mut direction = learning_direction(&self.objective, y, goodness, positives, negatives);
         peer_normalize(&mut self.peer_means, self.config.ff.peer_normalization, y, positives, &mut direction);
         direction
     }
@@ -176,11 +164,7 @@ impl Stage for FfDense {
         let mut x = std::mem::take(&mut packet.x);
         normalize_rows_in_place(&mut x); // (rows, inputs)
         let y = self.activities(&x); // (rows, units)
-        let goodness: Vec<f32> = y
-            .axis_iter(Axis(0))
-            // Invariant: rows of the stage's own standard-layout activities are contiguous.
-            .map(|row| self.objective.goodness.of(row.as_slice().expect("activities are contiguous")))
-            .collect();
+        let goodness = row_goodness(&self.objective, &y);
         if self.config.ff.counts_for_goodness {
             packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
         }

@@ -28,12 +28,12 @@
 
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2, Zip};
 
-use super::core::{peer_normalize, FfSettings};
+use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings};
 use super::ff_dense::copy_tensor;
 use super::Stage;
 use crate::error::{RestoreError, StageError};
 use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
-use crate::ff::objective::{Objective, Polarity};
+use crate::ff::objective::Objective;
 use crate::ff::optim::ParamOptimizer;
 use crate::matmul::StagePool;
 use crate::packet::{Packet, Purpose, StageState, TopDown, NEUTRAL};
@@ -201,19 +201,7 @@ impl FfRecurrent {
     ) -> Array2<f32> {
         let (positives, negatives) = (packet.positives, packet.negatives);
         let learning = positives + negatives;
-        let mut direction = Array2::<f32>::zeros((learning, self.config.units));
-        for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
-            let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
-            let activity = y.row(r);
-            // Invariant: rows of the stage's own standard-layout arrays are contiguous (both).
-            let out = row.as_slice_mut().expect("direction is contiguous");
-            self.objective.direction_at(
-                goodness[r],
-                activity.as_slice().expect("activities are contiguous"),
-                polarity,
-                out,
-            );
-        }
+        let mut direction = learning_direction(&self.objective, y, goodness, positives, negatives);
         // ∂y/∂z = gain · [z > 0]: the damped state keeps some activity where the unit is off now.
         Zip::from(&mut direction).and(&on.slice(s![..learning, ..])).for_each(|d, &o| *d *= gain * o);
         peer_normalize(&mut self.peer_means, self.config.ff.peer_normalization, y, positives, &mut direction);
@@ -275,11 +263,7 @@ impl Stage for FfRecurrent {
             }
             None => 1.0,
         };
-        let goodness: Vec<f32> = y
-            .axis_iter(Axis(0))
-            // Invariant: rows of the stage's own standard-layout activities are contiguous.
-            .map(|row| self.objective.goodness.of(row.as_slice().expect("activities are contiguous")))
-            .collect();
+        let goodness = row_goodness(&self.objective, &y);
         if !goodness.iter().all(|g| g.is_finite()) {
             return Err(StageError::NonFinite {
                 stage: self.config.name.clone(),
