@@ -135,4 +135,8 @@ impl<S: Sink> Sink for Join<S> {
         self.current = None;
         self.inner.end_epoch(epoch, states)
     }
+
+    fn restore(&mut self, state: &StageState) -> Result<(), crate::error::RestoreError> {
+        self.inner.restore(state)
+    }
 }

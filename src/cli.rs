@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use crate::config::PipelineConfig;
 use crate::metrics::LiveView;
 use crate::record;
-use crate::train::{self, RunOptions};
+use crate::session::{self, RunOptions};
 
 pub use crate::config::shipped::{pipeline_text, DEFAULT_PIPELINE, PIPELINES};
 
@@ -130,7 +130,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 config.seed,
                 crate::matmul::backend_name()
             )?;
-            let outcome = train::run(&config, &options)?;
+            let outcome = session::run(&config, &options)?;
             writeln!(out, "{}", outcome.table)?;
             let fmt =
                 |m: &record::ErrorsPct| m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ");
@@ -174,7 +174,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             Ok(())
         }
         Command::Eval { run, data_dir } => {
-            writeln!(out, "{}", train::evaluate(&run, data_dir.as_deref())?)?;
+            writeln!(out, "{}", session::evaluate(&run, data_dir.as_deref())?)?;
             Ok(())
         }
         Command::List => {

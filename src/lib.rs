@@ -21,6 +21,9 @@
 //! cameras and network streams through FFmpeg (or plays Moving MNIST, [`data::moving_mnist`]),
 //! makes windows of frames and their negatives, measures per stage what was learned (goodness
 //! separation, probes against a random-init net), and [`schedule`] separates wake and sleep.
+//!
+//! [`session`] is the one run loop of every workload: run folder, epochs, checkpoints,
+//! resume, records, and the backprop twin beside the FF pipeline.
 #![warn(missing_docs)]
 
 pub mod backprop;
@@ -44,9 +47,9 @@ pub mod rng;
 pub mod run_folder;
 pub mod runtime;
 pub mod schedule;
+pub mod session;
 pub mod sink;
 pub mod source;
 pub mod stage;
 pub mod throughput;
-pub mod train;
 pub mod video;

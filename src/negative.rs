@@ -1,11 +1,28 @@
-//! Negative labels for supervised FF: a wrong label that is never the true one.
+//! Negatives: negative labels for supervised FF (a wrong label that is never the true one),
+//! and the kinds of negatives a frame stream makes from real windows ([`NegativeKind`], made
+//! in `crate::video::negatives`).
 //!
 //! - [`wrong_label`]: uniform over the other nine classes.
 //! - [`hard_label`]: Matlab's hard negatives: a wrong label drawn in proportion to the readout's
 //!   softmax on the neutral-label pass, with the true label excluded (Matlab adds −1000 to its
 //!   logit; here its probability is set to exactly zero, the same thing without the rounding).
 
+use serde::{Deserialize, Serialize};
+
 use crate::rng::Rng;
+
+/// How negatives are made from real windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativeKind {
+    /// Blurred random masks mixing two windows (paper §3.1).
+    #[default]
+    Hybrid,
+    /// The window's frames in a shuffled order.
+    Shuffle,
+    /// The start of one window, the end of another.
+    Cut,
+}
 
 /// A label drawn uniformly from the `classes − 1` labels other than `truth`.
 pub fn wrong_label(truth: u8, classes: usize, rng: &mut Rng) -> u8 {

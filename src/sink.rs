@@ -276,4 +276,8 @@ impl crate::runtime::Sink for Classify {
         stream.measures("stream", &mut measures);
         EpochReport { epoch, states, measures }
     }
+
+    fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
+        self.readout.restore(state)
+    }
 }

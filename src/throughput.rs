@@ -15,14 +15,15 @@ use anyhow::Result;
 use ndarray::Array2;
 
 use crate::bench::{fma_peak_gflops, machine_name};
+use crate::config::build::{build_head, build_sink, build_stages};
 use crate::config::shipped::pipeline_text;
 use crate::config::PipelineConfig;
 use crate::metrics::{rates, StageTotals};
 use crate::packet::{Packet, Purpose};
 use crate::rng::Rng;
 use crate::runtime::{self, Mode, PipelineStats};
+use crate::session::load_data;
 use crate::stage::Stage;
-use crate::train::{build_head, build_sink, build_stages, load_data};
 
 /// A synthetic training packet like the head's: `batch` positives, negatives and neutral rows.
 pub fn training_packet(inputs: usize, batch: usize, seed: u64) -> Packet {
@@ -141,7 +142,7 @@ pub fn bench(
     writeln!(table, "threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound)?;
     if let Some(path) = out {
         let json = serde_json::json!({
-            "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::train::git_commit(),
+            "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::session::git_commit(),
             "peak_gflops": {"1": peak1, "2": peak2}, "stages": stage_rows, "stage_bound_frames_per_s": bound,
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,

@@ -31,11 +31,11 @@ mod e8 {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
+    use ffstream::config::build::{build_head, build_sink, build_stages};
     use ffstream::config::PipelineConfig;
     use ffstream::data::aesop::{unigram_error_pct, Aesop, PREDICTED, SYMBOLS, WIDTH};
     use ffstream::packet::StageState;
     use ffstream::runtime::{self, EpochReport, Mode, PipelineStats, Wiring};
-    use ffstream::train::{build_head, build_sink, build_stages};
 
     fn config(pipeline: &str, extra: &[&str]) -> PipelineConfig {
         let text = std::fs::read_to_string(format!("pipeline/{pipeline}.toml")).unwrap();

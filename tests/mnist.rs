@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use ffstream::cli::PIPELINES;
 use ffstream::config::PipelineConfig;
 use ffstream::data::Labelled;
-use ffstream::train::{self, RunOptions};
+use ffstream::session::{self, RunOptions};
 
 fn data_dir() -> PathBuf {
     let dir =
@@ -84,7 +84,7 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
             o.push("video.format=\"lavfi\"".into());
         }
         let config = PipelineConfig::parse(text, name, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let outcome = train::run(&config, &options(runs.path())).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let outcome = session::run(&config, &options(runs.path())).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert!(outcome.completed, "{name}");
         // Frame streams: separation on held-out frames (FF), the probe frames' error (backprop).
         let metrics = &outcome.record.metrics;
@@ -121,7 +121,7 @@ fn killed_run_resumes(stop_after: u32, lose_last_state: bool) {
         "model.layers=[64, 48, 32]",
         "data.epochs=3",
     ];
-    let straight = train::run(&quick(&base), &options(runs.path())).unwrap();
+    let straight = session::run(&quick(&base), &options(runs.path())).unwrap();
     // A run stopped after epoch 1 (as Ctrl-C or a kill leaves it), then resumed.
     let mut first = base.to_vec();
     first.push("data.epochs=3");
@@ -149,7 +149,7 @@ fn killed_run_resumes(stop_after: u32, lose_last_state: bool) {
         });
         o.stop = Some(stop);
         o.overrides = first.iter().map(|s| s.to_string()).collect();
-        let outcome = train::run(&config, &o).unwrap();
+        let outcome = session::run(&config, &o).unwrap();
         watcher.join().unwrap();
         assert!(!outcome.completed, "the run should have been stopped");
         outcome.run_dir
@@ -164,7 +164,7 @@ fn killed_run_resumes(stop_after: u32, lose_last_state: bool) {
     }
     let mut o = options(runs.path());
     o.resume = Some(dir.clone());
-    let resumed = train::run(&config, &o).unwrap();
+    let resumed = session::run(&config, &o).unwrap();
     assert!(resumed.completed);
     let a = ffstream::checkpoint::load(&straight.run_dir.join("checkpoint.safetensors")).unwrap();
     let b = ffstream::checkpoint::load(&dir.join("checkpoint.safetensors")).unwrap();
@@ -193,7 +193,7 @@ fn a_short_real_mnist_stream_learns() {
         "data.test_size=10000",
     ]);
     let started = std::time::Instant::now();
-    let outcome = train::run(&config, &options(runs.path())).unwrap();
+    let outcome = session::run(&config, &options(runs.path())).unwrap();
     let test = &outcome.record.metrics.test_error_pct;
     eprintln!("short stream: {test:?} in {:.1} s", started.elapsed().as_secs_f64());
     assert!(test["goodness"] < THRESHOLD_GOODNESS_PCT, "goodness test error {}", test["goodness"]);

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use common::synthetic_mnist;
 
+use ffstream::config::build::{build_head, build_sink, build_stages};
 use ffstream::config::PipelineConfig;
 use ffstream::error::StageError;
 use ffstream::packet::{Packet, StageState};
 use ffstream::runtime::{self, EpochReport, Mode, PipelineError, PipelineStats, Wiring};
 use ffstream::stage::Stage;
-use ffstream::train::{build_head, build_sink, build_stages};
 
 fn config(extra: &[&str]) -> PipelineConfig {
     let text = include_str!("../pipeline/mnist-quick.toml");

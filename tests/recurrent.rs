@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use common::synthetic_mnist;
 
+use ffstream::config::build::{build_head, build_sink, build_stages};
 use ffstream::config::PipelineConfig;
 use ffstream::error::StageError;
 use ffstream::packet::StageState;
 use ffstream::runtime::{EpochReport, Mode, PipelineError, PipelineStats, Wiring};
-use ffstream::train::{build_head, build_sink, build_stages, run_labelled};
+use ffstream::session::run_labelled;
 
 fn config(extra: &[&str]) -> PipelineConfig {
     let text = include_str!("../pipeline/mnist-recurrent.toml");

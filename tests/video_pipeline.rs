@@ -6,9 +6,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ffstream::config::build::build_stages_for;
 use ffstream::config::PipelineConfig;
 use ffstream::runtime::{self, EpochReport, Mode, PipelineStats, Wiring};
-use ffstream::train::{self, build_stages_for, RunOptions};
+use ffstream::session::{self, RunOptions};
 use ffstream::video::feed::MemoryFeed;
 use ffstream::video::head::{VideoHead, VideoHeadConfig};
 use ffstream::video::negatives::NegativeKind;
@@ -45,7 +46,7 @@ fn trained_stages_probe_better_than_the_same_net_at_random_init() {
         "stream.probe_frames=1500",
         "stream.backprop_twin=false",
     ]);
-    let outcome = train::run(&config, &options(runs.path())).unwrap();
+    let outcome = session::run(&config, &options(runs.path())).unwrap();
     let test = &outcome.record.metrics.test_error_pct;
     let mut gaps = Vec::new();
     for layer in ["layer1", "layer2"] {
@@ -152,7 +153,7 @@ fn a_killed_moving_mnist_run_resumes_to_the_same_result() {
         "stream.backprop_twin=false",
         "pipeline.mode=\"lockstep\"",
     ];
-    let straight = train::run(&moving_mnist(&base), &options(runs.path())).unwrap();
+    let straight = session::run(&moving_mnist(&base), &options(runs.path())).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut o = options(runs.path());
     o.runs_dir = runs.path().join("killed");
@@ -171,12 +172,12 @@ fn a_killed_moving_mnist_run_resumes_to_the_same_result() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     });
     o.stop = Some(stop);
-    let killed = train::run(&moving_mnist(&base), &o).unwrap();
+    let killed = session::run(&moving_mnist(&base), &o).unwrap();
     watcher.join().unwrap();
     assert!(!killed.completed, "the run should have been stopped after epoch 1");
     let mut o = options(runs.path());
     o.resume = Some(killed.run_dir.clone());
-    let resumed = train::run(&moving_mnist(&base), &o).unwrap();
+    let resumed = session::run(&moving_mnist(&base), &o).unwrap();
     assert!(resumed.completed);
     assert_eq!(straight.record.metrics, resumed.record.metrics);
     // The curve goes through state.json between sessions: equal up to float text round trips.

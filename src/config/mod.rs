@@ -17,8 +17,8 @@ pub use stage::{DenseSpec, RecurrentConfig, RecurrentSpec, StageSpec};
 use crate::ff::goodness::Goodness;
 use crate::ff::optim::{Rule, Schedule};
 use crate::head::NegativeLabels;
+use crate::negative::NegativeKind;
 use crate::runtime::{Mode, Wiring};
-use crate::video::negatives::NegativeKind;
 
 /// A pipeline file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -422,11 +422,7 @@ pub struct PipelineConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurrent: Option<RecurrentConfig>,
     /// The video input (dataset `video`).
-    #[cfg(feature = "video")]
-    pub video: Option<crate::video::VideoConfig>,
-    /// The video input (dataset `video`; this build has no FFmpeg, so it is kept unread).
-    #[cfg(not(feature = "video"))]
-    pub video: Option<toml::Value>,
+    pub video: Option<crate::source::video::VideoConfig>,
 }
 
 /// A finite number above zero (NaN is not).
@@ -632,7 +628,6 @@ impl PipelineConfig {
         if self.data.dataset == "video" && self.video.is_none() {
             return fail("video", "is required for the video dataset (at least `input = ...`)");
         }
-        #[cfg(feature = "video")]
         if let Some(v) = &self.video {
             if let Err(e) = v.validate() {
                 return fail("video", &e.to_string());

@@ -11,7 +11,7 @@
 //! A table is a `kind`-tagged enum, so a setting of another kind (`damping` on an `ff_dense`
 //! stage) does not parse. Settings a stage leaves out come from `[model]` (goodness,
 //! threshold). A newcomer adds a kind with one variant here, one file in `src/stage/`, and
-//! one arm in `crate::train::build_stages_for`. A pipeline file without `[[stage]]` tables
+//! one arm in `crate::config::build::build_stages_for`. A pipeline file without `[[stage]]` tables
 //! says `model.layers = [...]`: a chain of `ff_dense` stages.
 
 use serde::{Deserialize, Serialize};

@@ -99,6 +99,11 @@ pub trait Sink: Send {
     fn consume(&mut self, packet: &Packet) -> Option<Prediction>;
     /// Closes an epoch: `states` holds every stage's snapshot; the sink adds its own.
     fn end_epoch(&mut self, epoch: u32, states: Vec<StageState>) -> EpochReport;
+    /// Takes back what the sink learns (a readout, probes) from a checkpoint's state; a sink
+    /// that learns nothing has nothing to restore.
+    fn restore(&mut self, _state: &StageState) -> Result<(), RestoreError> {
+        Ok(())
+    }
 }
 
 impl<H: Head + ?Sized> Head for &mut H {
@@ -114,6 +119,10 @@ impl<S: Sink + ?Sized> Sink for &mut S {
 
     fn end_epoch(&mut self, epoch: u32, states: Vec<StageState>) -> EpochReport {
         (**self).end_epoch(epoch, states)
+    }
+
+    fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
+        (**self).restore(state)
     }
 }
 

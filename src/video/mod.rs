@@ -20,7 +20,6 @@ pub mod moving;
 pub mod negatives;
 pub mod open;
 pub mod probe;
-pub mod run;
 pub mod sink;
 
 use std::time::Instant;
@@ -49,5 +48,4 @@ pub struct Frame {
     pub labels: Vec<u8>,
 }
 
-#[cfg(feature = "video")]
-pub use input::VideoConfig;
+pub use crate::source::video::VideoConfig;

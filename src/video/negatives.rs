@@ -14,22 +14,9 @@
 //! The partner window b comes from a small replay memory of recent windows (its size is the
 //! only storage negatives need), so negatives mix content far apart in time.
 
-use serde::{Deserialize, Serialize};
-
 use crate::rng::Rng;
 
-/// How negatives are made from real windows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NegativeKind {
-    /// Blurred random masks mixing two windows (paper §3.1).
-    #[default]
-    Hybrid,
-    /// The window's frames in a shuffled order.
-    Shuffle,
-    /// The start of one window, the end of another.
-    Cut,
-}
+pub use crate::negative::NegativeKind;
 
 /// A fixed bank of hybrid masks, made once from a seed: generating one per negative would cost
 /// the head ~10% of a core at 1000 frames/s for no change in their statistics.

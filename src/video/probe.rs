@@ -14,6 +14,8 @@
 
 use ndarray::{s, Array2};
 
+use super::Frame;
+
 use crate::data::mnist::CLASSES;
 use crate::error::StageError;
 use crate::matmul::{gemm, Threads};
@@ -24,6 +26,27 @@ use crate::stage::Stage;
 pub const BLOCKS: usize = 3;
 /// Ridge strength relative to the mean diagonal of the Gram matrix.
 pub const RIDGE: f64 = 0.01;
+
+/// Rows of `window` consecutive frames of one sequence, with the last frame's labels: what
+/// the probes (and the twin beside them) read.
+pub fn windows_of(frames: &[Frame], window: usize, center: bool) -> (Array2<f32>, Vec<Vec<u8>>) {
+    let mut rows: Vec<f32> = Vec::new();
+    let mut labels = Vec::new();
+    let mut width = 0;
+    let mut windows = super::head::Windows::new(window);
+    for frame in frames {
+        let Some(span) = windows.push(frame) else { continue };
+        for f in span {
+            super::head::frame_values(&f.pixels, center, &mut rows);
+        }
+        width = span.iter().map(|f| f.pixels.len()).sum();
+        labels.push(frame.labels.clone());
+    }
+    let n = labels.len();
+    // Invariant: the frames come from one feed, all of its `FrameShape`, so every window has
+    // `width` values.
+    (Array2::from_shape_vec((n, width), rows).expect("rows of equal width"), labels)
+}
 
 /// Each stage's normalized activities for `x` `(rows, inputs)`, without learning.
 pub fn stage_features(

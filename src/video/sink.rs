@@ -127,6 +127,10 @@ impl Sink for VideoSink {
         None
     }
 
+    fn restore(&mut self, state: &StageState) -> Result<(), crate::error::RestoreError> {
+        VideoSink::restore(self, std::slice::from_ref(state))
+    }
+
     fn end_epoch(&mut self, epoch: u32, mut states: Vec<StageState>) -> EpochReport {
         let mut measures = BTreeMap::new();
         for (name, scores) in self.names.iter().zip(std::mem::take(&mut self.scores)) {

@@ -5,6 +5,8 @@
 //! reads the same seed (FF through the pipeline, FF lockstep, the backprop twin) sees the same
 //! frames in the same order with the same jitter, and a resumed run continues the same stream.
 
+pub mod video;
+
 use ndarray::Array2;
 
 use crate::data::mnist::{shifted_into, PIXELS};

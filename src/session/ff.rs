@@ -1,0 +1,144 @@
+//! The one FF run loop: build the stages a pipeline file names, take them (and the sink) back
+//! from the last checkpoint on a resume, play the workload's epochs through the runtime, and
+//! make every epoch durable as its report arrives. What differs between workloads is behind
+//! [`Workload`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use super::Trained;
+use crate::checkpoint;
+use crate::config::build::build_stages_for;
+use crate::config::PipelineConfig;
+use crate::metrics::{Latency, Progress};
+use crate::run_folder::{add_phase_times, save_epoch, start_reporter, whole_run_rates, RunOptions, RunState};
+use crate::runtime::{EpochReport, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
+use crate::stage::Stage;
+
+/// What every trainer of a session shares: the pipeline, the run folder, the clock, the flags
+/// and the Ctrl-C flag.
+pub struct Session<'a> {
+    /// The resolved pipeline file.
+    pub config: &'a PipelineConfig,
+    /// The run folder.
+    pub dir: &'a Path,
+    /// When this session started (a resumed run adds the seconds of its earlier sessions).
+    pub started: Instant,
+    /// The flags.
+    pub options: &'a RunOptions,
+    /// Set by Ctrl-C.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Session<'_> {
+    /// Seconds of the whole run so far (earlier sessions included).
+    pub fn seconds(&self, state_offset: f64) -> f64 {
+        state_offset + self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// What a workload's head and the runtime are given to play the epochs left.
+pub struct Play<'a> {
+    /// The resolved pipeline file.
+    pub config: &'a PipelineConfig,
+    /// The first epoch to play (1-based; later than 1 on a resume).
+    pub first_epoch: u32,
+    /// Set by Ctrl-C: the head stops at the next packet.
+    pub stop: Arc<AtomicBool>,
+    /// Where the head publishes its phase and position (the live view).
+    pub progress: &'a Arc<Progress>,
+    /// Threaded or lockstep, queue capacity, feedback delay.
+    pub wiring: Wiring,
+    /// The per-stage counters.
+    pub stats: &'a PipelineStats,
+}
+
+/// One workload (a dataset of labelled rows, a frame stream): its head, its sink, and what
+/// its epochs and its end measure. The run loop owns the stages, the checkpoints and the
+/// live view.
+pub trait Workload {
+    /// Values per row the first stage reads.
+    fn inputs(&self) -> usize;
+    /// The sink, for a resume to restore what it learned.
+    fn sink(&mut self) -> &mut dyn Sink;
+    /// Plays epochs `play.first_epoch..` through `stages` with the workload's head and sink.
+    fn play(
+        &mut self,
+        play: Play<'_>,
+        stages: Vec<Box<dyn Stage>>,
+        on_epoch: &mut OnEpoch<'_>,
+    ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError>;
+    /// Takes an epoch's measures into the run state (curve, final metrics, details) and says
+    /// them for the epoch's log line (which the run loop starts with the epoch and the time).
+    fn apply_epoch(report: &EpochReport, state: &mut RunState, config: &PipelineConfig, seconds: f64) -> String
+    where
+        Self: Sized;
+    /// After the last epoch, or after Ctrl-C (`completed` false): what the workload measures
+    /// at the end (source counters, frozen probes), into the run state.
+    fn finish(
+        &mut self,
+        session: &Session<'_>,
+        stages: Vec<Box<dyn Stage>>,
+        completed: bool,
+        stats: &PipelineStats,
+        state: &mut RunState,
+    ) -> Result<()>;
+}
+
+/// Runs the FF stages of `session` on `workload` from the epoch after the last checkpoint.
+pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut RunState) -> Result<Trained> {
+    let (config, dir, options) = (session.config, session.dir, session.options);
+    let mut stages = build_stages_for(config, workload.inputs());
+    if state.epochs_done > 0 {
+        let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+        let cannot = |e| anyhow::anyhow!("cannot resume {}: {e}", dir.display());
+        for stage in stages.iter_mut() {
+            stage.restore(&loaded.state).map_err(cannot)?;
+        }
+        workload.sink().restore(&loaded.state).map_err(cannot)?;
+    }
+    let wiring = config.pipeline.as_ref().map(|p| p.wiring()).ok_or_else(|| {
+        anyhow::anyhow!("`{}` has no [pipeline] section: an FF run needs its mode and queues", config.name)
+    })?;
+    let stats = PipelineStats::new(&config.stage_names());
+    let (progress, reporter) = start_reporter(&stats, config, state, dir, options)?;
+    let offset = state.seconds;
+    let mut latency_before = stats.latency.counts();
+    let first_epoch = state.epochs_done + 1;
+    let mut on_epoch = |report: EpochReport| {
+        progress.epoch.store(report.epoch + 1, Ordering::Relaxed);
+        let seconds = session.seconds(offset);
+        let measured = W::apply_epoch(&report, state, config, seconds);
+        state.seconds = seconds;
+        save_epoch(dir, &report.states, config, state, report.epoch)?;
+        // The latency of this epoch's packets, head to sink.
+        let now = stats.latency.counts();
+        let p = |q| Latency::quantile(&latency_before, &now, q).map(|s| s * 1000.0);
+        let latency = match (p(0.5), p(0.99)) {
+            (Some(p50), Some(p99)) => format!("  latency p50 {p50:.0} ms p99 {p99:.0} ms"),
+            _ => String::new(),
+        };
+        latency_before = now;
+        if !options.quiet {
+            tracing::info!("epoch {:>3}/{} {seconds:>7.1}s{measured}{latency}", report.epoch, config.data.epochs);
+        }
+        Ok(())
+    };
+    let play =
+        Play { config, first_epoch, stop: Arc::clone(&session.stop), progress: &progress, wiring, stats: &stats };
+    let played = workload.play(play, stages, &mut on_epoch);
+    drop(reporter);
+    let (stages, completed) = played?;
+    if let Some(svg) = crate::plot::throughput_svg(&dir.join("metrics.jsonl")) {
+        std::fs::write(dir.join("throughput.svg"), svg)?;
+    }
+    add_phase_times(config, &progress, state);
+    let wall = session.started.elapsed().as_secs_f64();
+    let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
+    workload.finish(session, stages, completed, &stats, state)?;
+    Ok((completed, whole_run_rates(&stats.all(), wall), frames))
+}

@@ -1,0 +1,347 @@
+//! A frame stream (Moving MNIST, a video file or camera) as a workload: the video head
+//! (windows of frames, negatives made from the stream, wake and sleep), the video sink
+//! (separation, live probes), and at the end the frozen-probe comparison with a random-init
+//! net and the backprop twin on labelled streams.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use ndarray::Array2;
+
+use super::ff::{Play, Session, Workload};
+use super::twin::{self, Batch, TwinData};
+use super::{RunOptions, RunState};
+use crate::backprop::{Backprop, BackpropConfig};
+use crate::config::build::{build_backprop_for, build_stages_for};
+use crate::config::{PipelineConfig, StreamConfig};
+use crate::data::mnist::CLASSES;
+use crate::matmul::Threads;
+use crate::metrics::Latency;
+use crate::record::{CurvePoint, ErrorsPct};
+use crate::runtime::{self, EpochReport, OnEpoch, PipelineError, PipelineStats, Sink};
+use crate::stage::Stage;
+use crate::video::feed::{Feed, FrameFeed, FrameShape};
+use crate::video::head::{frame_values, VideoHead, VideoHeadConfig};
+use crate::video::probe::{probe_error_pct, stage_features, windows_of, BLOCKS};
+use crate::video::sink::VideoSink;
+use crate::video::Frame;
+
+/// The workload of a frame stream.
+pub struct Frames {
+    /// The frames, until the head (or the twin) takes them.
+    frames: Option<Box<dyn FrameFeed>>,
+    shape: FrameShape,
+    /// Labelled frames for the final probes, and for the backprop twin (Moving MNIST).
+    probe: Option<Vec<Frame>>,
+    twin_frames: Option<Vec<Frame>>,
+    stream: StreamConfig,
+    sink: VideoSink,
+    /// The head, kept after the run for its error and the feed's counters.
+    head: Option<VideoHead>,
+    inputs: usize,
+}
+
+impl Frames {
+    /// Opens the feed the pipeline file describes.
+    pub fn open(config: &PipelineConfig, options: &RunOptions, stop: Arc<AtomicBool>) -> Result<Frames> {
+        let feed = crate::video::open::open(config, options.data_dir.as_deref(), stop)?;
+        let stream = config.stream.clone().unwrap_or_default();
+        let inputs = stream.window * feed.shape.len();
+        // The sink watches the stages the readout reads (`model.readout_from` on).
+        let observed: Vec<(String, usize)> = config
+            .stage_names()
+            .into_iter()
+            .zip(config.model.layers.iter().copied())
+            .skip(config.model.readout_from - 1)
+            .collect();
+        let sink = VideoSink::new(
+            observed.iter().map(|(n, _)| n.clone()).collect(),
+            &observed.iter().map(|&(_, u)| u).collect::<Vec<_>>(),
+            stream.probe_lr,
+        );
+        let Feed { feed: frames, shape, probe, twin: twin_frames } = feed;
+        Ok(Frames { frames: Some(frames), shape, probe, twin_frames, stream, sink, head: None, inputs })
+    }
+
+    /// The backprop twin on the same stream (one frame per row), scored on the last block of
+    /// the probe stream.
+    pub fn twin(&mut self, config: &PipelineConfig) -> Result<FramesTwin> {
+        let Some(frames) = self.frames.take() else { bail!("the frame feed was already used") };
+        let Some(probe) = self.probe.take() else { bail!("the backprop twin needs stream.probe_frames > 0") };
+        let (px, plabels) = windows_of(&probe, 1, self.stream.center);
+        let block = px.nrows() / BLOCKS;
+        let last = px.nrows() - block..px.nrows();
+        Ok(FramesTwin {
+            inputs: self.shape.len(),
+            feed: frames,
+            config: config.clone(),
+            test_x: px.slice(ndarray::s![last.clone(), ..]).to_owned(),
+            test_y: plabels[last].iter().map(|l| l[0]).collect(),
+        })
+    }
+}
+
+impl Workload for Frames {
+    fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    fn sink(&mut self) -> &mut dyn Sink {
+        &mut self.sink
+    }
+
+    fn play(
+        &mut self,
+        play: Play<'_>,
+        stages: Vec<Box<dyn Stage>>,
+        on_epoch: &mut OnEpoch<'_>,
+    ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+        let (config, stream, shape) = (play.config, &self.stream, self.shape);
+        // Invariant: `Frames::open` made the feed, and a session plays it (or twins it) once.
+        let frames = self.frames.take().expect("the feed is played once");
+        let mut head = VideoHead::new(
+            VideoHeadConfig {
+                batch: config.data.batch,
+                window: stream.window,
+                frame_len: shape.len(),
+                width: shape.width,
+                height: shape.height,
+                channels: shape.channels,
+                negatives: stream.negatives,
+                replay: stream.replay,
+                mask_blurs: stream.mask_blurs,
+                holdout_every: stream.holdout_every,
+                eval_windows: stream.eval_windows,
+                first_epoch: play.first_epoch,
+                epochs: config.data.epochs,
+                seed: config.seed,
+                center: stream.center,
+                schedule: config.schedule,
+            },
+            frames,
+            play.stop,
+        );
+        head.report_to(Arc::clone(play.progress));
+        let played = runtime::run(&mut head, stages, &mut self.sink, play.wiring, play.stats, on_epoch);
+        self.head = Some(head);
+        played
+    }
+
+    fn apply_epoch(report: &EpochReport, state: &mut RunState, _config: &PipelineConfig, seconds: f64) -> String {
+        let pick = |prefix: &str| -> ErrorsPct {
+            report.measures.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), *v)).collect()
+        };
+        let separation = pick("separation.");
+        let mut live = pick("live_probe.");
+        let stream_separation = pick("stream_separation");
+        live.extend(stream_separation.clone());
+        state.curve.push(CurvePoint {
+            epoch: report.epoch,
+            val_error_pct: separation.clone(),
+            stream_error_pct: live.clone(),
+            seconds,
+        });
+        if !separation.is_empty() {
+            state.metrics.val_error_pct = separation.clone();
+        }
+        let rss = crate::metrics::rss_mib();
+        let entry = state.details.entry("rss_mib_by_epoch".to_string()).or_insert_with(|| serde_json::json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(serde_json::json!(rss));
+        }
+        let fmt = |m: &ErrorsPct| {
+            m.iter()
+                .map(|(k, v)| format!("{} {v:.1}%", k.rsplit('.').next().unwrap_or(k)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut line = String::new();
+        if !separation.is_empty() {
+            line += &format!("  held-out separation error: {}", fmt(&separation));
+        }
+        if !stream_separation.is_empty() {
+            line += &format!("  on the stream: {}", fmt(&stream_separation).replace("stream_separation", "separation"));
+        }
+        let probes: ErrorsPct = live.into_iter().filter(|(k, _)| k.starts_with("live_probe.")).collect();
+        if !probes.is_empty() {
+            line += &format!("  live probe error: {}", fmt(&probes));
+        }
+        line + &format!("  rss {rss:.0} MiB")
+    }
+
+    fn finish(
+        &mut self,
+        session: &Session<'_>,
+        mut stages: Vec<Box<dyn Stage>>,
+        completed: bool,
+        stats: &PipelineStats,
+        state: &mut RunState,
+    ) -> Result<()> {
+        if let Some(head) = &self.head {
+            if let Some(error) = head.error() {
+                bail!("{error}");
+            }
+            state.details.insert("source".into(), serde_json::to_value(head.feed().counters())?);
+        }
+        let all = stats.latency.counts();
+        let zero = vec![0; all.len()];
+        state.details.insert(
+            "latency_ms".into(),
+            serde_json::json!({
+                "p50": Latency::quantile(&zero, &all, 0.5).map(|s| s * 1000.0),
+                "p99": Latency::quantile(&zero, &all, 0.99).map(|s| s * 1000.0),
+            }),
+        );
+        if let (true, Some(frames)) = (completed, self.probe.take()) {
+            let twin = self.twin_frames.take();
+            let quiet = session.options.quiet;
+            final_probes(
+                session.config,
+                &self.stream,
+                self.inputs,
+                &mut stages,
+                &frames,
+                twin.as_deref(),
+                state,
+                quiet,
+            )?;
+            crate::run_folder::save_state(session.dir, state)?;
+        }
+        Ok(())
+    }
+}
+
+/// Scores the frozen trained stages, a random-init net of the same shape, and (if asked) the
+/// backprop twin, on the labelled probe stream.
+#[allow(clippy::too_many_arguments)]
+fn final_probes(
+    config: &PipelineConfig,
+    stream: &StreamConfig,
+    inputs: usize,
+    stages: &mut [Box<dyn Stage>],
+    frames: &[Frame],
+    twin: Option<&[Frame]>,
+    state: &mut RunState,
+    quiet: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let (x, labels) = windows_of(frames, stream.window, stream.center);
+    let mut random = build_stages_for(config, inputs);
+    let trained_features = stage_features(stages, x.clone(), 500)?;
+    let random_features = stage_features(&mut random, x.clone(), 500)?;
+    let names: Vec<String> = config.stage_names().into_iter().skip(config.model.readout_from - 1).collect();
+    let mut test = ErrorsPct::new();
+    for ((name, trained), random) in names.iter().zip(&trained_features).zip(&random_features) {
+        test.insert(format!("probe.{name}"), probe_error_pct(trained, &labels));
+        test.insert(format!("probe_random.{name}"), probe_error_pct(random, &labels));
+    }
+    // The raw pixels through the same probe: the floor any representation should beat.
+    test.insert("probe.pixels".into(), probe_error_pct(&crate::ff::normalize::normalize_rows(&x.view()), &labels));
+    if let Some(twin) = twin {
+        test.insert("backprop".into(), one_pass_twin(config, stream, inputs, twin, &x, &labels)?);
+    }
+    if !quiet {
+        let line: Vec<String> = test.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect();
+        tracing::info!(
+            "frozen probes ({:.0} s, {} frames): {}",
+            started.elapsed().as_secs_f64(),
+            x.nrows(),
+            line.join(", ")
+        );
+    }
+    state.metrics.test_error_pct = test;
+    Ok(())
+}
+
+/// The backprop twin beside the probes: the same layers with a softmax on top, trained end to
+/// end with the labels on `twin` frames (one pass, the optimizer of `[stream.twin]`), then
+/// scored on the last probe block (the frames the probes score last, unseen by all).
+fn one_pass_twin(
+    config: &PipelineConfig,
+    stream: &StreamConfig,
+    inputs: usize,
+    twin: &[Frame],
+    probe_x: &Array2<f32>,
+    probe_labels: &[Vec<u8>],
+) -> Result<f64> {
+    let (x, labels) = windows_of(twin, stream.window, stream.center);
+    let single: Vec<u8> = labels.iter().map(|l| l.first().copied().unwrap_or(0)).collect();
+    if labels.iter().any(|l| l.len() != 1) {
+        bail!("the backprop twin needs one label per frame (moving_mnist.digits = 1)");
+    }
+    let mut net = BackpropConfig {
+        inputs,
+        hidden: config.model.layers.clone(),
+        classes: CLASSES,
+        rule: stream.twin.rule,
+        lr: stream.twin.lr,
+        weight_cost: stream.twin.weight_cost,
+        schedule: stream.twin.schedule,
+        epochs: 1,
+        normalize_input: true,
+        seed: config.seed,
+    }
+    .build();
+    net.set_threads(Threads::One);
+    for start in (0..x.nrows()).step_by(config.data.batch) {
+        let end = (start + config.data.batch).min(x.nrows());
+        let rows = x.slice(ndarray::s![start..end, ..]).to_owned();
+        net.train_step(&rows, &single[start..end], 1);
+    }
+    let block = probe_x.nrows() / BLOCKS;
+    let last = probe_x.nrows() - block..probe_x.nrows();
+    let truth: Vec<u8> = probe_labels[last.clone()].iter().map(|l| l[0]).collect();
+    Ok(net.error_pct(&probe_x.slice(ndarray::s![last, ..]).to_owned(), &truth))
+}
+
+/// The backprop twin as a run of its own on a labelled frame stream: the same frames, epoch
+/// for epoch, as the FF run sees them; scored after every epoch on the last block of the
+/// probe stream (the frames the FF probes score last), which no net ever trains on.
+pub struct FramesTwin {
+    feed: Box<dyn FrameFeed>,
+    inputs: usize,
+    config: PipelineConfig,
+    test_x: Array2<f32>,
+    test_y: Vec<u8>,
+}
+
+impl TwinData for FramesTwin {
+    fn net(&self) -> Backprop {
+        build_backprop_for(&self.config, self.inputs)
+    }
+
+    fn epoch(&mut self, epoch: u32) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+        self.feed.start_epoch(epoch)?;
+        let (batch, inputs) = (self.config.data.batch, self.inputs);
+        let center = self.config.stream.clone().unwrap_or_default().center;
+        let feed = &mut self.feed;
+        Ok(Box::new(std::iter::from_fn(move || {
+            let mut rows: Vec<f32> = Vec::with_capacity(batch * inputs);
+            let mut labels = Vec::with_capacity(batch);
+            while labels.len() < batch {
+                match feed.next_frame() {
+                    Ok(Some(frame)) => {
+                        frame_values(&frame.pixels, center, &mut rows);
+                        labels.push(frame.labels[0]);
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Some(Err(e.into())),
+                }
+            }
+            if labels.is_empty() {
+                return None;
+            }
+            // Invariant: every frame of the feed has `inputs` values (its `FrameShape`, window 1).
+            let x = Array2::from_shape_vec((labels.len(), inputs), rows).expect("rows of the frame width");
+            Some(Ok((x, labels)))
+        })))
+    }
+
+    fn score(&mut self, net: &Backprop, _epoch: u32, _last: bool, state: &mut RunState) -> (ErrorsPct, String) {
+        let error = net.error_pct(&self.test_x, &self.test_y);
+        state.metrics.test_error_pct = twin::backprop(error);
+        (twin::backprop(error), format!("  probe frames (last block): backprop {error:.2}%"))
+    }
+}

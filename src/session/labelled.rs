@@ -1,0 +1,279 @@
+//! Labelled rows (MNIST, Aesop) as a workload: the rows head with its label pixels or label
+//! layer and its negatives, the classifying sink (goodness for every label, the softmax
+//! readout), and the twin on the same splits. A recurrent net sees every batch as a boring
+//! video ([`crate::boring_video`]).
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use super::ff::{Play, Session, Workload};
+use super::twin::{self, Batch, TwinData};
+use super::{fmt_errors, RunOptions, RunState};
+use crate::backprop::Backprop;
+use crate::boring_video::{Join, Repeat};
+use crate::checkpoint;
+use crate::config::build::{build_backprop, build_head, build_sink, build_stages, row_shape};
+use crate::config::{PipelineConfig, Trainer};
+use crate::data::{aesop, Labelled as Rows, Split};
+use crate::head::LabelledHead;
+use crate::record::{CurvePoint, ErrorsPct};
+use crate::runtime::{self, EpochReport, Mode, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
+use crate::sink::{Classify, Tally};
+use crate::source::DatasetSource;
+use crate::stage::Stage;
+
+/// Loads MNIST or Aesop's rows and cuts the splits to the sizes the pipeline asks for.
+pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Rows>> {
+    let mut data = match config.data.dataset.as_str() {
+        "aesop" => aesop::Aesop::load(data_dir)?.labelled(),
+        _ => Rows::mnist(data_dir)?,
+    };
+    let cut = |split: &mut Split, n: usize| {
+        if n > 0 {
+            *split = split.head(n);
+        }
+    };
+    cut(&mut data.train, config.data.train_size);
+    cut(&mut data.validation, config.data.validation_size);
+    cut(&mut data.test, config.data.test_size);
+    Ok(Arc::new(data))
+}
+
+/// The workload of a labelled dataset.
+pub struct Labelled {
+    data: Arc<Rows>,
+    sink: Classify,
+    inputs: usize,
+}
+
+impl Labelled {
+    /// Loads the data for the FF pipeline.
+    pub fn open(config: &PipelineConfig, options: &RunOptions, state: &mut RunState) -> Result<Labelled> {
+        let data = load_with_baseline(config, options, state)?;
+        Ok(Labelled { sink: build_sink(config), data, inputs: row_shape(config).0 })
+    }
+}
+
+/// Loads the data; Aesop's unigram baseline goes into the run's details.
+fn load_with_baseline(config: &PipelineConfig, options: &RunOptions, state: &mut RunState) -> Result<Arc<Rows>> {
+    let data = load_data(config, options.data_dir.as_deref())?;
+    if config.data.dataset == "aesop" {
+        // E8's first baseline: always predict the training strings' commonest character.
+        let unigram = |split: &Split| aesop::unigram_error_pct(&data.train, split);
+        state.details.insert(
+            "unigram_error_pct".into(),
+            serde_json::json!({ "validation": unigram(&data.validation), "test": unigram(&data.test) }),
+        );
+    }
+    Ok(data)
+}
+
+fn errors(goodness: Option<f64>, softmax: Option<f64>) -> ErrorsPct {
+    let mut m = ErrorsPct::new();
+    if let Some(g) = goodness {
+        m.insert("goodness".into(), g);
+    }
+    if let Some(s) = softmax {
+        m.insert("softmax".into(), s);
+    }
+    m
+}
+
+impl Workload for Labelled {
+    fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    fn sink(&mut self) -> &mut dyn Sink {
+        &mut self.sink
+    }
+
+    fn play(
+        &mut self,
+        play: Play<'_>,
+        stages: Vec<Box<dyn Stage>>,
+        on_epoch: &mut OnEpoch<'_>,
+    ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+        let mut head = build_head(play.config, Arc::clone(&self.data), play.first_epoch, play.stop);
+        head.publish_to(Arc::clone(play.progress));
+        run_labelled(play.config, &mut head, stages, &mut self.sink, play.wiring, play.stats, on_epoch)
+    }
+
+    fn apply_epoch(report: &EpochReport, state: &mut RunState, config: &PipelineConfig, seconds: f64) -> String {
+        let tally = |k: &str| Tally::errors_from(&report.measures, k).map(|(g, s)| errors(Some(g), Some(s)));
+        let val = tally("validation").unwrap_or_default();
+        let stream = errors(None, Tally::errors_from(&report.measures, "stream").map(|(_, s)| s));
+        state.curve.push(CurvePoint {
+            epoch: report.epoch,
+            val_error_pct: val.clone(),
+            stream_error_pct: stream.clone(),
+            seconds,
+        });
+        if !val.is_empty() {
+            state.metrics.val_error_pct = val.clone();
+        }
+        if let Some(t) = tally("test") {
+            state.metrics.test_error_pct = t;
+        }
+        if let Some(t) = tally("train") {
+            state.metrics.train_error_pct = t;
+        }
+        let mut line = format!("  stream: {}", fmt_errors(&stream));
+        if !val.is_empty() {
+            line += &format!("  validation: {}", fmt_errors(&val));
+        }
+        if !state.metrics.test_error_pct.is_empty() && report.epoch == config.data.epochs {
+            line += &format!("  test: {}", fmt_errors(&state.metrics.test_error_pct));
+        }
+        line
+    }
+
+    fn finish(
+        &mut self,
+        _session: &Session<'_>,
+        _stages: Vec<Box<dyn Stage>>,
+        _completed: bool,
+        _stats: &PipelineStats,
+        _state: &mut RunState,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs labelled data through the stages. A recurrent net sees every batch as a boring video
+/// ([`crate::boring_video`]): the head plays it for every step, the sink sees it joined.
+pub fn run_labelled(
+    config: &PipelineConfig,
+    head: &mut LabelledHead,
+    stages: Vec<Box<dyn Stage>>,
+    sink: &mut Classify,
+    wiring: Wiring,
+    stats: &PipelineStats,
+    on_epoch: &mut OnEpoch<'_>,
+) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+    if !config.is_recurrent() {
+        return runtime::run(head, stages, sink, wiring, stats, on_epoch);
+    }
+    let recurrent = config.recurrent_settings();
+    let [from, to] = recurrent.goodness_steps;
+    let mut head = Repeat::new(head, recurrent.steps());
+    let mut sink = Join::new(sink, from..=to);
+    runtime::run(&mut head, stages, &mut sink, wiring, stats, on_epoch)
+}
+
+/// The backprop twin of a labelled dataset: the training split in the FF run's order and
+/// jitter, without label pixels (MNIST's first ten pixels are background); validation every
+/// `eval.every` epochs, the test split (and a train cut) at the end.
+pub struct LabelledTwin {
+    data: Arc<Rows>,
+    config: PipelineConfig,
+}
+
+impl LabelledTwin {
+    /// Loads the data for the twin.
+    pub fn open(config: &PipelineConfig, options: &RunOptions, state: &mut RunState) -> Result<LabelledTwin> {
+        Ok(LabelledTwin { data: load_with_baseline(config, options, state)?, config: config.clone() })
+    }
+}
+
+impl TwinData for LabelledTwin {
+    fn net(&self) -> Backprop {
+        build_backprop(&self.config)
+    }
+
+    fn epoch(&mut self, epoch: u32) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+        let source =
+            DatasetSource { batch: self.config.data.batch, jitter: self.config.data.jitter, seed: self.config.seed };
+        Ok(Box::new(source.epoch_batches(&self.data.train, epoch).map(|b| Ok((b.pixels, b.labels)))))
+    }
+
+    fn score(&mut self, net: &Backprop, epoch: u32, last: bool, state: &mut RunState) -> (ErrorsPct, String) {
+        let (config, data) = (&self.config, &self.data);
+        let mut held_out = ErrorsPct::new();
+        let mut said = String::new();
+        if epoch.is_multiple_of(config.eval.every) || last {
+            held_out = twin::backprop(backprop_error_pct(net, &data.validation));
+            said += &format!("  validation: backprop {:.2}%", held_out["backprop"]);
+            state.metrics.val_error_pct = held_out.clone();
+        }
+        if last {
+            if config.eval.test {
+                let test = backprop_error_pct(net, &data.test);
+                said += &format!("  test: backprop {test:.2}%");
+                state.metrics.test_error_pct = twin::backprop(test);
+            }
+            if config.eval.train_size > 0 {
+                state.metrics.train_error_pct =
+                    twin::backprop(backprop_error_pct(net, &data.train.head(config.eval.train_size)));
+            }
+        }
+        (held_out, said)
+    }
+}
+
+/// The backprop twin's error on a whole split, percent (unjittered, in stored order).
+fn backprop_error_pct(net: &Backprop, split: &Split) -> f64 {
+    let source = DatasetSource { batch: 1000, jitter: 0, seed: 0 };
+    let wrong: f64 = source
+        .ordered_batches(split, 1000)
+        .map(|batch| net.error_pct(&batch.pixels, &batch.labels) * batch.labels.len() as f64 / 100.0)
+        .sum();
+    100.0 * wrong / split.len().max(1) as f64
+}
+
+/// Scores the checkpoint of a run folder on its validation and test splits.
+pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
+    let text = std::fs::read_to_string(run_dir.join("pipeline.toml"))
+        .with_context(|| format!("`{}` is not a run folder (no pipeline.toml)", run_dir.display()))?;
+    let mut config = PipelineConfig::parse(&text, &run_dir.join("pipeline.toml").display().to_string(), &[])?;
+    if config.is_frame_stream() {
+        bail!(
+            "`ffstream eval` scores MNIST runs; a frame-stream run is scored while it runs (see {})",
+            run_dir.join("state.json").display()
+        );
+    }
+    let loaded = checkpoint::load(&run_dir.join("checkpoint.safetensors"))?;
+    let epoch: u32 = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+    let data = load_data(&config, data_dir)?;
+    if config.trainer == Trainer::Backprop {
+        let mut net = build_backprop(&config);
+        net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!(e))?;
+        let mut out = format!("{} (epoch {epoch}):", run_dir.display());
+        for (name, split) in [("validation", &data.validation), ("test", &data.test)] {
+            out += &format!(" {name} backprop {:.2}%", backprop_error_pct(&net, split));
+        }
+        return Ok(out);
+    }
+    // Evaluation only: one pass with no training epochs, then the test split.
+    config.data.epochs = epoch.max(1);
+    let mut stages = build_stages(&config);
+    let mut sink = build_sink(&config);
+    for stage in stages.iter_mut() {
+        stage.restore(&loaded.state).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    Sink::restore(&mut sink, &loaded.state).map_err(|e| anyhow::anyhow!(e))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut head = build_head(&config, data, config.data.epochs, stop);
+    head.evaluate_only();
+    let stats = PipelineStats::new(&config.stage_names());
+    let mut reports = Vec::new();
+    let mut on_epoch = |r: EpochReport| {
+        reports.push(r.measures);
+        Ok(())
+    };
+    let mut wiring = Wiring::new(Mode::Lockstep, 1);
+    wiring.feedback_delay = config.pipeline.as_ref().map_or(1, |p| p.feedback_delay);
+    run_labelled(&config, &mut head, stages, &mut sink, wiring, &stats, &mut on_epoch)?;
+    let mut out = format!("{} (epoch {epoch}):", run_dir.display());
+    for measures in reports {
+        for k in ["test", "train", "validation"] {
+            if let Some((goodness, softmax)) = Tally::errors_from(&measures, k) {
+                out += &format!(" {k}: goodness {goodness:.2}%, softmax {softmax:.2}%;");
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,102 @@
+//! A session: one run of a pipeline file, from its run folder ([`crate::run_folder`]) to its
+//! record. Every workload goes through the same loop: MNIST, Aesop, Moving MNIST and video
+//! differ in their head, sink and source ([`Workload`]), not in how a run starts,
+//! checkpoints, resumes, evaluates and records. The backprop twin of any workload runs in
+//! [`twin`], the FF pipeline in [`ff`].
+//!
+//! ```text
+//!   run(config) -> open run folder -> labelled::Labelled | frames::Frames   (the workload)
+//!               -> ff::run (the stages through the runtime) | twin::run (backprop)
+//!               -> record.json (+ results/<name>/seed<N>.json)
+//! ```
+
+pub mod ff;
+pub mod frames;
+pub mod labelled;
+pub mod twin;
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use crate::config::{PipelineConfig, Trainer};
+use crate::metrics::{summary_table, StageRates};
+use crate::record::{Record, Throughput};
+pub use crate::run_folder::{git_commit, Outcome, RunOptions, RunState};
+use crate::run_folder::{machine, open_run, save_state};
+
+pub use ff::Workload;
+pub use labelled::{evaluate, load_data, run_labelled};
+
+/// What a trainer hands back: whether the run reached its last epoch, the whole run's
+/// per-stage rates, and the frames that reached the sink.
+pub(crate) type Trained = (bool, Vec<StageRates>, u64);
+
+/// Runs a pipeline to its end (or to Ctrl-C), checkpointing every epoch.
+pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
+    let (dir, mut state) = open_run(config, options)?;
+    if state.epochs_done >= config.data.epochs {
+        bail!("run {} already finished all {} epochs", dir.display(), config.data.epochs);
+    }
+    let commit = git_commit();
+    if state.commits.last() != Some(&commit) {
+        state.commits.push(commit);
+    }
+    let stop = options.stop.clone().unwrap_or_default();
+    let started = Instant::now();
+    let offset = state.seconds;
+    let session = ff::Session { config, dir: &dir, started, options, stop: stop.clone() };
+    let (completed, stage_rates, frames) = if config.is_frame_stream() {
+        let mut frames = frames::Frames::open(config, options, stop)?;
+        match config.trainer {
+            Trainer::Ff => ff::run(&session, &mut frames, &mut state)?,
+            Trainer::Backprop => twin::run(&session, &mut frames.twin(config)?, &mut state)?,
+        }
+    } else {
+        match config.trainer {
+            Trainer::Ff => ff::run(&session, &mut labelled::Labelled::open(config, options, &mut state)?, &mut state)?,
+            Trainer::Backprop => {
+                twin::run(&session, &mut labelled::LabelledTwin::open(config, options, &mut state)?, &mut state)?
+            }
+        }
+    };
+    let session = started.elapsed().as_secs_f64();
+    let wall = offset + session;
+    let record = Record {
+        experiment: config.name.clone(),
+        seed: config.seed,
+        commit: state.commits.join("+"),
+        machine: machine(),
+        wall_time_s: wall,
+        epochs: state.epochs_done,
+        overrides: state
+            .overrides
+            .iter()
+            .filter_map(|o| o.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        metrics: state.metrics.clone(),
+        throughput: Throughput { frames_per_s: frames as f64 / session.max(1e-9), stages: stage_rates.clone() },
+        curve: state.curve.clone(),
+        pipeline: serde_json::to_value(config)?,
+        details: state.details.clone(),
+    };
+    if completed {
+        state.seconds = wall;
+    }
+    save_state(&dir, &state)?;
+    if completed {
+        std::fs::write(dir.join("record.json"), serde_json::to_string_pretty(&record)?)?;
+        if let Some(results) = &options.results_dir {
+            let folder = results.join(&config.name);
+            std::fs::create_dir_all(&folder)?;
+            std::fs::write(folder.join(format!("seed{}.json", config.seed)), serde_json::to_string_pretty(&record)?)?;
+        }
+    }
+    Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates) })
+}
+
+/// `name value%` pairs joined for a log line.
+pub(crate) fn fmt_errors(m: &crate::record::ErrorsPct) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ")
+}
