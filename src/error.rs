@@ -87,13 +87,3 @@ pub enum RestoreError {
         element: &'static str,
     },
 }
-
-/// A frame feed ([`crate::video::feed::FrameFeed`]) could not deliver its frames.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FeedError {
-    /// The video input failed for good: it would not open, decode or reconnect.
-    #[cfg(feature = "video")]
-    #[error(transparent)]
-    Video(#[from] crate::video::input::VideoError),
-}

@@ -7,9 +7,17 @@
 
 use serde::Serialize;
 
-pub use crate::error::FeedError;
-
 use super::Frame;
+
+/// A frame feed ([`FrameFeed`]) could not deliver its frames.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FeedError {
+    /// The video input failed for good: it would not open, decode or reconnect.
+    #[cfg(feature = "video")]
+    #[error(transparent)]
+    Video(#[from] crate::video::input::VideoError),
+}
 
 /// What a feed counted so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
