@@ -163,6 +163,26 @@ fn stage_tables_are_typed_and_reachable_by_set() {
 }
 
 #[test]
+fn model_layers_on_the_command_line_resizes_a_plain_dense_chain_only() {
+    // The shipped dense nets name their stages; `--set model.layers` still resizes them.
+    let text = include_str!("../pipeline/mnist-quick.toml");
+    let shipped = PipelineConfig::parse(text, "q.toml", &[]).unwrap();
+    assert_eq!((shipped.stages.len(), shipped.model.layers.clone()), (4, vec![500; 4]));
+    let cut = PipelineConfig::parse(text, "q.toml", &["model.layers=[100,50]".into()]).unwrap();
+    assert_eq!(cut.model.layers, vec![100, 50]);
+    assert_eq!(cut.stage_names(), ["layer1", "layer2"]);
+    // A stage with a setting of its own is not silently replaced.
+    let second = text.match_indices("units = 500").nth(1).unwrap().0;
+    let tuned = format!("{}units = 500\nthreads = 2{}", &text[..second], &text[second + "units = 500".len()..]);
+    assert_eq!(PipelineConfig::parse(&tuned, "t.toml", &[]).unwrap().stages[1].threads(), 2);
+    let err = PipelineConfig::parse(&tuned, "t.toml", &["model.layers=[100]".into()]).unwrap_err().to_string();
+    assert!(err.contains("stage 2") && err.contains("stage.N.units"), "{err}");
+    let recurrent = include_str!("../pipeline/mnist-recurrent.toml");
+    let err = PipelineConfig::parse(recurrent, "r.toml", &["model.layers=[100]".into()]).unwrap_err().to_string();
+    assert!(err.contains("stage 1"), "{err}");
+}
+
+#[test]
 fn a_recurrent_stage_restored_from_its_snapshot_continues_exactly() {
     let c = config(&[]);
     let (trained, _, _) = run(&c, Mode::Lockstep, 1);

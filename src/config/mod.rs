@@ -478,6 +478,31 @@ fn set_key(table: &mut toml::Table, dotted: &str, value: &str) -> Result<(), Str
     Ok(())
 }
 
+/// `--set model.layers=[...]` on a file that names its stages: the shorthand replaces the
+/// chain when every `[[stage]]` table is a plain `ff_dense` layer (a kind and a width, nothing
+/// of its own), so a quick run can resize or cut any shipped dense net; a stage with settings
+/// of its own (another kind, its own goodness, threads, ...) is not silently dropped.
+fn drop_plain_stages(table: &mut toml::Table) -> Result<(), String> {
+    let Some(toml::Value::Array(stages)) = table.get("stage") else { return Ok(()) };
+    let plain = |stage: &toml::Value| {
+        stage.as_table().is_some_and(|t| {
+            t.get("kind").and_then(|k| k.as_str()) == Some("ff_dense") && t.keys().all(|k| k == "kind" || k == "units")
+        })
+    };
+    if let Some(i) = stages.iter().position(|s| !plain(s)) {
+        return Err(format!(
+            "`model.layers` would replace the file's [[stage]] tables, and stage {} has settings of its own: \
+             set `stage.N.units` instead",
+            i + 1
+        ));
+    }
+    table.remove("stage");
+    if let Some(toml::Value::Table(model)) = table.get_mut("model") {
+        model.remove("layers");
+    }
+    Ok(())
+}
+
 /// The 1-based line where `dotted` is set in `text`, or 0.
 pub fn line_of(text: &str, dotted: &str) -> usize {
     let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
@@ -513,8 +538,13 @@ impl PipelineConfig {
             let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
             for o in overrides {
                 let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
-                set_key(&mut table, key.trim(), value.trim())
-                    .map_err(|message| ConfigError::Parse { origin: format!("--set {o}"), message })?;
+                let set = |table: &mut toml::Table| {
+                    if key.trim() == "model.layers" {
+                        drop_plain_stages(table)?;
+                    }
+                    set_key(table, key.trim(), value.trim())
+                };
+                set(&mut table).map_err(|message| ConfigError::Parse { origin: format!("--set {o}"), message })?;
             }
             config = table
                 .try_into()
