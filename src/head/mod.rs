@@ -32,8 +32,11 @@ use crate::packet::{Message, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
 use crate::runtime::HeadIo;
-use crate::schedule::{Phase, PhaseSchedule, Scheduler};
+use crate::schedule::PhaseSchedule;
 use crate::source::{DatasetSource, FrameBatch};
+use sleep::WakeSleep;
+
+pub(crate) mod sleep;
 
 /// How wrong labels are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,41 +114,12 @@ impl LabelledHead {
         self.progress = Some(progress);
     }
 
-    /// The schedule where `epoch` starts: wake phases run on across epochs (every epoch
-    /// plays the same number of wake packets, so the position is known without any state).
-    fn epoch_scheduler(&self, epoch: u32) -> Scheduler {
+    /// The wake/sleep schedule where `epoch` starts: wake phases run on across epochs (every
+    /// epoch plays the same number of wake packets, so the position is known without any state).
+    fn epoch_wake_sleep(&self, epoch: u32) -> WakeSleep {
         let batches = self.data.train.len() / self.config.source.batch.max(1);
         let wake_before = (epoch.saturating_sub(1) as u64) * batches as u64;
-        Scheduler::at_epoch_start(self.config.schedule, wake_before)
-    }
-
-    /// Ends the current phase: its duration is published, then the scheduler switches.
-    fn switch(&self, scheduler: &mut Scheduler) {
-        self.lasted(scheduler);
-        if let (Some(p), Phase::Sleep) = (&self.progress, scheduler.phase()) {
-            p.phase.slept();
-        }
-        scheduler.switch();
-    }
-
-    fn publish(&self, scheduler: &Scheduler) {
-        if let Some(p) = &self.progress {
-            p.phase.set(scheduler.phase(), scheduler.left());
-        }
-    }
-
-    /// Publishes the bytes the sleep memory holds.
-    fn stored(&self, bytes: usize) {
-        if let Some(p) = &self.progress {
-            p.phase.stored(bytes as u64);
-        }
-    }
-
-    /// Publishes how long the current phase has lasted (at its end, or at an epoch's end).
-    fn lasted(&self, scheduler: &Scheduler) {
-        if let Some(p) = &self.progress {
-            p.phase.lasted(scheduler.phase(), scheduler.elapsed());
-        }
+        WakeSleep::at_epoch_start(self.config.schedule, wake_before, self.progress.clone(), Arc::clone(&self.stop))
     }
 
     /// Plays no training epoch: only the validation and test splits, then one epoch marker.
@@ -280,7 +254,7 @@ impl LabelledHead {
         let data = Arc::clone(&self.data);
         let source = self.config.source.clone();
         let mut rng = Rng::derive(self.config.source.seed, "negatives", epoch as u64);
-        let mut scheduler = self.epoch_scheduler(epoch);
+        let mut phases = self.epoch_wake_sleep(epoch);
         let hard = self.config.negatives == NegativeLabels::Hard;
         // (pixels, truth, index, logits) of remembered frames; frames awaiting their logits.
         let mut replay: Reservoir<(Vec<f32>, u8, u32, Vec<f32>)> = Reservoir::new(self.config.replay);
@@ -296,9 +270,7 @@ impl LabelledHead {
                 return false;
             }
             pending.push_back(batch);
-            let awake_over = scheduler.sent();
-            self.publish(&scheduler);
-            if !awake_over {
+            if !phases.count_wake_packet() {
                 continue;
             }
             // Fall asleep: first collect the logits of every frame seen awake.
@@ -318,13 +290,9 @@ impl LabelledHead {
                 }
                 // A remembered frame: its pixels and logits as f32, its label and index.
                 let item = 4 * (data.train.width() + data.classes) + 5;
-                self.stored(replay.len() * item);
+                phases.stored(replay.len() * item);
             }
-            self.switch(&mut scheduler);
-            while scheduler.phase() == Phase::Sleep {
-                if self.stopped() {
-                    return false;
-                }
+            let slept = phases.sleep(io, |_, _| {
                 let batch_size = self.config.source.batch;
                 let remembered = replay.items();
                 let picks: Vec<usize> = (0..batch_size).map(|_| rng.below(remembered.len())).collect();
@@ -349,12 +317,13 @@ impl LabelledHead {
                         }
                     })
                     .collect();
-                if !self.sleep_packet(epoch, &batch, wrong, &mut scheduler, io) {
-                    return false;
-                }
+                Some(self.sleep_packet(epoch, &batch, wrong))
+            });
+            if !slept {
+                return false;
             }
         }
-        self.lasted(&scheduler);
+        phases.end_epoch();
         // Predictions of the last wake packets are still due: take them so the pipeline's
         // feedback channel is empty at the epoch's end.
         if hard {
@@ -387,7 +356,7 @@ impl LabelledHead {
         let source = self.config.source.clone();
         let mut rng = Rng::derive(source.seed, "dream", epoch as u64);
         let phased = self.config.schedule != PhaseSchedule::Interleaved;
-        let mut scheduler = self.epoch_scheduler(epoch);
+        let mut phases = self.epoch_wake_sleep(epoch);
         let mut seeds: Vec<u32> = (0..data.sequences.len() as u32).collect();
         rng.shuffle(&mut seeds);
         let mut next_seed = 0;
@@ -429,61 +398,37 @@ impl LabelledHead {
             for &row in &batch.index {
                 replay.offer(row / aesop::PREDICTED as u32, &mut rng);
             }
-            self.stored(dreams.memory_bytes(replay.len()));
-            let awake_over = scheduler.sent();
-            self.publish(&scheduler);
-            if !awake_over {
+            phases.stored(dreams.memory_bytes(replay.len()));
+            if !phases.count_wake_packet() {
                 continue;
             }
-            self.switch(&mut scheduler);
-            while scheduler.phase() == Phase::Sleep {
-                if self.stopped() {
-                    return false;
-                }
+            let slept = phases.sleep(io, |io, phases| {
                 while dreams.pool.len() < n {
                     let remembered = replay.items();
                     let starts: Vec<u32> = (0..strings).map(|_| remembered[rng.below(remembered.len())]).collect();
                     if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
-                        return false;
+                        return None;
                     }
-                    self.stored(dreams.memory_bytes(replay.len()));
+                    phases.stored(dreams.memory_bytes(replay.len()));
                 }
                 let negatives = dreams.take(n, data.train.width());
                 let labels = negatives.labels.clone();
-                if !self.sleep_packet(epoch, &negatives, labels, &mut scheduler, io) {
-                    return false;
-                }
+                Some(self.sleep_packet(epoch, &negatives, labels))
+            });
+            if !slept {
+                return false;
             }
         }
+        phases.end_epoch();
         // The readout's logits for the last packets are still due: take them so the feedback
         // channel is empty at the epoch's end (a resumed run starts from the same place).
-        if phased {
-            self.lasted(&scheduler);
-        }
         dreams.settle(io)
     }
 
-    /// Sends one packet of negatives asleep (`labels` embedded in `batch`'s rows) and moves
-    /// the schedule on; false when downstream is gone.
-    fn sleep_packet(
-        &mut self,
-        epoch: u32,
-        batch: &FrameBatch,
-        labels: Vec<u8>,
-        scheduler: &mut Scheduler,
-        io: &mut dyn HeadIo,
-    ) -> bool {
+    /// One packet of negatives for a sleep phase: `labels` embedded in `batch`'s rows.
+    fn sleep_packet(&mut self, epoch: u32, batch: &FrameBatch, labels: Vec<u8>) -> Packet {
         let n = labels.len();
-        let mut packet = self.packet(epoch, Purpose::Train, &[(batch, labels)], [0, n, 0]);
-        packet.frames = 0; // no frame of the stream enters while asleep
-        if !io.emit(Message::Data(packet)) {
-            return false;
-        }
-        if scheduler.sent() {
-            self.switch(scheduler);
-        }
-        self.publish(scheduler);
-        true
+        self.packet(epoch, Purpose::Train, &[(batch, labels)], [0, n, 0])
     }
 
     /// Generates the last 90 characters of the training strings `starts` from their first 10
