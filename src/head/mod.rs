@@ -18,7 +18,7 @@
 //! so a run resumed at an epoch boundary continues exactly.
 //!
 //! Wake and sleep phases (MNIST's replay memory here, Aesop's dreams, frame streams) all run
-//! through [`sleep`]; Aesop's self-generated negatives are in `dreams.rs`.
+//! through `head/sleep.rs`; Aesop's self-generated negatives are in `dreams.rs`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

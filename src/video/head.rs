@@ -6,8 +6,10 @@
 //! sequences is never made. Each positive gets one negative (see [`super::negatives`]), its
 //! partner drawn from a replay memory: a uniform reservoir sample of the windows seen so far in
 //! the epoch (not the most recent ones: in a fixed-camera clip the last seconds all look alike,
-//! and a hybrid of two near-identical frames is no negative at all). Updates are interleaved: positives and
-//! negatives travel in the same packet (wake/sleep phases come with issue 4).
+//! and a hybrid of two near-identical frames is no negative at all). Interleaved, positives and
+//! negatives travel in the same packet; with wake and sleep phases (`head/sleep.rs`),
+//! awake packets hold positives only and asleep the negatives are hybrids of two remembered
+//! windows.
 //!
 //! Held-out windows: with `holdout_every = k`, every window whose last frame index is
 //! `k−1 mod k` is never learned from; the first `eval_windows` of them (with negatives drawn
