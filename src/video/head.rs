@@ -6,8 +6,10 @@
 //! sequences is never made. Each positive gets one negative (see [`super::negatives`]), its
 //! partner drawn from a replay memory: a uniform reservoir sample of the windows seen so far in
 //! the epoch (not the most recent ones: in a fixed-camera clip the last seconds all look alike,
-//! and a hybrid of two near-identical frames is no negative at all). Updates are interleaved: positives and
-//! negatives travel in the same packet (wake/sleep phases come with issue 4).
+//! and a hybrid of two near-identical frames is no negative at all). Interleaved, positives and
+//! negatives travel in the same packet; with wake and sleep phases (`head/sleep.rs`),
+//! awake packets hold positives only and asleep the negatives are hybrids of two remembered
+//! windows.
 //!
 //! Held-out windows: with `holdout_every = k`, every window whose last frame index is
 //! `k−1 mod k` is never learned from; the first `eval_windows` of them (with negatives drawn
@@ -25,12 +27,13 @@ use ndarray::Array2;
 use super::feed::{FeedError, FrameFeed};
 use super::negatives::{make_negative, MaskBank, NegativeKind};
 use super::Frame;
+use crate::head::sleep::WakeSleep;
 use crate::metrics::Progress;
 use crate::packet::{Message, Observe, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
 use crate::runtime::HeadIo;
-use crate::schedule::{Phase, PhaseSchedule, Scheduler};
+use crate::schedule::{Phase, PhaseSchedule};
 
 /// How the video head plays its feed.
 #[derive(Clone, Debug)]
@@ -162,9 +165,9 @@ impl VideoHead {
         self.progress = Some(progress);
     }
 
-    fn publish(&self, scheduler: &Scheduler) {
+    /// Publishes the feed's counters (the phase is published by [`WakeSleep`]).
+    fn publish_feed(&self) {
         if let Some(p) = &self.progress {
-            p.phase.set(scheduler.phase(), scheduler.left());
             let c = self.feed.counters();
             let s = &p.source;
             s.decoded.store(c.decoded, Ordering::Relaxed);
@@ -277,13 +280,13 @@ impl VideoHead {
         epoch: u32,
         batch: &mut Vec<Window>,
         rng: &mut Rng,
-        scheduler: &mut Scheduler,
+        phases: &mut WakeSleep,
         io: &mut dyn HeadIo,
     ) -> bool {
         if batch.is_empty() {
             return true;
         }
-        let negatives = match scheduler.phase() {
+        let negatives = match phases.phase() {
             Phase::Interleaved => self.negatives_for(batch, self.replay.items(), rng),
             Phase::Wake | Phase::Sleep => Vec::new(), // awake: positives only
         };
@@ -292,28 +295,19 @@ impl VideoHead {
         for w in batch.drain(..) {
             self.replay.offer(w.values, rng);
         }
-        if let (Some(p), Some(first)) = (&self.progress, self.replay.items().first()) {
-            p.phase.stored((self.replay.len() * first.len() * 4) as u64);
+        if let Some(first) = self.replay.items().first() {
+            phases.stored(self.replay.len() * first.len() * 4);
         }
-        self.publish(scheduler);
+        self.publish_feed();
         if !io.emit(Message::Data(packet)) {
             return false;
         }
-        if scheduler.phase() == Phase::Wake && scheduler.sent() {
-            return self.sleep(epoch, rng, scheduler, io);
+        if !phases.count_wake_packet() {
+            return true;
         }
-        true
-    }
-
-    /// A sleep phase: the source is not read (a file waits; a live feed drops and counts), and
-    /// packets of negatives made from the replay memory alone go through the stages.
-    fn sleep(&mut self, epoch: u32, rng: &mut Rng, scheduler: &mut Scheduler, io: &mut dyn HeadIo) -> bool {
-        self.lasted(scheduler);
-        scheduler.switch();
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return false;
-            }
+        // Asleep, packets of negatives made from the replay memory alone: each a hybrid of two
+        // remembered windows.
+        phases.sleep(io, |_, _| {
             let negatives: Vec<Vec<f32>> = (0..self.config.batch)
                 .map(|_| {
                     let pool = self.replay.items();
@@ -324,28 +318,10 @@ impl VideoHead {
                 .collect();
             let seq = self.next_seq();
             let packet = self.packet(seq, epoch, Purpose::Train, &[], negatives);
-            self.publish(scheduler);
-            if !io.emit(Message::Data(packet)) {
-                return false;
-            }
-            if scheduler.sent() {
-                break;
-            }
-        }
-        self.lasted(scheduler);
-        scheduler.switch();
-        if let Some(p) = &self.progress {
-            p.phase.slept();
-        }
-        self.publish(scheduler);
-        true
-    }
-
-    /// Publishes how long the current phase lasted (throughput while awake).
-    fn lasted(&self, scheduler: &Scheduler) {
-        if let Some(p) = &self.progress {
-            p.phase.lasted(scheduler.phase(), scheduler.elapsed());
-        }
+            // A live feed goes on decoding (and dropping) while the head sleeps.
+            self.publish_feed();
+            Some(packet)
+        })
     }
 
     /// Fixes the held-out negatives once the held-out windows are known.
@@ -406,8 +382,9 @@ impl VideoHead {
             self.replay.clear();
             let mut windows = Windows::new(self.config.window);
             let mut batch: Vec<Window> = Vec::with_capacity(self.config.batch);
-            // Every epoch starts awake (self-contained, like the replay memory).
-            let mut scheduler = Scheduler::new(self.config.schedule);
+            // Every epoch starts awake with a fresh phase (self-contained, like the replay memory).
+            let mut phases =
+                WakeSleep::at_epoch_start(self.config.schedule, 0, self.progress.clone(), Arc::clone(&self.stop));
             loop {
                 if self.stop.load(Ordering::Relaxed) {
                     return false;
@@ -431,15 +408,14 @@ impl VideoHead {
                     continue;
                 }
                 batch.push(self.window_of(recent));
-                if batch.len() == self.config.batch && !self.send_batch(epoch, &mut batch, &mut rng, &mut scheduler, io)
-                {
+                if batch.len() == self.config.batch && !self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io) {
                     return false;
                 }
             }
-            if !self.send_batch(epoch, &mut batch, &mut rng, &mut scheduler, io) {
+            if !self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io) {
                 return false;
             }
-            self.lasted(&scheduler);
+            phases.end_epoch();
             if !self.evaluate(epoch, io) {
                 return false;
             }

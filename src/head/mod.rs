@@ -16,6 +16,9 @@
 //!
 //! Every epoch is self-contained (the first d batches' neutral rows go in one priming packet),
 //! so a run resumed at an epoch boundary continues exactly.
+//!
+//! Wake and sleep phases (MNIST's replay memory here, Aesop's dreams, frame streams) all run
+//! through `head/sleep.rs`; Aesop's self-generated negatives are in `dreams.rs`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,16 +27,19 @@ use std::time::Instant;
 
 use ndarray::{s, Array2};
 
-use crate::data::aesop;
 use crate::data::{Labelled, Split};
 use crate::metrics::Progress;
-use crate::negative::{hard_label, sampled_label, wrong_label};
+use crate::negative::{hard_label, wrong_label};
 use crate::packet::{Message, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
 use crate::runtime::HeadIo;
-use crate::schedule::{Phase, PhaseSchedule, Scheduler};
+use crate::schedule::PhaseSchedule;
 use crate::source::{DatasetSource, FrameBatch};
+use sleep::WakeSleep;
+
+mod dreams;
+pub(crate) mod sleep;
 
 /// How wrong labels are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,41 +117,12 @@ impl LabelledHead {
         self.progress = Some(progress);
     }
 
-    /// The schedule where `epoch` starts: wake phases run on across epochs (every epoch
-    /// plays the same number of wake packets, so the position is known without any state).
-    fn epoch_scheduler(&self, epoch: u32) -> Scheduler {
+    /// The wake/sleep schedule where `epoch` starts: wake phases run on across epochs (every
+    /// epoch plays the same number of wake packets, so the position is known without any state).
+    fn epoch_wake_sleep(&self, epoch: u32) -> WakeSleep {
         let batches = self.data.train.len() / self.config.source.batch.max(1);
         let wake_before = (epoch.saturating_sub(1) as u64) * batches as u64;
-        Scheduler::at_epoch_start(self.config.schedule, wake_before)
-    }
-
-    /// Ends the current phase: its duration is published, then the scheduler switches.
-    fn switch(&self, scheduler: &mut Scheduler) {
-        self.lasted(scheduler);
-        if let (Some(p), Phase::Sleep) = (&self.progress, scheduler.phase()) {
-            p.phase.slept();
-        }
-        scheduler.switch();
-    }
-
-    fn publish(&self, scheduler: &Scheduler) {
-        if let Some(p) = &self.progress {
-            p.phase.set(scheduler.phase(), scheduler.left());
-        }
-    }
-
-    /// Publishes the bytes the sleep memory holds.
-    fn stored(&self, bytes: usize) {
-        if let Some(p) = &self.progress {
-            p.phase.stored(bytes as u64);
-        }
-    }
-
-    /// Publishes how long the current phase has lasted (at its end, or at an epoch's end).
-    fn lasted(&self, scheduler: &Scheduler) {
-        if let Some(p) = &self.progress {
-            p.phase.lasted(scheduler.phase(), scheduler.elapsed());
-        }
+        WakeSleep::at_epoch_start(self.config.schedule, wake_before, self.progress.clone(), Arc::clone(&self.stop))
     }
 
     /// Plays no training epoch: only the validation and test splits, then one epoch marker.
@@ -275,12 +252,13 @@ impl LabelledHead {
     /// negatives only are made from the replay memory: a remembered frame with a wrong label
     /// drawn from the network's own probabilities for it (Matlab's hard negatives, made by the
     /// network itself) or a uniform wrong label. The logits are the readout's when the frame
-    /// passed awake, so a sleep needs no stored activities.
+    /// passed awake, so a sleep needs no stored activities. The phases are run by
+    /// [`sleep::WakeSleep`]; only the making of one sleep packet is here.
     fn play_epoch_phased(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
         let data = Arc::clone(&self.data);
         let source = self.config.source.clone();
         let mut rng = Rng::derive(self.config.source.seed, "negatives", epoch as u64);
-        let mut scheduler = self.epoch_scheduler(epoch);
+        let mut phases = self.epoch_wake_sleep(epoch);
         let hard = self.config.negatives == NegativeLabels::Hard;
         // (pixels, truth, index, logits) of remembered frames; frames awaiting their logits.
         let mut replay: Reservoir<(Vec<f32>, u8, u32, Vec<f32>)> = Reservoir::new(self.config.replay);
@@ -296,9 +274,7 @@ impl LabelledHead {
                 return false;
             }
             pending.push_back(batch);
-            let awake_over = scheduler.sent();
-            self.publish(&scheduler);
-            if !awake_over {
+            if !phases.count_wake_packet() {
                 continue;
             }
             // Fall asleep: first collect the logits of every frame seen awake.
@@ -318,13 +294,9 @@ impl LabelledHead {
                 }
                 // A remembered frame: its pixels and logits as f32, its label and index.
                 let item = 4 * (data.train.width() + data.classes) + 5;
-                self.stored(replay.len() * item);
+                phases.stored(replay.len() * item);
             }
-            self.switch(&mut scheduler);
-            while scheduler.phase() == Phase::Sleep {
-                if self.stopped() {
-                    return false;
-                }
+            let slept = phases.sleep(io, |_, _| {
                 let batch_size = self.config.source.batch;
                 let remembered = replay.items();
                 let picks: Vec<usize> = (0..batch_size).map(|_| rng.below(remembered.len())).collect();
@@ -349,12 +321,13 @@ impl LabelledHead {
                         }
                     })
                     .collect();
-                if !self.sleep_packet(epoch, &batch, wrong, &mut scheduler, io) {
-                    return false;
-                }
+                Some(self.sleep_packet(epoch, &batch, wrong))
+            });
+            if !slept {
+                return false;
             }
         }
-        self.lasted(&scheduler);
+        phases.end_epoch();
         // Predictions of the last wake packets are still due: take them so the pipeline's
         // feedback channel is empty at the epoch's end.
         if hard {
@@ -368,162 +341,10 @@ impl LabelledHead {
         true
     }
 
-    /// An epoch whose negatives the network generates itself (sequence data: Aesop, E8).
-    ///
-    /// A dream starts from the first 10 characters of some training strings and lets the
-    /// network write the other 90, one character at a time: the context's neutral-label rows go
-    /// through the stages, the readout's softmax comes back, the next character is drawn from
-    /// it. The 90 windows of each dreamt string are negatives, shuffled into a pool that the
-    /// training packets draw from; a new dream starts when the pool runs short.
-    ///
-    /// Interleaved: every packet holds real windows (positives), pool windows (negatives) and
-    /// the real windows with the neutral label (the readout learns from those); dreams start
-    /// from the epoch's strings in a shuffled order. Wake and sleep: awake, positives and
-    /// neutral rows only, and each string seen is offered to the replay memory (only its
-    /// first 10 characters are needed); asleep, the source waits and packets of pool negatives
-    /// are learned, dreams starting from remembered strings.
-    fn play_epoch_generated(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
-        let data = Arc::clone(&self.data);
-        let source = self.config.source.clone();
-        let mut rng = Rng::derive(source.seed, "dream", epoch as u64);
-        let phased = self.config.schedule != PhaseSchedule::Interleaved;
-        let mut scheduler = self.epoch_scheduler(epoch);
-        let mut seeds: Vec<u32> = (0..data.sequences.len() as u32).collect();
-        rng.shuffle(&mut seeds);
-        let mut next_seed = 0;
-        let mut replay: Reservoir<u32> = Reservoir::new(self.config.replay);
-        let mut dreams = Dreams::default();
-        let strings = self.config.dream_strings.max(1);
-        for batch in source.epoch_batches(&data.train, epoch) {
-            if self.stopped() {
-                return false;
-            }
-            let n = batch.labels.len();
-            if !phased {
-                while dreams.pool.len() < n {
-                    let starts: Vec<u32> = (0..strings).map(|k| seeds[(next_seed + k) % seeds.len()]).collect();
-                    next_seed += strings;
-                    if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
-                        return false;
-                    }
-                }
-                let negatives = dreams.take(n, data.train.width());
-                let groups = [
-                    (&batch, batch.labels.clone()),
-                    (&negatives, negatives.labels.clone()),
-                    (&batch, vec![NEUTRAL; n]),
-                ];
-                let packet = self.packet(epoch, Purpose::Train, &groups, [n, n, n]);
-                dreams.outstanding += n;
-                if !io.emit(Message::Data(packet)) {
-                    return false;
-                }
-                continue;
-            }
-            let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
-            let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
-            dreams.outstanding += n;
-            if !io.emit(Message::Data(packet)) {
-                return false;
-            }
-            for &row in &batch.index {
-                replay.offer(row / aesop::PREDICTED as u32, &mut rng);
-            }
-            self.stored(dreams.memory_bytes(replay.len()));
-            let awake_over = scheduler.sent();
-            self.publish(&scheduler);
-            if !awake_over {
-                continue;
-            }
-            self.switch(&mut scheduler);
-            while scheduler.phase() == Phase::Sleep {
-                if self.stopped() {
-                    return false;
-                }
-                while dreams.pool.len() < n {
-                    let remembered = replay.items();
-                    let starts: Vec<u32> = (0..strings).map(|_| remembered[rng.below(remembered.len())]).collect();
-                    if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
-                        return false;
-                    }
-                    self.stored(dreams.memory_bytes(replay.len()));
-                }
-                let negatives = dreams.take(n, data.train.width());
-                let labels = negatives.labels.clone();
-                if !self.sleep_packet(epoch, &negatives, labels, &mut scheduler, io) {
-                    return false;
-                }
-            }
-        }
-        // The readout's logits for the last packets are still due: take them so the feedback
-        // channel is empty at the epoch's end (a resumed run starts from the same place).
-        if phased {
-            self.lasted(&scheduler);
-        }
-        dreams.settle(io)
-    }
-
-    /// Sends one packet of negatives asleep (`labels` embedded in `batch`'s rows) and moves
-    /// the schedule on; false when downstream is gone.
-    fn sleep_packet(
-        &mut self,
-        epoch: u32,
-        batch: &FrameBatch,
-        labels: Vec<u8>,
-        scheduler: &mut Scheduler,
-        io: &mut dyn HeadIo,
-    ) -> bool {
+    /// One packet of negatives for a sleep phase: `labels` embedded in `batch`'s rows.
+    fn sleep_packet(&mut self, epoch: u32, batch: &FrameBatch, labels: Vec<u8>) -> Packet {
         let n = labels.len();
-        let mut packet = self.packet(epoch, Purpose::Train, &[(batch, labels)], [0, n, 0]);
-        packet.frames = 0; // no frame of the stream enters while asleep
-        if !io.emit(Message::Data(packet)) {
-            return false;
-        }
-        if scheduler.sent() {
-            self.switch(scheduler);
-        }
-        self.publish(scheduler);
-        true
-    }
-
-    /// Generates the last 90 characters of the training strings `starts` from their first 10
-    /// and adds their windows to the pool, shuffled.
-    fn dream(&mut self, epoch: u32, starts: &[u32], dreams: &mut Dreams, rng: &mut Rng, io: &mut dyn HeadIo) -> bool {
-        // Logits of training packets still in flight come back first.
-        if !dreams.settle(io) {
-            return false;
-        }
-        let data = Arc::clone(&self.data);
-        let width = data.train.width();
-        let mut text: Vec<Vec<u8>> =
-            starts.iter().map(|&s| data.sequences[s as usize][..aesop::GIVEN].to_vec()).collect();
-        for t in aesop::GIVEN..aesop::LENGTH {
-            let windows: Vec<(&[u8], u8)> = text.iter().map(|s| (&s[t - aesop::CONTEXT..t], 0)).collect();
-            let contexts = window_batch(&windows, width);
-            let mut packet =
-                self.packet(epoch, Purpose::Dream, &[(&contexts, vec![NEUTRAL; starts.len()])], [0, 0, starts.len()]);
-            packet.frames = 0; // dreams are not frames of the stream
-            if !io.emit(Message::Data(packet)) {
-                return false;
-            }
-            let mut k = 0;
-            while k < text.len() {
-                let Some(p) = io.prediction() else { return false };
-                for row in p.logits.outer_iter() {
-                    // Invariant: the readout makes its logits as a fresh standard-layout array.
-                    let next = sampled_label(row.as_slice().expect("contiguous logits"), rng);
-                    text[k].push(next);
-                    k += 1;
-                }
-            }
-        }
-        let mut windows: Vec<(Vec<u8>, u8)> = text
-            .iter()
-            .flat_map(|s| (aesop::GIVEN..aesop::LENGTH).map(move |t| (s[t - aesop::CONTEXT..t].to_vec(), s[t])))
-            .collect();
-        rng.shuffle(&mut windows);
-        dreams.pool.extend(windows);
-        true
+        self.packet(epoch, Purpose::Train, &[(batch, labels)], [0, n, 0])
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -635,51 +456,6 @@ impl LabelledHead {
         }
         true
     }
-}
-
-/// Negatives the network has dreamt and not yet learned from, and the readout's logits still
-/// due for packets sent with neutral rows.
-#[derive(Default)]
-struct Dreams {
-    /// `(context, last character)` windows of generated text.
-    pool: VecDeque<(Vec<u8>, u8)>,
-    /// Neutral rows sent whose logits have not come back.
-    outstanding: usize,
-}
-
-impl Dreams {
-    /// The next `n` pool windows as a batch of rows (the pool holds at least `n`).
-    fn take(&mut self, n: usize, width: usize) -> FrameBatch {
-        let windows: Vec<(Vec<u8>, u8)> = self.pool.drain(..n).collect();
-        let views: Vec<(&[u8], u8)> = windows.iter().map(|(c, l)| (c.as_slice(), *l)).collect();
-        window_batch(&views, width)
-    }
-
-    /// Bytes of sleep memory with `remembered` strings in the replay memory: a remembered
-    /// string is its first 10 characters, a dreamt window 10 characters.
-    fn memory_bytes(&self, remembered: usize) -> usize {
-        (remembered + self.pool.len()) * aesop::GIVEN
-    }
-
-    /// Takes every logit still due; false when the sink is gone.
-    fn settle(&mut self, io: &mut dyn HeadIo) -> bool {
-        while self.outstanding > 0 {
-            let Some(p) = io.prediction() else { return false };
-            self.outstanding = self.outstanding.saturating_sub(p.logits.nrows());
-        }
-        true
-    }
-}
-
-/// Rows of Aesop windows `(context, class)`, the label slots left for the head.
-fn window_batch(windows: &[(&[u8], u8)], width: usize) -> FrameBatch {
-    let mut pixels = Array2::zeros((windows.len(), width));
-    let mut bytes = vec![0u8; width];
-    for ((context, _), mut row) in windows.iter().zip(pixels.outer_iter_mut()) {
-        aesop::context_into(context, &mut bytes);
-        row.iter_mut().zip(&bytes).for_each(|(v, &b)| *v = b as f32 / 255.0);
-    }
-    FrameBatch { pixels, index: vec![u32::MAX; windows.len()], labels: windows.iter().map(|w| w.1).collect() }
 }
 
 impl crate::runtime::Head for LabelledHead {
