@@ -57,12 +57,15 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
         let stage: Box<dyn Stage> = match spec {
             StageSpec::FfDense(_) => Box::new(FfDenseConfig { name, layer, inputs, units, ff }.build()),
             StageSpec::FfRecurrent(s) => {
-                // The top stage's top-down input is the clamped label layer (paper §3.4).
+                // The top stage's top-down input is the clamped label layer (paper §3.4); a
+                // frame stream has no labels, so its top stage has nothing above.
                 let above = match specs.get(i + 1) {
                     Some(next) => Above::Stage(next.units()),
+                    None if config.is_frame_stream() => Above::Nothing,
                     None => Above::Label { classes: row_shape(config).1, strength: m.label_strength },
                 };
-                let [learn_from, learn_to] = recurrent.learn_steps;
+                // A frame stream plays every frame once, as one step that learns.
+                let [learn_from, learn_to] = if config.is_frame_stream() { [0, 0] } else { recurrent.learn_steps };
                 let learn_steps = learn_from..=learn_to;
                 let carry_state = recurrent.carry_state;
                 let damping = s.damping;

@@ -232,6 +232,11 @@ pub struct MovingMnistSettings {
     /// Digits per sequence: 1 (a clean 10-way label per frame) or 2 (the standard set).
     #[serde(default = "one_usize")]
     pub digits: usize,
+    /// Sequences played side by side: row i of every packet is stream i's next frame, so a
+    /// recurrent net's state carried from packet to packet is each video's memory (1: one
+    /// stream, consecutive frames of consecutive sequences in a packet).
+    #[serde(default = "one_usize")]
+    pub streams: usize,
 }
 
 fn default_batch() -> usize {
@@ -641,8 +646,43 @@ impl PipelineConfig {
             if let Some((key, complaint)) = self.recurrent_settings().check() {
                 return fail(key.into(), complaint);
             }
+            if self.data.dataset == "moving_mnist" {
+                self.validate_recurrent_video()?;
+            }
         } else if self.recurrent.is_some() {
             return fail("recurrent".into(), "needs ff_recurrent stages ([[stage]] kind = \"ff_recurrent\")".into());
+        }
+        Ok(())
+    }
+
+    /// A recurrent net on a video: every frame is one step, and the net's state, carried from
+    /// packet to packet, is the video's memory. That needs one frame per row (window 1) and
+    /// the same stream in the same row of every packet (as many parallel streams as rows).
+    fn validate_recurrent_video(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
+        let recurrent = self.recurrent_settings();
+        if !recurrent.carry_state {
+            return fail("recurrent.carry_state", "must be true on a frame stream: the state is the video's memory");
+        }
+        let defaults = RecurrentConfig::default();
+        if (recurrent.iterations, recurrent.learn_steps, recurrent.goodness_steps)
+            != (defaults.iterations, defaults.learn_steps, defaults.goodness_steps)
+        {
+            return fail(
+                "recurrent.iterations",
+                "iterations, learn_steps and goodness_steps play a static image as a boring video; on a frame \
+                 stream every frame is one step: leave them out",
+            );
+        }
+        if self.stream.as_ref().map_or(1, |s| s.window) != 1 {
+            return fail("stream.window", "must be 1 for ff_recurrent stages: the state carries the past frames");
+        }
+        let streams = self.moving_mnist.as_ref().map_or(1, |m| m.streams);
+        if streams != self.data.batch {
+            return fail(
+                "moving_mnist.streams",
+                &format!("must equal data.batch ({}) for ff_recurrent stages: row i is stream i", self.data.batch),
+            );
         }
         Ok(())
     }
@@ -698,6 +738,9 @@ impl PipelineConfig {
         if let Some(m) = &self.moving_mnist {
             if !(1..=2).contains(&m.digits) {
                 return fail("moving_mnist.digits", "must be 1 or 2");
+            }
+            if !(1..=10_000).contains(&m.streams) {
+                return fail("moving_mnist.streams", "must be 1 to 10000");
             }
         }
         if self.data.epochs == 0 {

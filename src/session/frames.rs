@@ -229,8 +229,11 @@ fn final_probes(
     let started = Instant::now();
     let (x, labels) = windows_of(frames, stream.window, stream.center);
     let mut random = build_stages_for(config, inputs);
-    let trained_features = stage_features(stages, x.clone(), 500)?;
-    let random_features = stage_features(&mut random, x.clone(), 500)?;
+    // A recurrent net reads the probe frames as it was trained: the streams side by side, one
+    // packet per step (`moving_mnist.streams` = `data.batch` rows).
+    let chunk = if config.is_recurrent() { config.data.batch } else { 500 };
+    let trained_features = stage_features(stages, x.clone(), chunk)?;
+    let random_features = stage_features(&mut random, x.clone(), chunk)?;
     let names: Vec<String> = config.stage_names().into_iter().skip(config.model.readout_from - 1).collect();
     let mut test = ErrorsPct::new();
     for ((name, trained), random) in names.iter().zip(&trained_features).zip(&random_features) {

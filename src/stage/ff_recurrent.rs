@@ -51,6 +51,8 @@ pub enum Above {
         /// The value of the true label's unit (the neutral label is `strength / classes` each).
         strength: f32,
     },
+    /// Nothing: the top layer of a net on an unlabelled frame stream (no `W_down`).
+    Nothing,
 }
 
 impl Above {
@@ -58,6 +60,7 @@ impl Above {
         match self {
             Above::Stage(units) => units,
             Above::Label { classes, .. } => classes,
+            Above::Nothing => 0,
         }
     }
 }
@@ -175,6 +178,7 @@ impl FfRecurrent {
                 normalize_rows_in_place(&mut a);
                 a
             }
+            Above::Nothing => Array2::zeros((rows, 0)),
             Above::Stage(width) => {
                 let fresh = self.above.take().and_then(|t| {
                     let same = t.seq == packet.seq || self.config.carry_state;
@@ -214,6 +218,9 @@ impl FfRecurrent {
         for (optimizer, inputs, weights) in
             [(&mut self.up_optimizer, &below, &mut self.w_up), (&mut self.down_optimizer, &above, &mut self.w_down)]
         {
+            if inputs.ncols() == 0 {
+                continue; // no layer above: no W_down
+            }
             let (alpha, beta) = optimizer.gradient_target(cases);
             self.pool.gemm(alpha, &inputs.t(), &direction.view(), beta, &mut optimizer.buffer_mut().view_mut());
             optimizer.apply(weights, gain);
@@ -246,7 +253,9 @@ impl Stage for FfRecurrent {
         normalize_rows_in_place(&mut below);
         let mut z = Array2::from_shape_fn((rows, self.config.units), |(_, j)| self.bias[j]);
         self.pool.gemm(1.0, &below.view(), &self.w_up.view(), 1.0, &mut z.view_mut());
-        self.pool.gemm(1.0, &above.view(), &self.w_down.view(), 1.0, &mut z.view_mut());
+        if above.ncols() > 0 {
+            self.pool.gemm(1.0, &above.view(), &self.w_down.view(), 1.0, &mut z.view_mut());
+        }
         let on = z.mapv(|v| if v > 0.0 { 1.0f32 } else { 0.0 });
         let mut y = z;
         y.mapv_inplace(|v| v.max(0.0));

@@ -5,6 +5,11 @@
 //! 60,000 MNIST training images. Held-out frames (separation) are test-split sequences from 0,
 //! probe frames test-split sequences from 1,000,000 on: digits no stage ever learned from, and
 //! never the same rows in both measures.
+//!
+//! With `streams = B` the training and probe frames play B sequences side by side: frame
+//! `t·B + j` is frame t of sequence j of the group, so in packets of B rows, row j is always
+//! stream j (a recurrent net's state, carried from packet to packet, follows one video). The
+//! sequences and their order in the epoch are the same as with one stream.
 
 use std::time::Instant;
 
@@ -25,7 +30,9 @@ pub struct MovingMnistFeed {
     frames_per_epoch: u64,
     holdout_frames: usize,
     next_sequence: u64,
-    current: Sequence,
+    streams: usize,
+    /// The sequences playing side by side, and the next frame's position in them.
+    current: Vec<Sequence>,
     t: usize,
     emitted: u64,
     decoded: u64,
@@ -35,6 +42,17 @@ pub struct MovingMnistFeed {
 impl MovingMnistFeed {
     /// A feed of `digits`-digit sequences; `holdout_frames` test frames for the separation set.
     pub fn new(mnist: &Labelled, digits: usize, frames_per_epoch: u64, holdout_frames: usize) -> anyhow::Result<Self> {
+        Self::side_by_side(mnist, digits, 1, frames_per_epoch, holdout_frames)
+    }
+
+    /// The same with `streams` sequences played side by side.
+    pub fn side_by_side(
+        mnist: &Labelled,
+        digits: usize,
+        streams: usize,
+        frames_per_epoch: u64,
+        holdout_frames: usize,
+    ) -> anyhow::Result<Self> {
         let build = |split| {
             let mut c = MovingMnistConfig::new(split);
             c.num_digits = digits;
@@ -46,7 +64,8 @@ impl MovingMnistFeed {
             frames_per_epoch,
             holdout_frames,
             next_sequence: 0,
-            current: Sequence::default(),
+            streams: streams.max(1),
+            current: Vec::new(),
             t: usize::MAX,
             emitted: 0,
             decoded: 0,
@@ -70,27 +89,35 @@ impl MovingMnistFeed {
         }
     }
 
-    /// `count` consecutive frames of `source` starting at sequence `first`.
-    fn frames_of(source: &MovingMnist, first: u64, count: usize) -> Vec<Frame> {
+    /// `count` frames of `source` starting at sequence `first`, `streams` sequences side by
+    /// side (1: consecutive frames of consecutive sequences).
+    fn frames_of(source: &MovingMnist, first: u64, count: usize, streams: usize) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(count);
         let mut i = first;
         while frames.len() < count {
-            let sequence = source.sequence(i);
-            let take = sequence.len().min(count - frames.len());
-            frames.extend((0..take).map(|t| Self::frame_of(&sequence, t)));
-            i += 1;
+            let group: Vec<Sequence> = (0..streams as u64).map(|j| source.sequence(i + j)).collect();
+            let len = group.iter().map(Sequence::len).min().unwrap_or(0);
+            'group: for t in 0..len {
+                for sequence in &group {
+                    if frames.len() == count {
+                        break 'group;
+                    }
+                    frames.push(Self::frame_of(sequence, t));
+                }
+            }
+            i += streams as u64;
         }
         frames
     }
 
-    /// Labelled test-split frames for the final probes.
+    /// Labelled test-split frames for the final probes, side by side as the training stream.
     pub fn probe_frames(&self, count: usize) -> Vec<Frame> {
-        Self::frames_of(&self.test, PROBE_FIRST_SEQUENCE, count)
+        Self::frames_of(&self.test, PROBE_FIRST_SEQUENCE, count, self.streams)
     }
 
     /// The first `count` training frames (the backprop twin's stream).
     pub fn train_frames(&self, count: usize) -> Vec<Frame> {
-        Self::frames_of(&self.train, 0, count)
+        Self::frames_of(&self.train, 0, count, 1)
     }
 }
 
@@ -107,14 +134,19 @@ impl FrameFeed for MovingMnistFeed {
         if self.emitted >= self.frames_per_epoch {
             return Ok(None);
         }
-        if self.t >= self.current.len() {
+        let length = self.current.iter().map(Sequence::len).min().unwrap_or(0);
+        if self.t >= length * self.current.len() {
             let started = Instant::now();
-            self.train.sequence_into(self.next_sequence, &mut self.current);
+            self.current.resize_with(self.streams, Sequence::default);
+            for (j, sequence) in self.current.iter_mut().enumerate() {
+                self.train.sequence_into(self.next_sequence + j as u64, sequence);
+            }
             self.generate_ns += started.elapsed().as_nanos() as u64;
-            self.next_sequence += 1;
+            self.next_sequence += self.streams as u64;
             self.t = 0;
         }
-        let frame = Self::frame_of(&self.current, self.t);
+        let streams = self.current.len();
+        let frame = Self::frame_of(&self.current[self.t % streams], self.t / streams);
         self.t += 1;
         self.emitted += 1;
         self.decoded += 1;
@@ -122,7 +154,7 @@ impl FrameFeed for MovingMnistFeed {
     }
 
     fn holdout(&mut self) -> Result<Option<Vec<Frame>>, FeedError> {
-        Ok(Some(Self::frames_of(&self.test, 0, self.holdout_frames)))
+        Ok(Some(Self::frames_of(&self.test, 0, self.holdout_frames, 1)))
     }
 
     fn counters(&self) -> FeedCounters {

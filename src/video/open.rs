@@ -13,9 +13,15 @@ pub fn open(
     match config.data.dataset.as_str() {
         "moving_mnist" => {
             let mnist = crate::data::Labelled::mnist(data_dir)?;
-            let digits = config.moving_mnist.as_ref().map_or(1, |m| m.digits);
+            let (digits, streams) = config.moving_mnist.as_ref().map_or((1, 1), |m| (m.digits, m.streams));
             let holdout = stream.eval_windows + stream.window;
-            let feed = super::moving::MovingMnistFeed::new(&mnist, digits, stream.frames_per_epoch, holdout)?;
+            let feed = super::moving::MovingMnistFeed::side_by_side(
+                &mnist,
+                digits,
+                streams,
+                stream.frames_per_epoch,
+                holdout,
+            )?;
             let probe = (stream.probe_frames > 0).then(|| feed.probe_frames(stream.probe_frames));
             let twin_frames = stream.frames_per_epoch.min(20_000) as usize;
             let twin = stream.backprop_twin.then(|| feed.train_frames(twin_frames));

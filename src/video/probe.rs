@@ -48,7 +48,10 @@ pub fn windows_of(frames: &[Frame], window: usize, center: bool) -> (Array2<f32>
     (Array2::from_shape_vec((n, width), rows).expect("rows of equal width"), labels)
 }
 
-/// Each stage's normalized activities for `x` `(rows, inputs)`, without learning.
+/// Each stage's normalized activities for `x` `(rows, inputs)`, without learning, in packets
+/// of `chunk` rows. A stage that reads the one above gets its state after every packet (the
+/// synchronous d = 1 exchange of a lockstep run), so a recurrent net whose rows are streams
+/// side by side (`chunk` = the streams) carries each video's state through its frames.
 pub fn stage_features(
     stages: &mut [Box<dyn Stage>],
     x: Array2<f32>,
@@ -69,6 +72,12 @@ pub fn stage_features(
         };
         for stage in stages.iter_mut() {
             packet = stage.process(packet)?;
+        }
+        for l in 1..stages.len() {
+            if stages[l - 1].reads_above() {
+                let above = stages[l].below();
+                stages[l - 1].take_above(above);
+            }
         }
         if out.is_empty() {
             out = packet.features.iter().map(|f| Array2::zeros((rows, f.ncols()))).collect();
