@@ -18,7 +18,9 @@
 //! --test-threads 1` prints each workload's tensors and its pin for this ISA as Rust to paste
 //! below (mismatches with the exact pin are then reported, not failed). Pins were taken with
 //! every run repeated, threaded and lockstep (`--set pipeline.mode="lockstep"`), and the backprop
-//! twins with `--threads 1` and `2`: all bit-identical.
+//! twins with `--threads 1` and `2`: all bit-identical. The two wake/sleep pins (MNIST and video)
+//! came later, when sleep became one implementation (`src/head/sleep.rs`): a hash of the same
+//! runs taken before that change matched after it, threaded and lockstep.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -689,6 +691,151 @@ fn moving_mnist_backprop_twin() {
                 ("curve.2.val_error_pct.backprop", 81.8),
                 ("epochs", 2.0),
                 ("metrics.test_error_pct.backprop", 81.8),
+            ],
+        }],
+    });
+}
+
+/// MNIST with fixed wake and sleep phases (mnist-sleep: hard negatives from the replay
+/// memory's logits while asleep), 3x128 on 3,000 images for 2 epochs. Pinned when wake/sleep
+/// became one implementation (head/sleep.rs), after a before/after hash of this run matched.
+#[test]
+fn mnist_wake_sleep_hard_negatives() {
+    check(&Workload {
+        pipeline: "mnist-sleep",
+        args: &[
+            "--set",
+            "data.epochs=2",
+            "--set",
+            "data.train_size=3000",
+            "--set",
+            "data.validation_size=500",
+            "--set",
+            "model.layers=[128, 128, 128]",
+            "--set",
+            "schedule={ kind = \"fixed\", wake = 7, sleep = 4 }",
+            "--set",
+            "negatives.replay=300",
+        ],
+        resolved: &[
+            ("/negatives/labels", "\"hard\""),
+            ("/schedule", "{\"kind\": \"fixed\", \"wake\": 7, \"sleep\": 4}"),
+            ("/pipeline/mode", "\"threaded\""),
+        ],
+        exact_everywhere: &["epochs", "details.sleep_storage_bytes"],
+        band: 15.0,
+        tensors: &[
+            ("layer1.bias", &[128]),
+            ("layer1.bias.buffer", &[128]),
+            ("layer1.peer_means", &[128]),
+            ("layer1.steps", &[1]),
+            ("layer1.weights", &[784, 128]),
+            ("layer1.weights.buffer", &[784, 128]),
+            ("layer2.bias", &[128]),
+            ("layer2.bias.buffer", &[128]),
+            ("layer2.peer_means", &[128]),
+            ("layer2.steps", &[1]),
+            ("layer2.weights", &[128, 128]),
+            ("layer2.weights.buffer", &[128, 128]),
+            ("layer3.bias", &[128]),
+            ("layer3.bias.buffer", &[128]),
+            ("layer3.peer_means", &[128]),
+            ("layer3.steps", &[1]),
+            ("layer3.weights", &[128, 128]),
+            ("layer3.weights.buffer", &[128, 128]),
+            ("readout.steps", &[1]),
+            ("readout.weights", &[256, 10]),
+            ("readout.weights.buffer", &[256, 10]),
+        ],
+        pins: &[Pin {
+            isa: "avx512f",
+            weights: "2cb3a9a9f5de97c86792da515f32568b66de0ea4380c308933f61ecd8f7b9bc2",
+            values: &[
+                ("curve.1.stream_error_pct.softmax", 72.86666666666666),
+                ("curve.1.val_error_pct.goodness", 89.6),
+                ("curve.1.val_error_pct.softmax", 63.0),
+                ("curve.2.stream_error_pct.softmax", 69.6),
+                ("curve.2.val_error_pct.goodness", 89.4),
+                ("curve.2.val_error_pct.softmax", 77.4),
+                ("details.sleep_storage_bytes", 954300.0),
+                ("epochs", 2.0),
+                ("metrics.test_error_pct.goodness", 86.89),
+                ("metrics.test_error_pct.softmax", 77.66),
+                ("metrics.val_error_pct.goodness", 89.4),
+                ("metrics.val_error_pct.softmax", 77.4),
+            ],
+        }],
+    });
+}
+
+/// A video stream with fixed wake and sleep phases (video-sleep: hybrid negatives from the
+/// replay memory while asleep), 2x200 for 2 epochs of 4,000 frames. Pinned with
+/// [`mnist_wake_sleep_hard_negatives`].
+#[test]
+fn video_wake_sleep() {
+    check(&Workload {
+        pipeline: "video-sleep",
+        args: &[
+            "--set",
+            "data.epochs=2",
+            "--set",
+            "stream.frames_per_epoch=4000",
+            "--set",
+            "stream.eval_windows=200",
+            "--set",
+            "stream.probe_frames=500",
+            "--set",
+            "model.layers=[200, 200]",
+            "--set",
+            "schedule={ kind = \"fixed\", wake = 7, sleep = 3 }",
+        ],
+        resolved: &[
+            ("/schedule", "{\"kind\": \"fixed\", \"wake\": 7, \"sleep\": 3}"),
+            ("/pipeline/mode", "\"threaded\""),
+        ],
+        exact_everywhere: &["epochs", "details.sleep_storage_bytes"],
+        band: 15.0,
+        tensors: &[
+            ("layer1.bias", &[200]),
+            ("layer1.bias.buffer", &[200]),
+            ("layer1.peer_means", &[200]),
+            ("layer1.steps", &[1]),
+            ("layer1.weights", &[4096, 200]),
+            ("layer1.weights.buffer", &[4096, 200]),
+            ("layer2.bias", &[200]),
+            ("layer2.bias.buffer", &[200]),
+            ("layer2.peer_means", &[200]),
+            ("layer2.steps", &[1]),
+            ("layer2.weights", &[200, 200]),
+            ("layer2.weights.buffer", &[200, 200]),
+            ("probe.layer1", &[200, 10]),
+            ("probe.layer2", &[200, 10]),
+        ],
+        pins: &[Pin {
+            isa: "avx512f",
+            weights: "aa2d00f4a769f6a3e6c41730477833ca00817d6288c45175e67aa277aabe6080",
+            values: &[
+                ("curve.1.stream_error_pct.live_probe.layer1", 92.4),
+                ("curve.1.stream_error_pct.live_probe.layer2", 93.1),
+                ("curve.1.val_error_pct.separation.layer1", 17.5),
+                ("curve.1.val_error_pct.separation.layer2", 32.0),
+                ("curve.2.stream_error_pct.live_probe.layer1", 89.975),
+                ("curve.2.stream_error_pct.live_probe.layer2", 86.325),
+                ("curve.2.val_error_pct.separation.layer1", 13.5),
+                ("curve.2.val_error_pct.separation.layer2", 28.5),
+                ("details.sleep_storage_bytes", 8388608.0),
+                ("details.source.corrupt", 0.0),
+                ("details.source.decoded", 8000.0),
+                ("details.source.dropped", 0.0),
+                ("details.source.reconnects", 0.0),
+                ("epochs", 2.0),
+                ("metrics.test_error_pct.probe.layer1", 78.44311377245509),
+                ("metrics.test_error_pct.probe.layer2", 75.1497005988024),
+                ("metrics.test_error_pct.probe.pixels", 82.03592814371258),
+                ("metrics.test_error_pct.probe_random.layer1", 83.83233532934132),
+                ("metrics.test_error_pct.probe_random.layer2", 79.94011976047904),
+                ("metrics.val_error_pct.separation.layer1", 13.5),
+                ("metrics.val_error_pct.separation.layer2", 28.5),
             ],
         }],
     });
