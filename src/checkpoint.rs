@@ -1,13 +1,23 @@
-//! Checkpoints: every stage's and the readout's tensors in one safetensors file, written
-//! atomically (a temporary file in the same folder, fsync, rename), so a crash mid-write leaves
-//! the previous checkpoint intact. Little-endian f32 with a format tag in the metadata; the
-//! file opens in Python with `safetensors.numpy.load_file`.
+//! Checkpoints: safetensors files of f32 tensors, written atomically (a temporary file in the
+//! same folder, fsync, rename), so a crash mid-write leaves the previous checkpoint intact.
+//! Little-endian f32 with a format tag in the metadata; a file opens in Python with
+//! `safetensors.numpy.load_file`.
+//!
+//! A run folder holds one shard per stage (and one for the sink), each written by its stage
+//! when the epoch's marker passes it ([`ShardStore::write`], called at the runtime's barrier
+//! on the stage's own thread), as `checkpoint/<stage>.e<epoch>.safetensors`; then the manifest
+//! `checkpoint.json` names the epoch's shards with their SHA-256 ([`ShardStore::commit`]). The
+//! manifest is the commit point: a kill before it leaves the previous epoch's manifest and
+//! shards in place, and a shard that does not match its hash is refused on resume.
+//! [`load_run`] also reads the single-file `checkpoint.safetensors` of older run folders.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::CheckpointError;
 use crate::packet::StageState;
@@ -30,6 +40,12 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), std::io::Error> {
 
 /// Writes the states and `metadata` (strings) to `path`.
 pub fn save(path: &Path, states: &[StageState], metadata: &[(&str, String)]) -> Result<(), CheckpointError> {
+    let serialized = serialize(path, states, metadata)?;
+    write_atomic(path, &serialized).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
+}
+
+/// The bytes of a safetensors file holding `states` (`path` names it in errors).
+fn serialize(path: &Path, states: &[StageState], metadata: &[(&str, String)]) -> Result<Vec<u8>, CheckpointError> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = states
         .iter()
         .flat_map(|s| s.tensors.iter())
@@ -48,8 +64,143 @@ pub fn save(path: &Path, states: &[StageState], metadata: &[(&str, String)]) -> 
         .collect::<Result<_, _>>()?;
     let mut info: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     info.insert("format".into(), FORMAT.into());
-    let serialized = safetensors::serialize(views, &Some(info)).map_err(|e| invalid(e.to_string()))?;
-    write_atomic(path, &serialized).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })
+    safetensors::serialize(views, &Some(info)).map_err(|e| invalid(e.to_string()))
+}
+
+/// The folder of a run's shards, and the manifest naming the last finished epoch's.
+pub const SHARDS: &str = "checkpoint";
+/// See [`SHARDS`].
+pub const MANIFEST: &str = "checkpoint.json";
+
+/// One stage's shard of one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// The stage (or sink) it holds.
+    pub stage: String,
+    /// Its file, relative to the run folder.
+    pub file: String,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    epoch: u32,
+    shards: Vec<Shard>,
+    metadata: HashMap<String, String>,
+}
+
+/// Where a run's stages leave their shards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStore {
+    run_dir: PathBuf,
+}
+
+impl ShardStore {
+    /// The shards of the run folder `run_dir`.
+    pub fn new(run_dir: &Path) -> ShardStore {
+        ShardStore { run_dir: run_dir.to_path_buf() }
+    }
+
+    /// Writes `state` as its stage's shard of `epoch`.
+    pub fn write(&self, epoch: u32, state: &StageState) -> Result<Shard, CheckpointError> {
+        // A stage name is a file name here: `layer1`, `readout`; refuse anything that is not.
+        let plain = !state.stage.is_empty() && state.stage.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let file = format!("{SHARDS}/{}.e{epoch}.safetensors", state.stage);
+        let path = self.run_dir.join(&file);
+        if !plain {
+            return Err(CheckpointError::Invalid { path, reason: format!("`{}` is not a stage name", state.stage) });
+        }
+        let meta = [("stage", state.stage.clone()), ("epoch", epoch.to_string())];
+        let bytes = serialize(&path, std::slice::from_ref(state), &meta)?;
+        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+        Ok(Shard { stage: state.stage.clone(), file, sha256: hex(&Sha256::digest(&bytes)) })
+    }
+
+    /// Makes `epoch` the run's checkpoint: the manifest names `shards` (and holds `metadata`);
+    /// then every other epoch's shard is removed.
+    pub fn commit(&self, epoch: u32, shards: &[Shard], metadata: &[(&str, String)]) -> Result<(), CheckpointError> {
+        let path = self.run_dir.join(MANIFEST);
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            epoch,
+            shards: shards.to_vec(),
+            metadata: metadata.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        };
+        let text = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| CheckpointError::Invalid { path: path.clone(), reason: e.to_string() })?;
+        write_atomic(&path, text.as_bytes()).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+        let keep: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();
+        let folder = self.run_dir.join(SHARDS);
+        for entry in
+            std::fs::read_dir(&folder).map_err(|source| CheckpointError::Io { path: folder.clone(), source })?
+        {
+            let Ok(entry) = entry else { continue };
+            let name = format!("{SHARDS}/{}", entry.file_name().to_string_lossy());
+            if !keep.contains(&name.as_str()) {
+                // A stale shard left behind costs disk only; the manifest never names it.
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_manifest(run_dir: &Path) -> Result<Option<Manifest>, CheckpointError> {
+    let path = run_dir.join(MANIFEST);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CheckpointError::Io { path, source }),
+    };
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| CheckpointError::Invalid { path: path.clone(), reason: format!("not a manifest ({e})") })?;
+    if manifest.format != FORMAT {
+        return Err(CheckpointError::Invalid {
+            path,
+            reason: format!("format is {:?}, expected {FORMAT}", manifest.format),
+        });
+    }
+    Ok(Some(manifest))
+}
+
+/// The checkpoint of a run folder: every shard the manifest names, each checked against its
+/// SHA-256, as one state, with the manifest's metadata (and `epoch`); or, in an older run
+/// folder, its `checkpoint.safetensors`.
+pub fn load_run(run_dir: &Path) -> Result<Loaded, CheckpointError> {
+    let Some(manifest) = read_manifest(run_dir)? else { return load(&run_dir.join("checkpoint.safetensors")) };
+    let mut state = StageState { stage: "checkpoint".into(), tensors: Vec::new() };
+    for shard in &manifest.shards {
+        let path = run_dir.join(&shard.file);
+        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+        if hex(&Sha256::digest(&bytes)) != shard.sha256 {
+            return Err(CheckpointError::Invalid {
+                path,
+                reason: format!("the {} shard does not match its SHA-256 in {MANIFEST}: damaged", shard.stage),
+            });
+        }
+        state.tensors.extend(parse(&path, &bytes)?.state.tensors);
+    }
+    let mut metadata = manifest.metadata;
+    metadata.insert("epoch".into(), manifest.epoch.to_string());
+    Ok(Loaded { state, metadata })
+}
+
+/// The metadata of a run folder's checkpoint (the manifest's, or an older single file's).
+pub fn run_metadata(run_dir: &Path) -> Result<HashMap<String, String>, CheckpointError> {
+    match read_manifest(run_dir)? {
+        Some(manifest) => {
+            let mut metadata = manifest.metadata;
+            metadata.insert("epoch".into(), manifest.epoch.to_string());
+            Ok(metadata)
+        }
+        None => metadata(&run_dir.join("checkpoint.safetensors")),
+    }
 }
 
 /// A loaded checkpoint.
@@ -64,13 +215,17 @@ pub struct Loaded {
 /// Reads a checkpoint written by [`save`].
 pub fn load(path: &Path) -> Result<Loaded, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    parse(path, &bytes)
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Loaded, CheckpointError> {
     let invalid = |reason: String| CheckpointError::Invalid { path: PathBuf::from(path), reason };
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(format!("not a safetensors file ({e})")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| invalid(format!("not a safetensors file ({e})")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     if metadata.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(invalid(format!("format is {:?}, expected {FORMAT}", metadata.get("format"))));
     }
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
     let mut state = StageState { stage: "checkpoint".into(), tensors: Vec::new() };
     for (name, view) in tensors.tensors() {
         if view.dtype() != Dtype::F32 {
@@ -130,5 +285,38 @@ mod tests {
         std::fs::write(&path, b"garbage").unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("not a safetensors file"), "{err}");
+    }
+
+    fn layer(name: &str, v: f32) -> StageState {
+        StageState { stage: name.into(), tensors: vec![(format!("{name}.bias"), vec![2], vec![v, -v])] }
+    }
+
+    #[test]
+    fn the_manifest_is_the_commit_point_and_a_damaged_shard_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::new(dir.path());
+        let epoch1: Vec<Shard> =
+            ["layer1", "readout"].iter().map(|n| store.write(1, &layer(n, 1.0)).unwrap()).collect();
+        store.commit(1, &epoch1, &[("seed", "3".into())]).unwrap();
+        // Epoch 2's shards written, the manifest not yet (a kill here): epoch 1 stands.
+        let epoch2: Vec<Shard> =
+            ["layer1", "readout"].iter().map(|n| store.write(2, &layer(n, 2.0)).unwrap()).collect();
+        let loaded = load_run(dir.path()).unwrap();
+        assert_eq!((loaded.metadata["epoch"].as_str(), loaded.metadata["seed"].as_str()), ("1", "3"));
+        assert!(loaded.state.tensors.iter().all(|(_, _, v)| v[0] == 1.0));
+        // Committed: epoch 2 stands and epoch 1's shards are gone.
+        store.commit(2, &epoch2, &[]).unwrap();
+        assert!(load_run(dir.path()).unwrap().state.tensors.iter().all(|(_, _, v)| v[0] == 2.0));
+        assert!(!dir.path().join(&epoch1[0].file).exists());
+        // One flipped byte in a shard: refused, by stage.
+        let path = dir.path().join(&epoch2[0].file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        let err = load_run(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("layer1 shard does not match its SHA-256"), "{err}");
+        // A stage name that is not a file name is refused before anything is written.
+        assert!(store.write(3, &layer("../x", 1.0)).is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! The run folder every trainer writes and resumes from.
 //!
 //! It holds `pipeline.toml` (resolved), `meta.json` (commit, versions, machine),
-//! `metrics.jsonl`, `checkpoint.safetensors` (the last finished epoch), `state.json` (the
+//! `metrics.jsonl`, `checkpoint.json` and `checkpoint/` (the last finished epoch: one shard
+//! per stage and one for the sink, see [`crate::checkpoint`]), `state.json` (the
 //! curve so far) and, at the end, `record.json`. `--resume RUN` reads them back and continues
 //! with the next epoch: the data order and negatives of an epoch depend only on the seed and
 //! the epoch, so a resumed run sees exactly the stream the killed one would have.
@@ -113,25 +114,32 @@ pub(crate) fn machine() -> String {
     crate::bench::machine_name()
 }
 
-/// Makes epoch `epoch` durable: the checkpoint of every state (metadata: epoch, experiment,
-/// seed), then `state.json` saying the epoch is done. Every trainer ends its epochs here.
+/// Makes epoch `epoch` durable: a shard for each state still in memory (the sink's; every
+/// stage's in a run without a store at the barrier), then the manifest naming those and the
+/// `written` shards the stages left themselves (metadata: experiment, seed, run state), then
+/// `state.json` saying the epoch is done. Every trainer ends its epochs here.
 pub(crate) fn save_epoch(
     dir: &Path,
     states: &[StageState],
+    written: &[checkpoint::Shard],
     config: &PipelineConfig,
     state: &mut RunState,
     epoch: u32,
 ) -> Result<()> {
     state.epochs_done = epoch;
-    // The run state travels inside the checkpoint too: a kill between the two writes below
+    let store = checkpoint::ShardStore::new(dir);
+    let mut shards = written.to_vec();
+    for s in states {
+        shards.push(store.write(epoch, s)?);
+    }
+    // The run state travels inside the manifest too: a kill between the two writes below
     // leaves a checkpoint newer than state.json, and the resume takes the checkpoint's.
     let meta = [
-        ("epoch", epoch.to_string()),
         ("experiment", config.name.clone()),
         ("seed", config.seed.to_string()),
         ("run_state", serde_json::to_string(state)?),
     ];
-    checkpoint::save(&dir.join("checkpoint.safetensors"), states, &meta)?;
+    store.commit(epoch, &shards, &meta)?;
     save_state(dir, state)
 }
 
@@ -150,7 +158,7 @@ pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<
         )
         .with_context(|| format!("{}/state.json is damaged", dir.display()))?;
         // A kill between the checkpoint's write and state.json's leaves the checkpoint ahead.
-        let saved = checkpoint::metadata(&dir.join("checkpoint.safetensors"))
+        let saved = checkpoint::run_metadata(dir)
             .ok()
             .and_then(|m| m.get("run_state").and_then(|t| serde_json::from_str::<RunState>(t).ok()));
         let state = match saved {

@@ -274,7 +274,7 @@ impl crate::runtime::Sink for Classify {
             tally.measures(key, &mut measures);
         }
         stream.measures("stream", &mut measures);
-        EpochReport { epoch, states, measures }
+        EpochReport { epoch, states, shards: Vec::new(), measures }
     }
 
     fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {

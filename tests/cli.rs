@@ -30,6 +30,10 @@ fn a_bad_value_and_a_bad_override_are_user_errors() {
     assert_user_error(&ffstream(&["run", "mnist-quick", "--set", "optimizer.lr=-3"]), "optimizer.lr");
     assert_user_error(&ffstream(&["run", "mnist-quick", "--set", "model.layers=[]"]), "model.layers");
     assert_user_error(&ffstream(&["run", "no-such-pipeline"]), "no pipeline file");
+    // A dataset this build does not know is named with the ones it knows.
+    let out = ffstream(&["run", "mnist-quick", "--set", "data.dataset=\"cifar\""]);
+    assert_user_error(&out, "cifar");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("moving_mnist"));
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! exactly the weights and the numbers they ended with when the pins were taken.
 //!
 //! Each test runs `ffstream run <pipeline> --set ...` into a fresh runs folder and checks
-//! - the tensor names and shapes of `checkpoint.safetensors` (the same on every machine);
+//! - the tensor names and shapes of the checkpoint (every shard `checkpoint.json` names; the
+//!   same on every machine);
 //! - a SHA-256 over every tensor's name, shape and raw bytes, in sorted name order;
 //! - every number of `record.json` that does not depend on timing: `epochs`, `metrics`, the
 //!   curve's validation and stream errors per epoch, and the counting `details` (timing and memory
@@ -127,12 +128,24 @@ fn run_cli(w: &Workload, runs: &Path) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
-/// The checkpoint's tensors as (name, shape) in name order, and the SHA-256 (hex) of every
-/// tensor's name, shape and raw little-endian bytes in that order.
-fn weights_sha256(path: &Path) -> (Vec<(String, Vec<usize>)>, String) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{} is not safetensors: {e}", path.display()));
-    let mut tensors = st.tensors();
+/// The checkpoint's tensors (every shard the manifest names) as (name, shape) in name order,
+/// and the SHA-256 (hex) of every tensor's name, shape and raw little-endian bytes in that order.
+fn weights_sha256(run_dir: &Path) -> (Vec<(String, Vec<usize>)>, String) {
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("checkpoint.json")).expect("checkpoint.json"))
+            .expect("a manifest");
+    let files: Vec<Vec<u8>> = manifest["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| {
+            let path = run_dir.join(s["file"].as_str().expect("file"));
+            std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        })
+        .collect();
+    let shards: Vec<SafeTensors<'_>> =
+        files.iter().map(|b| SafeTensors::deserialize(b).expect("a safetensors shard")).collect();
+    let mut tensors: Vec<_> = shards.iter().flat_map(|st| st.tensors()).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hash = Sha256::new();
     let mut shapes = Vec::new();
@@ -220,7 +233,7 @@ fn check(w: &Workload) {
         let expected: Value = serde_json::from_str(expected).unwrap();
         assert_eq!(got, &expected, "{}: resolved pipeline{pointer}", w.pipeline);
     }
-    let (shapes, weights) = weights_sha256(&dir.join("checkpoint.safetensors"));
+    let (shapes, weights) = weights_sha256(&dir);
     let values = record_values(&record);
     let isa = isa();
     let isa = isa.as_str();

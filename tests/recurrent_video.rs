@@ -115,7 +115,7 @@ fn the_recurrent_video_net_runs_threaded_as_lockstep() {
         for key in ["probe.layer1", "probe.layer2", "probe_random.layer1", "probe_random.layer2"] {
             assert!(test.get(key).is_some_and(|v| (0.0..=100.0).contains(v)), "{key} in {test:?}");
         }
-        let loaded = ffstream::checkpoint::load(&outcome.run_dir.join("checkpoint.safetensors")).unwrap();
+        let loaded = ffstream::checkpoint::load_run(&outcome.run_dir).unwrap();
         let mut tensors = loaded.state.tensors;
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         weights.push((tensors, outcome.record.metrics));

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::{PipelineConfig, StageSpec};
+use super::{Dataset, PipelineConfig, StageSpec};
 use crate::backprop::{Backprop, BackpropConfig};
 use crate::data::{aesop, mnist, Labelled};
 use crate::head::{HeadConfig, LabelledHead};
@@ -14,9 +14,9 @@ use crate::stage::{Above, FfDenseConfig, FfRecurrentConfig, FfSettings, Stage};
 
 /// `(row width, classes)` of a labelled dataset: MNIST images or Aesop windows.
 pub fn row_shape(config: &PipelineConfig) -> (usize, usize) {
-    match config.data.dataset.as_str() {
-        "aesop" => (aesop::WIDTH, aesop::SYMBOLS),
-        _ => (mnist::PIXELS, mnist::CLASSES),
+    match config.data.dataset {
+        Dataset::Aesop => (aesop::WIDTH, aesop::SYMBOLS),
+        Dataset::Mnist | Dataset::MovingMnist | Dataset::Video => (mnist::PIXELS, mnist::CLASSES),
     }
 }
 

@@ -93,8 +93,8 @@ pub struct PaperClaim {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Dataset name (see [`DATASETS`]).
-    pub dataset: String,
+    /// What the rows or frames are.
+    pub dataset: Dataset,
     /// Passes over the training split.
     pub epochs: u32,
     /// Frames per micro-batch.
@@ -114,8 +114,27 @@ pub struct DataConfig {
     pub test_size: usize,
 }
 
-/// The dataset names a pipeline file may use.
-pub const DATASETS: [&str; 4] = ["mnist", "aesop", "moving_mnist", "video"];
+/// What a pipeline learns from: `data.dataset` (a name no build knows fails to parse, with the
+/// names it knows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dataset {
+    /// MNIST images, labelled rows (`../shared/data/mnist`).
+    Mnist,
+    /// Aesop's Fables, next-character rows (E8).
+    Aesop,
+    /// Moving MNIST generated from MNIST, a labelled frame stream.
+    MovingMnist,
+    /// A video file, device or network stream (`[video]`), through FFmpeg.
+    Video,
+}
+
+impl Dataset {
+    /// Whether it is a frame stream (the video head and sink) rather than labelled rows.
+    pub fn is_frame_stream(self) -> bool {
+        matches!(self, Dataset::MovingMnist | Dataset::Video)
+    }
+}
 
 /// Unsupervised FF on a frame stream (`moving_mnist` and `video` datasets).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -362,7 +381,12 @@ fn default_feedback_delay() -> usize {
 impl RuntimeConfig {
     /// How the runtime wires the stages.
     pub fn wiring(&self) -> Wiring {
-        Wiring { mode: self.mode, capacity: self.queue_capacity.max(1), feedback_delay: self.feedback_delay }
+        Wiring {
+            mode: self.mode,
+            capacity: self.queue_capacity.max(1),
+            feedback_delay: self.feedback_delay,
+            shards: None,
+        }
     }
 }
 
@@ -634,7 +658,7 @@ impl PipelineConfig {
                     "must be \"ff_recurrent\" like the other stages: a net mixes no kinds yet".into(),
                 );
             }
-            if self.data.dataset != "mnist" && self.data.dataset != "moving_mnist" {
+            if !matches!(self.data.dataset, Dataset::Mnist | Dataset::MovingMnist) {
                 return fail("data.dataset".into(), "must be mnist or moving_mnist for ff_recurrent stages".into());
             }
             if self.trainer != Trainer::Ff {
@@ -646,7 +670,7 @@ impl PipelineConfig {
             if let Some((key, complaint)) = self.recurrent_settings().check() {
                 return fail(key.into(), complaint);
             }
-            if self.data.dataset == "moving_mnist" {
+            if self.data.dataset == Dataset::MovingMnist {
                 self.validate_recurrent_video()?;
             }
         } else if self.recurrent.is_some() {
@@ -691,11 +715,8 @@ impl PipelineConfig {
     fn validate(&self) -> Result<(), (String, String)> {
         self.validate_stages()?;
         let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
-        if !DATASETS.contains(&self.data.dataset.as_str()) {
-            return fail("data.dataset", &format!("must be one of {}", DATASETS.join(", ")));
-        }
         let frames = self.is_frame_stream();
-        if self.data.dataset == "video" && self.video.is_none() {
+        if self.data.dataset == Dataset::Video && self.video.is_none() {
             return fail("video", "is required for the video dataset (at least `input = ...`)");
         }
         if let Some(v) = &self.video {
@@ -752,12 +773,12 @@ impl PipelineConfig {
         if !(0..=4).contains(&self.data.jitter) {
             return fail("data.jitter", "must be between 0 and 4 pixels");
         }
-        if self.data.jitter != 0 && self.data.dataset != "mnist" {
+        if self.data.jitter != 0 && self.data.dataset != Dataset::Mnist {
             return fail("data.jitter", "shifts MNIST images only; it must be 0 for this dataset");
         }
         if let Some(n) = &self.negatives {
             let generated = n.labels == crate::head::NegativeLabels::Generated;
-            if generated && self.data.dataset != "aesop" {
+            if generated && self.data.dataset != Dataset::Aesop {
                 return fail("negatives.labels", "\"generated\" needs sequence data (dataset = \"aesop\")");
             }
             if generated && n.dream_strings == 0 {
@@ -789,7 +810,7 @@ impl PipelineConfig {
             }
         }
         if frames && self.trainer == Trainer::Backprop {
-            if self.data.dataset != "moving_mnist" || self.moving_mnist.as_ref().is_some_and(|m| m.digits != 1) {
+            if self.data.dataset != Dataset::MovingMnist || self.moving_mnist.as_ref().is_some_and(|m| m.digits != 1) {
                 return fail("trainer", "backprop on a frame stream needs labels: moving_mnist with digits = 1");
             }
             if self.stream.as_ref().is_some_and(|s| s.window != 1) {
@@ -842,7 +863,7 @@ impl PipelineConfig {
     /// True for the unsupervised frame streams (Moving MNIST, video), false for the labelled
     /// datasets (MNIST, Aesop).
     pub fn is_frame_stream(&self) -> bool {
-        !matches!(self.data.dataset.as_str(), "mnist" | "aesop")
+        self.data.dataset.is_frame_stream()
     }
 
     /// The stage names, in order (`layer1`, `layer2`, ...).

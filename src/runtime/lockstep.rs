@@ -81,7 +81,7 @@ pub(super) fn run(
             (0..delay).map(|_| TopDown::neutral()).collect()
         })
         .collect();
-    let barrier = Barrier::new(stages.len());
+    let barrier = Barrier::new(stages.len(), wiring.shards.clone());
     let names = stages.iter().map(|s| s.name().to_string()).collect();
     let mut io = LockstepIo {
         stages,

@@ -141,8 +141,11 @@ pub enum Mode {
 pub struct EpochReport {
     /// The 1-based epoch.
     pub epoch: u32,
-    /// Snapshots of every stage and the sink, taken at the epoch boundary.
+    /// Snapshots taken at the epoch boundary and kept in memory: the sink's, and every
+    /// stage's when the run has no shard store ([`Wiring::shards`]).
     pub states: Vec<StageState>,
+    /// The shards the stages wrote themselves at the barrier (with a shard store).
+    pub shards: Vec<crate::checkpoint::Shard>,
     /// Named measures of the epoch; what they mean is the sink's (dotted names,
     /// `validation.goodness`, `separation.layer1`, ...).
     pub measures: BTreeMap<String, f64>,
@@ -158,18 +161,18 @@ pub enum PipelineError {
     /// The epoch handler (checkpoint, record) failed.
     #[error("at the end of an epoch: {0}")]
     Epoch(#[source] anyhow::Error),
-    /// A stage passed an epoch marker without leaving its state at the barrier.
-    #[error("stage `{stage}` left no state at the end of epoch {epoch}")]
+    /// A stage left no state at the barrier of an epoch, or could not write its shard.
+    #[error("at the end of epoch {epoch}: {source}")]
     Barrier {
-        /// The stage.
-        stage: String,
+        /// What went wrong, naming the stage.
+        source: barrier::BarrierError,
         /// The epoch.
         epoch: u32,
     },
 }
 
 /// How the runtime wires a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wiring {
     /// Threaded or lockstep.
     pub mode: Mode,
@@ -177,12 +180,15 @@ pub struct Wiring {
     pub capacity: usize,
     /// Packets between a stage's state and the stage below reading it (feedback edges).
     pub feedback_delay: usize,
+    /// Where each stage writes its own checkpoint shard at an epoch's barrier; none: the
+    /// states come back in memory, in the epoch report.
+    pub shards: Option<crate::checkpoint::ShardStore>,
 }
 
 impl Wiring {
     /// Forward edges of `capacity`, feedback delay 1.
     pub fn new(mode: Mode, capacity: usize) -> Wiring {
-        Wiring { mode, capacity: capacity.max(1), feedback_delay: 1 }
+        Wiring { mode, capacity: capacity.max(1), feedback_delay: 1, shards: None }
     }
 }
 
@@ -284,9 +290,11 @@ fn deliver(
             Ok(())
         }
         Message::EpochEnd { epoch, .. } => {
-            let states =
-                side.barrier.take(epoch, side.names).map_err(|stage| PipelineError::Barrier { stage, epoch })?;
-            (side.on_epoch)(sink.end_epoch(epoch, states)).map_err(PipelineError::Epoch)
+            let (states, shards) =
+                side.barrier.take(epoch, side.names).map_err(|source| PipelineError::Barrier { source, epoch })?;
+            let mut report = sink.end_epoch(epoch, states);
+            report.shards = shards;
+            (side.on_epoch)(report).map_err(PipelineError::Epoch)
         }
     }
 }

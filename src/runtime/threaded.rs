@@ -99,7 +99,7 @@ pub(super) fn run(
 ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
     let spec = EdgeSpec::blocking(wiring.capacity);
     let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
-    let barrier = Barrier::new(stages.len());
+    let barrier = Barrier::new(stages.len(), wiring.shards.clone());
     let barrier = &barrier;
     // Feedback edges: stage k+1 -> stage k wherever stage k reads the state above.
     let mut aboves: Vec<Option<Box<dyn Inlet<TopDown>>>> = Vec::new();

@@ -94,16 +94,18 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
     let (config, dir, options) = (session.config, session.dir, session.options);
     let mut stages = build_stages_for(config, workload.inputs());
     if state.epochs_done > 0 {
-        let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+        let loaded = checkpoint::load_run(dir)?;
         let cannot = |e| anyhow::anyhow!("cannot resume {}: {e}", dir.display());
         for stage in stages.iter_mut() {
             stage.restore(&loaded.state).map_err(cannot)?;
         }
         workload.sink().restore(&loaded.state).map_err(cannot)?;
     }
-    let wiring = config.pipeline.as_ref().map(|p| p.wiring()).ok_or_else(|| {
+    let mut wiring = config.pipeline.as_ref().map(|p| p.wiring()).ok_or_else(|| {
         anyhow::anyhow!("`{}` has no [pipeline] section: an FF run needs its mode and queues", config.name)
     })?;
+    // Every stage writes its own shard as the epoch's marker passes it.
+    wiring.shards = Some(checkpoint::ShardStore::new(dir));
     let stats = PipelineStats::new(&config.stage_names());
     let (progress, reporter) = start_reporter(&stats, config, state, dir, options)?;
     let offset = state.seconds;
@@ -114,7 +116,7 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
         let seconds = session.seconds(offset);
         let measured = W::apply_epoch(&report, state, config, seconds);
         state.seconds = seconds;
-        save_epoch(dir, &report.states, config, state, report.epoch)?;
+        save_epoch(dir, &report.states, &report.shards, config, state, report.epoch)?;
         // The latency of this epoch's packets, head to sink.
         let now = stats.latency.counts();
         let p = |q| Latency::quantile(&latency_before, &now, q).map(|s| s * 1000.0);

@@ -16,7 +16,7 @@ use crate::backprop::Backprop;
 use crate::boring_video::{Join, Repeat};
 use crate::checkpoint;
 use crate::config::build::{build_backprop, build_head, build_sink, build_stages, row_shape};
-use crate::config::{PipelineConfig, Trainer};
+use crate::config::{Dataset, PipelineConfig, Trainer};
 use crate::data::{aesop, Labelled as Rows, Split};
 use crate::head::LabelledHead;
 use crate::record::{CurvePoint, ErrorsPct};
@@ -27,9 +27,10 @@ use crate::stage::Stage;
 
 /// Loads MNIST or Aesop's rows and cuts the splits to the sizes the pipeline asks for.
 pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Rows>> {
-    let mut data = match config.data.dataset.as_str() {
-        "aesop" => aesop::Aesop::load(data_dir)?.labelled(),
-        _ => Rows::mnist(data_dir)?,
+    let mut data = match config.data.dataset {
+        Dataset::Aesop => aesop::Aesop::load(data_dir)?.labelled(),
+        Dataset::Mnist => Rows::mnist(data_dir)?,
+        other => bail!("`{other:?}` is a frame stream, not labelled rows"),
     };
     let cut = |split: &mut Split, n: usize| {
         if n > 0 {
@@ -60,7 +61,7 @@ impl Labelled {
 /// Loads the data; Aesop's unigram baseline goes into the run's details.
 fn load_with_baseline(config: &PipelineConfig, options: &RunOptions, state: &mut RunState) -> Result<Arc<Rows>> {
     let data = load_data(config, options.data_dir.as_deref())?;
-    if config.data.dataset == "aesop" {
+    if config.data.dataset == Dataset::Aesop {
         // E8's first baseline: always predict the training strings' commonest character.
         let unigram = |split: &Split| aesop::unigram_error_pct(&data.train, split);
         state.details.insert(
@@ -235,7 +236,7 @@ pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
             run_dir.join("state.json").display()
         );
     }
-    let loaded = checkpoint::load(&run_dir.join("checkpoint.safetensors"))?;
+    let loaded = checkpoint::load_run(run_dir)?;
     let epoch: u32 = loaded.metadata.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let data = load_data(&config, data_dir)?;
     if config.trainer == Trainer::Backprop {

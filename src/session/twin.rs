@@ -45,7 +45,7 @@ pub fn run(session: &Session<'_>, data: &mut dyn TwinData, state: &mut RunState)
     let mut net = data.net();
     net.set_threads(backprop_threads(options));
     if state.epochs_done > 0 {
-        let loaded = checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+        let loaded = checkpoint::load_run(dir)?;
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
     }
     let stats = StageStats::new("backprop");
@@ -90,7 +90,7 @@ pub fn run(session: &Session<'_>, data: &mut dyn TwinData, state: &mut RunState)
         state.curve.push(CurvePoint { epoch, val_error_pct: held_out, stream_error_pct: backprop(stream), seconds });
         state.seconds = seconds;
         let states = [StageState { stage: "backprop".into(), tensors: net.tensors() }];
-        save_epoch(dir, &states, config, state, epoch)?;
+        save_epoch(dir, &states, &[], config, state, epoch)?;
         if !options.quiet {
             tracing::info!(
                 "epoch {epoch:>3}/{} {seconds:>7.1}s  stream: backprop {stream:.2}%{said}",

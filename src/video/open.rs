@@ -2,6 +2,7 @@
 //! place that knows every kind of feed.
 
 use super::feed::{Feed, FrameShape};
+use crate::config::Dataset;
 
 /// Opens the feed a pipeline file describes (Moving MNIST or a video input).
 pub fn open(
@@ -10,8 +11,8 @@ pub fn open(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Feed> {
     let stream = config.stream.clone().unwrap_or_default();
-    match config.data.dataset.as_str() {
-        "moving_mnist" => {
+    match config.data.dataset {
+        Dataset::MovingMnist => {
             let mnist = crate::data::Labelled::mnist(data_dir)?;
             let (digits, streams) = config.moving_mnist.as_ref().map_or((1, 1), |m| (m.digits, m.streams));
             let holdout = stream.eval_windows + stream.window;
@@ -29,8 +30,8 @@ pub fn open(
             let shape = FrameShape { width: side, height: side, channels: 1 };
             Ok(Feed { feed: Box::new(feed), shape, probe, twin })
         }
-        "video" => open_video(config, stop),
-        other => anyhow::bail!("`{other}` is not a frame stream"),
+        Dataset::Video => open_video(config, stop),
+        other => anyhow::bail!("`{other:?}` is not a frame stream"),
     }
 }
 

@@ -156,6 +156,6 @@ impl Sink for VideoSink {
             .map(|(name, p)| (format!("probe.{name}"), p.shape().to_vec(), p.iter().copied().collect()))
             .collect();
         states.push(StageState { stage: "probe".into(), tensors });
-        EpochReport { epoch, states, measures }
+        EpochReport { epoch, states, shards: Vec::new(), measures }
     }
 }
