@@ -17,7 +17,7 @@
 use std::ops::RangeInclusive;
 
 use crate::packet::{Message, Packet, Prediction, StageState};
-use crate::runtime::{EpochReport, Head, HeadIo, Sink};
+use crate::runtime::{Closed, EpochReport, Head, HeadIo, Sink};
 
 /// A head whose data packets are played for `steps` steps each.
 pub struct Repeat<H> {
@@ -48,7 +48,7 @@ struct Steps<'a> {
 }
 
 impl HeadIo for Steps<'_> {
-    fn emit(&mut self, message: Message) -> bool {
+    fn emit(&mut self, message: Message) -> Result<(), Closed> {
         let Message::Data(mut packet) = message else { return self.io.emit(message) };
         packet.steps = self.steps;
         for step in 0..self.steps - 1 {
@@ -57,9 +57,7 @@ impl HeadIo for Steps<'_> {
             if step > 0 {
                 p.frames = 0; // the same frames: counted once
             }
-            if !self.io.emit(Message::Data(p)) {
-                return false;
-            }
+            self.io.emit(Message::Data(p))?;
         }
         packet.step = self.steps - 1;
         if self.steps > 1 {

@@ -65,7 +65,7 @@ impl LabelledHead {
                 ];
                 let packet = self.packet(epoch, Purpose::Train, &groups, [n, n, n]);
                 dreams.outstanding += n;
-                if !io.emit(Message::Data(packet)) {
+                if io.emit(Message::Data(packet)).is_err() {
                     return false;
                 }
                 continue;
@@ -73,7 +73,7 @@ impl LabelledHead {
             let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
             let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
             dreams.outstanding += n;
-            if !io.emit(Message::Data(packet)) {
+            if io.emit(Message::Data(packet)).is_err() {
                 return false;
             }
             for &row in &batch.index {
@@ -123,7 +123,7 @@ impl LabelledHead {
             let mut packet =
                 self.packet(epoch, Purpose::Dream, &[(&contexts, vec![NEUTRAL; starts.len()])], [0, 0, starts.len()]);
             packet.frames = 0; // dreams are not frames of the stream
-            if !io.emit(Message::Data(packet)) {
+            if io.emit(Message::Data(packet)).is_err() {
                 return false;
             }
             let mut k = 0;

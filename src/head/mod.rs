@@ -137,7 +137,7 @@ impl LabelledHead {
             let epoch = self.config.epochs;
             return self.evaluate(&data.validation, Purpose::Validate, epoch, io)
                 && self.evaluate(&data.test, Purpose::Test, epoch, io)
-                && io.emit(Message::EpochEnd { epoch, stamp: Instant::now() });
+                && io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }).is_ok();
         }
         for epoch in self.config.first_epoch..=self.config.epochs {
             if !self.play_epoch(epoch, io) {
@@ -159,7 +159,7 @@ impl LabelledHead {
                     }
                 }
             }
-            if !io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }) {
+            if io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }).is_err() {
                 return false;
             }
         }
@@ -188,7 +188,7 @@ impl LabelledHead {
                 }
                 let negatives: Vec<u8> = batch.labels.iter().map(|&t| wrong_label(t, data.classes, &mut rng)).collect();
                 let packet = self.train_packet(epoch, &batch, &negatives, Some(&batch));
-                if !io.emit(Message::Data(packet)) {
+                if io.emit(Message::Data(packet)).is_err() {
                     return false;
                 }
             }
@@ -202,7 +202,7 @@ impl LabelledHead {
             waiting.extend(batches.by_ref().take(delay));
             if !waiting.is_empty() {
                 let prime = self.predict_packet(epoch, waiting.iter());
-                if !io.emit(Message::Data(prime)) {
+                if io.emit(Message::Data(prime)).is_err() {
                     return false;
                 }
             }
@@ -214,7 +214,7 @@ impl LabelledHead {
             let batch = if delay == 0 {
                 let Some(batch) = batches.next() else { break };
                 let packet = self.predict_packet(epoch, std::iter::once(&batch));
-                if !io.emit(Message::Data(packet)) {
+                if io.emit(Message::Data(packet)).is_err() {
                     return false;
                 }
                 batch
@@ -237,7 +237,7 @@ impl LabelledHead {
             if let Some(next) = ahead {
                 waiting.push_back(next);
             }
-            if !io.emit(Message::Data(packet)) {
+            if io.emit(Message::Data(packet)).is_err() {
                 return false;
             }
         }
@@ -270,7 +270,7 @@ impl LabelledHead {
             let n = batch.labels.len();
             let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
             let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
-            if !io.emit(Message::Data(packet)) {
+            if io.emit(Message::Data(packet)).is_err() {
                 return false;
             }
             pending.push_back(batch);
@@ -450,7 +450,7 @@ impl LabelledHead {
             let candidates: Vec<u8> = (0..n * classes).map(|k| (k % classes) as u8).collect();
             let groups = [(&batch, candidates), (&batch, vec![NEUTRAL; n])];
             let packet = self.packet(epoch, purpose, &groups, [0, 0, n]);
-            if !io.emit(Message::Data(packet)) {
+            if io.emit(Message::Data(packet)).is_err() {
                 return false;
             }
         }

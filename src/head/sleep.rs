@@ -94,7 +94,7 @@ impl WakeSleep {
             // No frame of the stream enters while asleep: the frame counters (and the
             // throughput per frame) count the source's frames only.
             packet.frames = 0;
-            if !io.emit(Message::Data(packet)) {
+            if io.emit(Message::Data(packet)).is_err() {
                 return false;
             }
             if self.scheduler.sent() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::barrier::Barrier;
 use super::{deliver, frames_rows, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink, SinkSide};
-use super::{Message, Prediction, Stage, TopDown, Wiring};
+use super::{Closed, Message, Prediction, Stage, TopDown, Wiring};
 
 struct LockstepIo<'a, 'b> {
     stages: Vec<Box<dyn Stage>>,
@@ -23,7 +23,7 @@ struct LockstepIo<'a, 'b> {
 }
 
 impl HeadIo for LockstepIo<'_, '_> {
-    fn emit(&mut self, mut message: Message) -> bool {
+    fn emit(&mut self, mut message: Message) -> Result<(), Closed> {
         let (frames, rows) = frames_rows(&message);
         self.stats.source.record(frames, rows, Duration::ZERO, Duration::ZERO, Duration::ZERO, 0);
         for k in 0..self.stages.len() {
@@ -35,7 +35,7 @@ impl HeadIo for LockstepIo<'_, '_> {
                 Ok(m) => m,
                 Err(e) => {
                     self.failure = Some(e.into());
-                    return false;
+                    return Err(Closed);
                 }
             };
             message = out;
@@ -55,10 +55,10 @@ impl HeadIo for LockstepIo<'_, '_> {
         };
         if let Err(e) = deliver(self.sink, message, &mut side, |p| predictions.push_back(p)) {
             self.failure = Some(e);
-            return false;
+            return Err(Closed);
         }
         self.stats.sink.record(frames, rows, started.elapsed(), Duration::ZERO, Duration::ZERO, 0);
-        true
+        Ok(())
     }
 
     fn prediction(&mut self) -> Option<Prediction> {

@@ -79,10 +79,16 @@ pub trait Stage: Send {
     }
 }
 
+/// Downstream is gone: a stage failed or stopped, so a head's message has nowhere to go (the
+/// run's error, if any, comes from where it happened).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the pipeline downstream is gone")]
+pub struct Closed;
+
 /// Where a head's messages go and where predictions come from.
 pub trait HeadIo {
-    /// Sends a message downstream; false when downstream is gone.
-    fn emit(&mut self, message: Message) -> bool;
+    /// Sends a message downstream.
+    fn emit(&mut self, message: Message) -> Result<(), Closed>;
     /// The next prediction; `None` when the sink is gone.
     fn prediction(&mut self) -> Option<Prediction>;
 }

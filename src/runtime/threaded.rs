@@ -7,7 +7,7 @@ use super::edge::{self, EdgeSpec, Inlet, Outlet, UNBOUNDED};
 use super::{
     deliver, frames_rows, panic_message, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink, SinkSide,
 };
-use super::{Message, Prediction, Stage, TopDown, Wiring};
+use super::{Closed, Message, Prediction, Stage, TopDown, Wiring};
 use crate::error::StageError;
 use crate::metrics::StageStats;
 
@@ -21,16 +21,16 @@ struct ChannelIo<'a> {
 }
 
 impl HeadIo for ChannelIo<'_> {
-    fn emit(&mut self, message: Message) -> bool {
+    fn emit(&mut self, message: Message) -> Result<(), Closed> {
         let waited = std::mem::take(&mut self.waited);
         let busy = self.last.elapsed().saturating_sub(waited);
         let (frames, rows) = frames_rows(&message);
         let sent = Instant::now();
-        let Some(output) = &mut self.output else { return false };
-        let ok = output.send(message).is_ok();
+        let Some(output) = &mut self.output else { return Err(Closed) };
+        let sent_ok = output.send(message).map(|_| ()).map_err(|_| Closed);
         self.last = Instant::now();
         self.stats.record(frames, rows, busy, waited, self.last - sent, output.len());
-        ok
+        sent_ok
     }
 
     fn prediction(&mut self) -> Option<Prediction> {

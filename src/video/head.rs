@@ -299,7 +299,7 @@ impl VideoHead {
             phases.stored(self.replay.len() * first.len() * 4);
         }
         self.publish_feed();
-        if !io.emit(Message::Data(packet)) {
+        if io.emit(Message::Data(packet)).is_err() {
             return false;
         }
         if !phases.count_wake_packet() {
@@ -344,7 +344,7 @@ impl VideoHead {
         let chunks = self.held_out.chunks(batch).zip(self.held_out_negatives.chunks(batch));
         for (k, (windows, negatives)) in chunks.enumerate() {
             let packet = self.packet(first + k as u64, epoch, Purpose::Validate, windows, negatives.to_vec());
-            if !io.emit(Message::Data(packet)) {
+            if io.emit(Message::Data(packet)).is_err() {
                 return false;
             }
         }
@@ -419,7 +419,7 @@ impl VideoHead {
             if !self.evaluate(epoch, io) {
                 return false;
             }
-            if !io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }) {
+            if io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }).is_err() {
                 return false;
             }
         }
