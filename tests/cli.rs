@@ -81,3 +81,18 @@ fn every_file_in_pipeline_is_shipped_in_the_binary() {
         }
     }
 }
+
+#[test]
+fn a_section_the_workload_does_not_read_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.toml");
+    let text = include_str!("../pipeline/mnist-quick.toml");
+    let line = text.lines().count() + 2;
+    std::fs::write(&path, format!("{text}\n[stream]\nwindow = 2\n")).unwrap();
+    let out = ffstream(&["run", path.to_str().unwrap()]);
+    assert_user_error(&out, "`stream` is read by frame streams");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("line {line}")), "{out:?}");
+    // The backprop twin has no readout and no stages' [pipeline]; a video no [negatives].
+    assert_user_error(&ffstream(&["run", "mnist-backprop", "--set", "readout.lr=0.1"]), "`readout`");
+    assert_user_error(&ffstream(&["run", "moving-mnist", "--set", "negatives.labels=\"hard\""]), "`negatives`");
+}

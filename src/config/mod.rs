@@ -540,6 +540,10 @@ pub fn line_of(text: &str, dotted: &str) -> usize {
         let line = raw.trim();
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             current = name.trim().to_string();
+            // A whole section (`stream`): its `[stream]` header.
+            if current == dotted {
+                return i + 1;
+            }
             continue;
         }
         let Some((k, rest)) = line.split_once('=') else { continue };
@@ -711,9 +715,45 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// A section the workload does not read is an error, not silently ignored: `[stream]` on
+    /// MNIST, `[negatives]` on a video, `[readout]` for the backprop twin, ...
+    fn validate_sections(&self) -> Result<(), (String, String)> {
+        let dataset = serde_json::to_value(self.data.dataset).ok().and_then(|v| v.as_str().map(String::from));
+        let dataset = dataset.unwrap_or_default();
+        let ff = self.trainer == Trainer::Ff;
+        let frames = self.is_frame_stream();
+        let sections: [(&str, bool, &str); 6] = [
+            ("stream", self.stream.is_some(), if frames { "" } else { "frame streams (moving_mnist, video)" }),
+            (
+                "moving_mnist",
+                self.moving_mnist.is_some(),
+                if self.data.dataset == Dataset::MovingMnist { "" } else { "the moving_mnist dataset" },
+            ),
+            ("video", self.video.is_some(), if self.data.dataset == Dataset::Video { "" } else { "the video dataset" }),
+            (
+                "negatives",
+                self.negatives.is_some(),
+                if ff && !frames { "" } else { "FF on labelled data (mnist, aesop)" },
+            ),
+            ("readout", self.readout.is_some(), if ff && !frames { "" } else { "FF on labelled data (mnist, aesop)" }),
+            ("pipeline", self.pipeline.is_some(), if ff { "" } else { "the FF stages (trainer = \"ff\")" }),
+        ];
+        for (section, present, reader) in sections {
+            if present && !reader.is_empty() {
+                let trainer = if ff { "FF" } else { "the backprop twin" };
+                return Err((
+                    section.to_string(),
+                    format!("is read by {reader} only; this pipeline trains {trainer} on {dataset}: remove it"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Range checks, as `(dotted key, complaint)`.
     fn validate(&self) -> Result<(), (String, String)> {
         self.validate_stages()?;
+        self.validate_sections()?;
         let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
         let frames = self.is_frame_stream();
         if self.data.dataset == Dataset::Video && self.video.is_none() {
