@@ -112,8 +112,10 @@ impl ShardStore {
         if !plain {
             return Err(CheckpointError::Invalid { path, reason: format!("`{}` is not a stage name", state.stage) });
         }
-        let meta = [("stage", state.stage.clone()), ("epoch", epoch.to_string())];
-        let bytes = serialize(&path, std::slice::from_ref(state), &meta)?;
+        // Only the format tag in the shard's own metadata: safetensors writes its metadata map in
+        // hash order, so two keys could make equal shards differ by a byte order and so by hash.
+        // The stage and the epoch are in the file name and the manifest.
+        let bytes = serialize(&path, std::slice::from_ref(state), &[])?;
         write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
         Ok(Shard { stage: state.stage.clone(), file, sha256: hex(&Sha256::digest(&bytes)) })
     }
@@ -289,6 +291,15 @@ mod tests {
 
     fn layer(name: &str, v: f32) -> StageState {
         StageState { stage: name.into(), tensors: vec![(format!("{name}.bias"), vec![2], vec![v, -v])] }
+    }
+
+    #[test]
+    fn equal_states_make_byte_equal_shards() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let state = layer("layer1", 0.25);
+        let (x, y) =
+            (ShardStore::new(a.path()).write(4, &state).unwrap(), ShardStore::new(b.path()).write(4, &state).unwrap());
+        assert_eq!(x, y, "the same state, the same bytes and hash");
     }
 
     #[test]

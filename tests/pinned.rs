@@ -21,7 +21,9 @@
 //! every run repeated, threaded and lockstep (`--set pipeline.mode="lockstep"`), and the backprop
 //! twins with `--threads 1` and `2`: all bit-identical. The two wake/sleep pins (MNIST and video)
 //! came later, when sleep became one implementation (`src/head/sleep.rs`): a hash of the same
-//! runs taken before that change matched after it, threaded and lockstep.
+//! runs taken before that change matched after it, threaded and lockstep. The two recurrent pins
+//! (E5's boring video, Moving MNIST streams side by side) were taken with the shards byte-equal
+//! threaded and lockstep, run twice.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -849,6 +851,163 @@ fn video_wake_sleep() {
                 ("metrics.test_error_pct.probe_random.layer2", 79.94011976047904),
                 ("metrics.val_error_pct.separation.layer1", 13.5),
                 ("metrics.val_error_pct.separation.layer2", 28.5),
+            ],
+        }],
+    });
+}
+
+/// The recurrent net (E5) as mnist-recurrent ships it, cut down: 2 x 64 ff_recurrent stages,
+/// 4 iterations, 2,000 images for 2 epochs, threaded with the top-down feedback edges. Pinned
+/// after the runtime gained per-stage shards, so later restructuring keeps E5 as it is.
+#[test]
+fn mnist_recurrent_boring_video() {
+    check(&Workload {
+        pipeline: "mnist-recurrent",
+        args: &[
+            "--set",
+            "data.epochs=2",
+            "--set",
+            "data.train_size=2000",
+            "--set",
+            "data.validation_size=300",
+            "--set",
+            "data.test_size=300",
+            "--set",
+            "stage.1.units=64",
+            "--set",
+            "stage.2.units=64",
+            "--set",
+            "recurrent.iterations=4",
+            "--set",
+            "recurrent.learn_steps=[1, 4]",
+            "--set",
+            "recurrent.goodness_steps=[2, 3]",
+            "--set",
+            "eval.every=1",
+        ],
+        resolved: &[
+            ("/stage/0/kind", "\"ff_recurrent\""),
+            ("/pipeline/feedback_delay", "1"),
+            ("/pipeline/mode", "\"threaded\""),
+        ],
+        exact_everywhere: &["epochs"],
+        band: 15.0,
+        tensors: &[
+            ("layer1.bias", &[64]),
+            ("layer1.bias.buffer", &[64]),
+            ("layer1.peer_means", &[64]),
+            ("layer1.steps", &[1]),
+            ("layer1.top_down", &[64, 64]),
+            ("layer1.top_down.buffer", &[64, 64]),
+            ("layer1.weights", &[784, 64]),
+            ("layer1.weights.buffer", &[784, 64]),
+            ("layer2.bias", &[64]),
+            ("layer2.bias.buffer", &[64]),
+            ("layer2.peer_means", &[64]),
+            ("layer2.steps", &[1]),
+            ("layer2.top_down", &[10, 64]),
+            ("layer2.top_down.buffer", &[10, 64]),
+            ("layer2.weights", &[64, 64]),
+            ("layer2.weights.buffer", &[64, 64]),
+            ("readout.steps", &[1]),
+            ("readout.weights", &[128, 10]),
+            ("readout.weights.buffer", &[128, 10]),
+        ],
+        pins: &[Pin {
+            isa: "avx512f",
+            weights: "22de109c3c5a1373cc4f4591a3a876547a15e2e151960017210dfb5abd819aaf",
+            values: &[
+                ("curve.1.stream_error_pct.softmax", 78.0),
+                ("curve.1.val_error_pct.goodness", 83.0),
+                ("curve.1.val_error_pct.softmax", 60.0),
+                ("curve.2.stream_error_pct.softmax", 46.8),
+                ("curve.2.val_error_pct.goodness", 77.0),
+                ("curve.2.val_error_pct.softmax", 37.333333333333336),
+                ("epochs", 2.0),
+                ("metrics.test_error_pct.goodness", 79.0),
+                ("metrics.test_error_pct.softmax", 42.333333333333336),
+                ("metrics.val_error_pct.goodness", 77.0),
+                ("metrics.val_error_pct.softmax", 37.333333333333336),
+            ],
+        }],
+    });
+}
+
+/// Video through the recurrent net as moving-mnist-recurrent ships it, cut down: 2 x 48
+/// stages, 20 streams side by side, 2 epochs of 800 frames, probes on 600 frames.
+#[test]
+fn moving_mnist_recurrent_streams() {
+    check(&Workload {
+        pipeline: "moving-mnist-recurrent",
+        args: &[
+            "--set",
+            "data.epochs=2",
+            "--set",
+            "data.batch=20",
+            "--set",
+            "moving_mnist.streams=20",
+            "--set",
+            "stream.frames_per_epoch=800",
+            "--set",
+            "stream.eval_windows=60",
+            "--set",
+            "stream.probe_frames=600",
+            "--set",
+            "stream.backprop_twin=false",
+            "--set",
+            "stage.1.units=48",
+            "--set",
+            "stage.2.units=48",
+        ],
+        resolved: &[("/recurrent/carry_state", "true"), ("/moving_mnist/streams", "20")],
+        exact_everywhere: &["epochs"],
+        band: 15.0,
+        tensors: &[
+            ("layer1.bias", &[48]),
+            ("layer1.bias.buffer", &[48]),
+            ("layer1.peer_means", &[48]),
+            ("layer1.steps", &[1]),
+            ("layer1.top_down", &[48, 48]),
+            ("layer1.top_down.buffer", &[48, 48]),
+            ("layer1.weights", &[4096, 48]),
+            ("layer1.weights.buffer", &[4096, 48]),
+            ("layer2.bias", &[48]),
+            ("layer2.bias.buffer", &[48]),
+            ("layer2.peer_means", &[48]),
+            ("layer2.steps", &[1]),
+            ("layer2.top_down", &[0, 48]),
+            ("layer2.top_down.buffer", &[0, 48]),
+            ("layer2.weights", &[48, 48]),
+            ("layer2.weights.buffer", &[48, 48]),
+            ("probe.layer1", &[48, 10]),
+            ("probe.layer2", &[48, 10]),
+        ],
+        pins: &[Pin {
+            isa: "avx512f",
+            weights: "294da0ff645812fd13f9b5c0e79c8c98020536bbd4c0e864f4b28db3e2291130",
+            values: &[
+                ("curve.1.stream_error_pct.live_probe.layer1", 80.0),
+                ("curve.1.stream_error_pct.live_probe.layer2", 81.5),
+                ("curve.1.stream_error_pct.stream_separation", 24.25),
+                ("curve.1.val_error_pct.separation.layer1", 15.0),
+                ("curve.1.val_error_pct.separation.layer2", 41.666666666666664),
+                ("curve.2.stream_error_pct.live_probe.layer1", 83.75),
+                ("curve.2.stream_error_pct.live_probe.layer2", 83.625),
+                ("curve.2.stream_error_pct.stream_separation", 9.0),
+                ("curve.2.val_error_pct.separation.layer1", 11.666666666666666),
+                ("curve.2.val_error_pct.separation.layer2", 48.333333333333336),
+                ("details.source.corrupt", 0.0),
+                ("details.source.decoded", 1600.0),
+                ("details.source.dropped", 0.0),
+                ("details.source.reconnects", 0.0),
+                ("epochs", 2.0),
+                ("metrics.test_error_pct.probe.layer1", 74.5),
+                ("metrics.test_error_pct.probe.layer2", 76.0),
+                ("metrics.test_error_pct.probe.pixels", 80.25),
+                ("metrics.test_error_pct.probe_random.layer1", 78.25),
+                ("metrics.test_error_pct.probe_random.layer2", 76.5),
+                ("metrics.val_error_pct.separation.layer1", 11.666666666666666),
+                ("metrics.val_error_pct.separation.layer2", 48.333333333333336),
             ],
         }],
     });
