@@ -6,10 +6,11 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 22] = [
+pub const PIPELINES: [(&str, &str); 23] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
+    ("mnist-recurrent-short-3layer-d1", include_str!("../../pipeline/mnist-recurrent-short-3layer-d1.toml")),
     ("moving-mnist-recurrent", include_str!("../../pipeline/moving-mnist-recurrent.toml")),
     ("moving-mnist-recurrent-ff", include_str!("../../pipeline/moving-mnist-recurrent-ff.toml")),
     ("camera", include_str!("../../pipeline/camera.toml")),
