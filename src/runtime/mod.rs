@@ -23,6 +23,11 @@
 //! (every cycle holds a token). Delay 1 is the synchronous rule; with d ≥ 2 two neighbouring
 //! stages can work at the same time.
 //!
+//! Checkpoints: at an epoch marker every stage, on its own thread, leaves its state at the
+//! [`barrier`] before forwarding the marker; with a shard store ([`Wiring::shards`]) it writes
+//! its own shard file there and then. The sink's [`EpochReport`] carries the shards (and any
+//! state kept in memory); no weights ride down an edge.
+//!
 //! Backpressure: every edge is bounded; a full edge blocks its sender, so activation memory is
 //! bounded by the capacities, not by the stream length. End of stream is the upstream outlet
 //! being dropped. A stage error or panic closes its edges, the elements around it see the
