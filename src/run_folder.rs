@@ -82,7 +82,7 @@ pub struct RunState {
     pub details: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
-/// The outcome of [`run`].
+/// The outcome of [`crate::session::run`].
 #[derive(Debug)]
 pub struct Outcome {
     /// The run folder.
