@@ -1,29 +1,17 @@
 //! Video through the recurrent net (issue 9, item 7): Moving MNIST sequences side by side, the
 //! state of every stage carried from frame to frame, threaded equal to lockstep.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
 
+use common::{data_dir, mnist};
 use ffstream::config::build::build_stages_for;
 use ffstream::config::PipelineConfig;
-use ffstream::data::Labelled;
 use ffstream::packet::{Packet, Purpose};
 use ffstream::runtime::Mode;
 use ffstream::session::{self, RunOptions};
 use ffstream::video::feed::FrameFeed;
 use ffstream::video::moving::MovingMnistFeed;
 use ndarray::Array2;
-
-fn data_dir() -> PathBuf {
-    let dir =
-        std::env::var_os("FFSTREAM_DATA").expect("set FFSTREAM_DATA to the folder holding mnist/ (CI: ../shared/data)");
-    PathBuf::from(dir)
-}
-
-fn mnist() -> &'static Labelled {
-    static MNIST: OnceLock<Labelled> = OnceLock::new();
-    MNIST.get_or_init(|| Labelled::mnist(Some(&data_dir())).unwrap())
-}
 
 /// The shipped pipeline, cut to seconds.
 fn config(extra: &[&str]) -> PipelineConfig {

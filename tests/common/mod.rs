@@ -1,6 +1,9 @@
-//! What several integration tests share: a small synthetic MNIST that nets can learn.
+//! What several integration tests share: a small synthetic MNIST that nets can learn, and the
+//! real MNIST found through $FFSTREAM_DATA (as CI sets it), loaded once per test binary.
+#![allow(dead_code)] // each test binary uses some of these
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use ffstream::data::mnist::PIXELS;
 use ffstream::data::{Labelled, Split};
@@ -34,4 +37,17 @@ pub fn synthetic_mnist() -> Arc<Labelled> {
         classes: 10,
         sequences: Vec::new(),
     })
+}
+
+/// The folder holding `mnist/` (CI: ../shared/data).
+pub fn data_dir() -> PathBuf {
+    let dir =
+        std::env::var_os("FFSTREAM_DATA").expect("set FFSTREAM_DATA to the folder holding mnist/ (CI: ../shared/data)");
+    PathBuf::from(dir)
+}
+
+/// MNIST, loaded (and its four files hashed) once for all tests of a binary.
+pub fn mnist() -> &'static Labelled {
+    static MNIST: OnceLock<Labelled> = OnceLock::new();
+    MNIST.get_or_init(|| Labelled::mnist(Some(&data_dir())).unwrap())
 }
