@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use crate::data::sha256_of;
 use crate::error::CheckpointError;
 use crate::packet::StageState;
 
@@ -91,6 +91,15 @@ struct Manifest {
     metadata: HashMap<String, String>,
 }
 
+impl Manifest {
+    /// Its metadata with `epoch`, as a single-file checkpoint kept it.
+    fn metadata_with_epoch(self) -> HashMap<String, String> {
+        let mut metadata = self.metadata;
+        metadata.insert("epoch".into(), self.epoch.to_string());
+        metadata
+    }
+}
+
 /// Where a run's stages leave their shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardStore {
@@ -117,7 +126,7 @@ impl ShardStore {
         // The stage and the epoch are in the file name and the manifest.
         let bytes = serialize(&path, std::slice::from_ref(state), &[])?;
         write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
-        Ok(Shard { stage: state.stage.clone(), file, sha256: hex(&Sha256::digest(&bytes)) })
+        Ok(Shard { stage: state.stage.clone(), file, sha256: sha256_of(&bytes) })
     }
 
     /// Makes `epoch` the run's checkpoint: the manifest names `shards` (and holds `metadata`);
@@ -149,10 +158,6 @@ impl ShardStore {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn read_manifest(run_dir: &Path) -> Result<Option<Manifest>, CheckpointError> {
     let path = run_dir.join(MANIFEST);
     let text = match std::fs::read_to_string(&path) {
@@ -180,7 +185,7 @@ pub fn load_run(run_dir: &Path) -> Result<Loaded, CheckpointError> {
     for shard in &manifest.shards {
         let path = run_dir.join(&shard.file);
         let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
-        if hex(&Sha256::digest(&bytes)) != shard.sha256 {
+        if sha256_of(&bytes) != shard.sha256 {
             return Err(CheckpointError::Invalid {
                 path,
                 reason: format!("the {} shard does not match its SHA-256 in {MANIFEST}: damaged", shard.stage),
@@ -188,19 +193,13 @@ pub fn load_run(run_dir: &Path) -> Result<Loaded, CheckpointError> {
         }
         state.tensors.extend(parse(&path, &bytes)?.state.tensors);
     }
-    let mut metadata = manifest.metadata;
-    metadata.insert("epoch".into(), manifest.epoch.to_string());
-    Ok(Loaded { state, metadata })
+    Ok(Loaded { state, metadata: manifest.metadata_with_epoch() })
 }
 
 /// The metadata of a run folder's checkpoint (the manifest's, or an older single file's).
 pub fn run_metadata(run_dir: &Path) -> Result<HashMap<String, String>, CheckpointError> {
     match read_manifest(run_dir)? {
-        Some(manifest) => {
-            let mut metadata = manifest.metadata;
-            metadata.insert("epoch".into(), manifest.epoch.to_string());
-            Ok(metadata)
-        }
+        Some(manifest) => Ok(manifest.metadata_with_epoch()),
         None => metadata(&run_dir.join("checkpoint.safetensors")),
     }
 }

@@ -151,13 +151,14 @@ pub fn read_verified(
         searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
     })?;
     let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
-    let got = hex(&Sha256::digest(&bytes));
+    let got = sha256_of(&bytes);
     if got != sha256_hex {
         return Err(DataError::Checksum { path, got, expected: sha256_hex.to_string() });
     }
     Ok(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The SHA-256 of `bytes`, lowercase hex (data files and checkpoint shards are checked by it).
+pub fn sha256_of(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
