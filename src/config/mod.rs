@@ -130,6 +130,16 @@ pub enum Dataset {
 }
 
 impl Dataset {
+    /// Its name in a pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Mnist => "mnist",
+            Dataset::Aesop => "aesop",
+            Dataset::MovingMnist => "moving_mnist",
+            Dataset::Video => "video",
+        }
+    }
+
     /// Whether it is a frame stream (the video head and sink) rather than labelled rows.
     pub fn is_frame_stream(self) -> bool {
         matches!(self, Dataset::MovingMnist | Dataset::Video)
@@ -718,34 +728,25 @@ impl PipelineConfig {
     /// A section the workload does not read is an error, not silently ignored: `[stream]` on
     /// MNIST, `[negatives]` on a video, `[readout]` for the backprop twin, ...
     fn validate_sections(&self) -> Result<(), (String, String)> {
-        let dataset = serde_json::to_value(self.data.dataset).ok().and_then(|v| v.as_str().map(String::from));
-        let dataset = dataset.unwrap_or_default();
         let ff = self.trainer == Trainer::Ff;
         let frames = self.is_frame_stream();
-        let sections: [(&str, bool, &str); 6] = [
-            ("stream", self.stream.is_some(), if frames { "" } else { "frame streams (moving_mnist, video)" }),
-            (
-                "moving_mnist",
-                self.moving_mnist.is_some(),
-                if self.data.dataset == Dataset::MovingMnist { "" } else { "the moving_mnist dataset" },
-            ),
-            ("video", self.video.is_some(), if self.data.dataset == Dataset::Video { "" } else { "the video dataset" }),
-            (
-                "negatives",
-                self.negatives.is_some(),
-                if ff && !frames { "" } else { "FF on labelled data (mnist, aesop)" },
-            ),
-            ("readout", self.readout.is_some(), if ff && !frames { "" } else { "FF on labelled data (mnist, aesop)" }),
-            ("pipeline", self.pipeline.is_some(), if ff { "" } else { "the FF stages (trainer = \"ff\")" }),
+        let labelled_ff = ff && !frames;
+        let dataset = self.data.dataset;
+        // (section, present, read by this pipeline, who reads it)
+        let sections = [
+            ("stream", self.stream.is_some(), frames, "frame streams (moving_mnist, video)"),
+            ("moving_mnist", self.moving_mnist.is_some(), dataset == Dataset::MovingMnist, "the moving_mnist dataset"),
+            ("video", self.video.is_some(), dataset == Dataset::Video, "the video dataset"),
+            ("negatives", self.negatives.is_some(), labelled_ff, "FF on labelled data (mnist, aesop)"),
+            ("readout", self.readout.is_some(), labelled_ff, "FF on labelled data (mnist, aesop)"),
+            ("pipeline", self.pipeline.is_some(), ff, "the FF stages (trainer = \"ff\")"),
         ];
-        for (section, present, reader) in sections {
-            if present && !reader.is_empty() {
-                let trainer = if ff { "FF" } else { "the backprop twin" };
-                return Err((
-                    section.to_string(),
-                    format!("is read by {reader} only; this pipeline trains {trainer} on {dataset}: remove it"),
-                ));
-            }
+        if let Some((section, _, _, reader)) = sections.into_iter().find(|&(_, present, read, _)| present && !read) {
+            let trainer = if ff { "FF" } else { "the backprop twin" };
+            return Err((
+                section.to_string(),
+                format!("is read by {reader} only; this pipeline trains {trainer} on {}: remove it", dataset.name()),
+            ));
         }
         Ok(())
     }

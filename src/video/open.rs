@@ -31,7 +31,7 @@ pub fn open(
             Ok(Feed { feed: Box::new(feed), shape, probe, twin })
         }
         Dataset::Video => open_video(config, stop),
-        other => anyhow::bail!("`{other:?}` is not a frame stream"),
+        other => anyhow::bail!("`{}` is not a frame stream", other.name()),
     }
 }
 
