@@ -18,10 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint;
 use crate::config::PipelineConfig;
 use crate::matmul::Threads;
-use crate::metrics::{rates, LiveView, Progress, Reporter, StageRates, StageStats, StageTotals};
+use crate::metrics::{rates, Latency, LiveView, Progress, Reporter, StageRates, StageStats, StageTotals};
 use crate::packet::StageState;
 use crate::record::{CurvePoint, Metrics, Record};
-use crate::runtime::PipelineStats;
 
 /// How to run (flags, not pipeline settings).
 #[derive(Clone, Debug, Default)]
@@ -185,20 +184,24 @@ pub(crate) fn whole_run_rates(stats: &[Arc<StageStats>], wall: f64) -> Vec<Stage
     stats.iter().map(|s| rates(&s.name, &StageTotals::default(), &s.totals(), wall)).collect()
 }
 
-/// The live view and `metrics.jsonl` of a pipeline run, starting at the next epoch.
+/// The live view and `metrics.jsonl` of a run's `stats` (with the pipeline's end-to-end
+/// `latency`, if it has one), starting at the next epoch.
 pub(crate) fn start_reporter(
-    stats: &PipelineStats,
+    stats: Vec<Arc<StageStats>>,
+    latency: Option<Arc<Latency>>,
     config: &PipelineConfig,
     state: &RunState,
     dir: &Path,
     options: &RunOptions,
 ) -> Result<(Arc<Progress>, Reporter)> {
     let progress = Arc::new(Progress::default());
-    let _ = progress.latency.set(Arc::clone(&stats.latency));
+    if let Some(latency) = latency {
+        let _ = progress.latency.set(latency);
+    }
     progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
     progress.epochs.store(config.data.epochs, Ordering::Relaxed);
     let reporter = Reporter::start(
-        stats.all(),
+        stats,
         Arc::clone(&progress),
         Duration::from_secs(1),
         Some(dir.join("metrics.jsonl")),

@@ -3,43 +3,19 @@
 //! make every epoch durable as its report arrives. What differs between workloads is behind
 //! [`Workload`].
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Result;
 
-use super::Trained;
+use super::{Session, Trained};
 use crate::checkpoint;
 use crate::config::build::build_stages_for;
 use crate::config::PipelineConfig;
 use crate::metrics::{Latency, Progress};
-use crate::run_folder::{add_phase_times, save_epoch, start_reporter, whole_run_rates, RunOptions, RunState};
+use crate::run_folder::{add_phase_times, save_epoch, start_reporter, whole_run_rates, RunState};
 use crate::runtime::{EpochReport, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
 use crate::stage::Stage;
-
-/// What every trainer of a session shares: the pipeline, the run folder, the clock, the flags
-/// and the Ctrl-C flag.
-pub struct Session<'a> {
-    /// The resolved pipeline file.
-    pub config: &'a PipelineConfig,
-    /// The run folder.
-    pub dir: &'a Path,
-    /// When this session started (a resumed run adds the seconds of its earlier sessions).
-    pub started: Instant,
-    /// The flags.
-    pub options: &'a RunOptions,
-    /// Set by Ctrl-C.
-    pub stop: Arc<AtomicBool>,
-}
-
-impl Session<'_> {
-    /// Seconds of the whole run so far (earlier sessions included).
-    pub fn seconds(&self, state_offset: f64) -> f64 {
-        state_offset + self.started.elapsed().as_secs_f64()
-    }
-}
 
 /// What a workload's head and the runtime are given to play the epochs left.
 pub struct Play<'a> {
@@ -78,15 +54,17 @@ pub trait Workload {
     where
         Self: Sized;
     /// After the last epoch, or after Ctrl-C (`completed` false): what the workload measures
-    /// at the end (source counters, frozen probes), into the run state.
+    /// at the end (source counters, frozen probes), into the run state. Nothing by default.
     fn finish(
         &mut self,
-        session: &Session<'_>,
-        stages: Vec<Box<dyn Stage>>,
-        completed: bool,
-        stats: &PipelineStats,
-        state: &mut RunState,
-    ) -> Result<()>;
+        _session: &Session<'_>,
+        _stages: Vec<Box<dyn Stage>>,
+        _completed: bool,
+        _stats: &PipelineStats,
+        _state: &mut RunState,
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs the FF stages of `session` on `workload` from the epoch after the last checkpoint.
@@ -107,7 +85,8 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
     // Every stage writes its own shard as the epoch's marker passes it.
     wiring.shards = Some(checkpoint::ShardStore::new(dir));
     let stats = PipelineStats::new(&config.stage_names());
-    let (progress, reporter) = start_reporter(&stats, config, state, dir, options)?;
+    let latency = Some(Arc::clone(&stats.latency));
+    let (progress, reporter) = start_reporter(stats.all(), latency, config, state, dir, options)?;
     let offset = state.seconds;
     let mut latency_before = stats.latency.counts();
     let first_epoch = state.epochs_done + 1;

@@ -10,9 +10,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use ndarray::Array2;
 
-use super::ff::{Play, Session, Workload};
+use super::ff::{Play, Workload};
 use super::twin::{self, Batch, TwinData};
-use super::{RunOptions, RunState};
+use super::{RunOptions, RunState, Session};
 use crate::backprop::{Backprop, BackpropConfig};
 use crate::config::build::{build_backprop_for, build_stages_for};
 use crate::config::{PipelineConfig, StreamConfig};
@@ -30,10 +30,10 @@ use crate::video::Frame;
 
 /// The workload of a frame stream.
 pub struct Frames {
-    /// The frames, until the head (or the twin) takes them.
+    /// The frames, until the head takes them.
     frames: Option<Box<dyn FrameFeed>>,
     shape: FrameShape,
-    /// Labelled frames for the final probes, and for the backprop twin (Moving MNIST).
+    /// Labelled frames for the final probes, and for the one-pass backprop twin beside them.
     probe: Option<Vec<Frame>>,
     twin_frames: Option<Vec<Frame>>,
     stream: StreamConfig,
@@ -50,36 +50,15 @@ impl Frames {
         let stream = config.stream.clone().unwrap_or_default();
         let inputs = stream.window * feed.shape.len();
         // The sink watches the stages the readout reads (`model.readout_from` on).
-        let observed: Vec<(String, usize)> = config
+        let (names, units): (Vec<String>, Vec<usize>) = config
             .stage_names()
             .into_iter()
             .zip(config.model.layers.iter().copied())
             .skip(config.model.readout_from - 1)
-            .collect();
-        let sink = VideoSink::new(
-            observed.iter().map(|(n, _)| n.clone()).collect(),
-            &observed.iter().map(|&(_, u)| u).collect::<Vec<_>>(),
-            stream.probe_lr,
-        );
+            .unzip();
+        let sink = VideoSink::new(names, &units, stream.probe_lr);
         let Feed { feed: frames, shape, probe, twin: twin_frames } = feed;
         Ok(Frames { frames: Some(frames), shape, probe, twin_frames, stream, sink, head: None, inputs })
-    }
-
-    /// The backprop twin on the same stream (one frame per row), scored on the last block of
-    /// the probe stream.
-    pub fn twin(&mut self, config: &PipelineConfig) -> Result<FramesTwin> {
-        let Some(frames) = self.frames.take() else { bail!("the frame feed was already used") };
-        let Some(probe) = self.probe.take() else { bail!("the backprop twin needs stream.probe_frames > 0") };
-        let (px, plabels) = windows_of(&probe, 1, self.stream.center);
-        let block = px.nrows() / BLOCKS;
-        let last = px.nrows() - block..px.nrows();
-        Ok(FramesTwin {
-            inputs: self.shape.len(),
-            feed: frames,
-            config: config.clone(),
-            test_x: px.slice(ndarray::s![last.clone(), ..]).to_owned(),
-            test_y: plabels[last].iter().map(|l| l[0]).collect(),
-        })
     }
 }
 
@@ -99,7 +78,7 @@ impl Workload for Frames {
         on_epoch: &mut OnEpoch<'_>,
     ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
         let (config, stream, shape) = (play.config, &self.stream, self.shape);
-        // Invariant: `Frames::open` made the feed, and a session plays it (or twins it) once.
+        // Invariant: `Frames::open` made the feed, and a session plays it once.
         let frames = self.frames.take().expect("the feed is played once");
         let mut head = VideoHead::new(
             VideoHeadConfig {
@@ -293,10 +272,16 @@ fn one_pass_twin(
         let rows = x.slice(ndarray::s![start..end, ..]).to_owned();
         net.train_step(&rows, &single[start..end], 1);
     }
-    let block = probe_x.nrows() / BLOCKS;
-    let last = probe_x.nrows() - block..probe_x.nrows();
-    let truth: Vec<u8> = probe_labels[last.clone()].iter().map(|l| l[0]).collect();
-    Ok(net.error_pct(&probe_x.slice(ndarray::s![last, ..]).to_owned(), &truth))
+    let (x, truth) = last_block(probe_x, probe_labels);
+    Ok(net.error_pct(&x, &truth))
+}
+
+/// The last block of the probe rows and their (first) labels: the frames the frozen probes
+/// score last, unseen by every net, on which the backprop twins are scored.
+fn last_block(x: &Array2<f32>, labels: &[Vec<u8>]) -> (Array2<f32>, Vec<u8>) {
+    let last = x.nrows() - x.nrows() / BLOCKS..x.nrows();
+    let truth = labels[last.clone()].iter().map(|l| l[0]).collect();
+    (x.slice(ndarray::s![last, ..]).to_owned(), truth)
 }
 
 /// The backprop twin as a run of its own on a labelled frame stream: the same frames, epoch
@@ -308,6 +293,18 @@ pub struct FramesTwin {
     config: PipelineConfig,
     test_x: Array2<f32>,
     test_y: Vec<u8>,
+}
+
+impl FramesTwin {
+    /// Opens the feed the pipeline file describes, and its probe frames to score on.
+    pub fn open(config: &PipelineConfig, options: &RunOptions, stop: Arc<AtomicBool>) -> Result<FramesTwin> {
+        let feed = crate::video::open::open(config, options.data_dir.as_deref(), stop)?;
+        let Some(probe) = feed.probe else { bail!("the backprop twin needs stream.probe_frames > 0") };
+        let center = config.stream.clone().unwrap_or_default().center;
+        let (px, plabels) = windows_of(&probe, 1, center);
+        let (test_x, test_y) = last_block(&px, &plabels);
+        Ok(FramesTwin { inputs: feed.shape.len(), feed: feed.feed, config: config.clone(), test_x, test_y })
+    }
 }
 
 impl TwinData for FramesTwin {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::ff::{Play, Session, Workload};
+use super::ff::{Play, Workload};
 use super::twin::{self, Batch, TwinData};
-use super::{fmt_errors, RunOptions, RunState};
+use super::{RunOptions, RunState};
 use crate::backprop::Backprop;
 use crate::boring_video::{Join, Repeat};
 use crate::checkpoint;
@@ -30,7 +30,7 @@ pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc
     let mut data = match config.data.dataset {
         Dataset::Aesop => aesop::Aesop::load(data_dir)?.labelled(),
         Dataset::Mnist => Rows::mnist(data_dir)?,
-        other => bail!("`{other:?}` is a frame stream, not labelled rows"),
+        other => bail!("`{}` is a frame stream, not labelled rows", other.name()),
     };
     let cut = |split: &mut Split, n: usize| {
         if n > 0 {
@@ -70,6 +70,11 @@ fn load_with_baseline(config: &PipelineConfig, options: &RunOptions, state: &mut
         );
     }
     Ok(data)
+}
+
+/// `name value%` pairs joined for a log line.
+fn fmt_errors(m: &ErrorsPct) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ")
 }
 
 fn errors(goodness: Option<f64>, softmax: Option<f64>) -> ErrorsPct {
@@ -130,17 +135,6 @@ impl Workload for Labelled {
             line += &format!("  test: {}", fmt_errors(&state.metrics.test_error_pct));
         }
         line
-    }
-
-    fn finish(
-        &mut self,
-        _session: &Session<'_>,
-        _stages: Vec<Box<dyn Stage>>,
-        _completed: bool,
-        _stats: &PipelineStats,
-        _state: &mut RunState,
-    ) -> Result<()> {
-        Ok(())
     }
 }
 

@@ -15,6 +15,9 @@ pub mod frames;
 pub mod labelled;
 pub mod twin;
 
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -45,12 +48,13 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     let stop = options.stop.clone().unwrap_or_default();
     let started = Instant::now();
     let offset = state.seconds;
-    let session = ff::Session { config, dir: &dir, started, options, stop: stop.clone() };
+    let session = Session { config, dir: &dir, started, options, stop: stop.clone() };
     let (completed, stage_rates, frames) = if config.is_frame_stream() {
-        let mut frames = frames::Frames::open(config, options, stop)?;
         match config.trainer {
-            Trainer::Ff => ff::run(&session, &mut frames, &mut state)?,
-            Trainer::Backprop => twin::run(&session, &mut frames.twin(config)?, &mut state)?,
+            Trainer::Ff => ff::run(&session, &mut frames::Frames::open(config, options, stop)?, &mut state)?,
+            Trainer::Backprop => {
+                twin::run(&session, &mut frames::FramesTwin::open(config, options, stop)?, &mut state)?
+            }
         }
     } else {
         match config.trainer {
@@ -96,7 +100,24 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates) })
 }
 
-/// `name value%` pairs joined for a log line.
-pub(crate) fn fmt_errors(m: &crate::record::ErrorsPct) -> String {
-    m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ")
+/// What every trainer of a session shares: the pipeline, the run folder, the clock, the flags
+/// and the Ctrl-C flag.
+pub struct Session<'a> {
+    /// The resolved pipeline file.
+    pub config: &'a PipelineConfig,
+    /// The run folder.
+    pub dir: &'a Path,
+    /// When this session started (a resumed run adds the seconds of its earlier sessions).
+    pub started: Instant,
+    /// The flags.
+    pub options: &'a RunOptions,
+    /// Set by Ctrl-C.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Session<'_> {
+    /// Seconds of the whole run so far (earlier sessions included).
+    pub fn seconds(&self, state_offset: f64) -> f64 {
+        state_offset + self.started.elapsed().as_secs_f64()
+    }
 }

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use ndarray::Array2;
 
-use super::ff::Session;
-use super::Trained;
+use super::{Session, Trained};
 use crate::backprop::Backprop;
 use crate::checkpoint;
-use crate::metrics::{Progress, Reporter, StageStats};
+use crate::metrics::StageStats;
 use crate::packet::StageState;
 use crate::record::{CurvePoint, ErrorsPct};
-use crate::run_folder::{backprop_threads, save_epoch, whole_run_rates, RunState};
+use crate::run_folder::{backprop_threads, save_epoch, start_reporter, whole_run_rates, RunState};
 
 /// One batch of training rows and their classes.
 pub type Batch = (Array2<f32>, Vec<u8>);
@@ -49,15 +48,7 @@ pub fn run(session: &Session<'_>, data: &mut dyn TwinData, state: &mut RunState)
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!("cannot resume {}: {e}", dir.display()))?;
     }
     let stats = StageStats::new("backprop");
-    let progress = Arc::new(Progress::default());
-    progress.epochs.store(config.data.epochs, Ordering::Relaxed);
-    let reporter = Reporter::start(
-        vec![Arc::clone(&stats)],
-        Arc::clone(&progress),
-        Duration::from_secs(1),
-        Some(dir.join("metrics.jsonl")),
-        options.live_view(),
-    )?;
+    let (progress, reporter) = start_reporter(vec![Arc::clone(&stats)], None, config, state, dir, options)?;
     let offset = state.seconds;
     let (mut frames, mut completed) = (0u64, true);
     for epoch in state.epochs_done + 1..=config.data.epochs {
