@@ -29,14 +29,54 @@ pub struct MovingMnistFeed {
     test: MovingMnist,
     frames_per_epoch: u64,
     holdout_frames: usize,
-    next_sequence: u64,
-    streams: usize,
-    /// The sequences playing side by side, and the next frame's position in them.
-    current: Vec<Sequence>,
-    t: usize,
+    /// The training sequences playing, side by side.
+    play: SideBySide,
     emitted: u64,
     decoded: u64,
+}
+
+/// Sequences played side by side, `streams` at a time from sequence `next` on: frame `t·B + j`
+/// is frame t of the group's j-th sequence (B = 1: consecutive frames of consecutive sequences).
+struct SideBySide {
+    next: u64,
+    streams: usize,
+    /// The group playing, rendered into reused buffers, and the next frame's position in it.
+    group: Vec<Sequence>,
+    t: usize,
+    /// Time spent rendering sequences (the feed's decode rate).
     generate_ns: u64,
+}
+
+impl SideBySide {
+    fn new(first: u64, streams: usize) -> SideBySide {
+        SideBySide { next: first, streams: streams.max(1), group: Vec::new(), t: 0, generate_ns: 0 }
+    }
+
+    /// Plays on from sequence `first`, from a new group.
+    fn restart(&mut self, first: u64) {
+        self.next = first;
+        self.group.clear();
+        self.t = 0;
+    }
+
+    /// The next frame, rendering the next group of sequences of `source` when this one is played.
+    fn next_frame(&mut self, source: &MovingMnist) -> Frame {
+        let length = self.group.iter().map(Sequence::len).min().unwrap_or(0);
+        if self.t >= length * self.group.len() {
+            let started = Instant::now();
+            self.group.resize_with(self.streams, Sequence::default);
+            for (j, sequence) in self.group.iter_mut().enumerate() {
+                source.sequence_into(self.next + j as u64, sequence);
+            }
+            self.generate_ns += started.elapsed().as_nanos() as u64;
+            self.next += self.streams as u64;
+            self.t = 0;
+        }
+        let streams = self.group.len();
+        let frame = MovingMnistFeed::frame_of(&self.group[self.t % streams], self.t / streams);
+        self.t += 1;
+        frame
+    }
 }
 
 impl MovingMnistFeed {
@@ -63,13 +103,9 @@ impl MovingMnistFeed {
             test: build(MovingSplit::Test)?,
             frames_per_epoch,
             holdout_frames,
-            next_sequence: 0,
-            streams: streams.max(1),
-            current: Vec::new(),
-            t: usize::MAX,
+            play: SideBySide::new(0, streams),
             emitted: 0,
             decoded: 0,
-            generate_ns: 0,
         })
     }
 
@@ -92,27 +128,13 @@ impl MovingMnistFeed {
     /// `count` frames of `source` starting at sequence `first`, `streams` sequences side by
     /// side (1: consecutive frames of consecutive sequences).
     fn frames_of(source: &MovingMnist, first: u64, count: usize, streams: usize) -> Vec<Frame> {
-        let mut frames = Vec::with_capacity(count);
-        let mut i = first;
-        while frames.len() < count {
-            let group: Vec<Sequence> = (0..streams as u64).map(|j| source.sequence(i + j)).collect();
-            let len = group.iter().map(Sequence::len).min().unwrap_or(0);
-            'group: for t in 0..len {
-                for sequence in &group {
-                    if frames.len() == count {
-                        break 'group;
-                    }
-                    frames.push(Self::frame_of(sequence, t));
-                }
-            }
-            i += streams as u64;
-        }
-        frames
+        let mut play = SideBySide::new(first, streams);
+        (0..count).map(|_| play.next_frame(source)).collect()
     }
 
     /// Labelled test-split frames for the final probes, side by side as the training stream.
     pub fn probe_frames(&self, count: usize) -> Vec<Frame> {
-        Self::frames_of(&self.test, PROBE_FIRST_SEQUENCE, count, self.streams)
+        Self::frames_of(&self.test, PROBE_FIRST_SEQUENCE, count, self.play.streams)
     }
 
     /// The first `count` training frames (the backprop twin's stream).
@@ -124,8 +146,7 @@ impl MovingMnistFeed {
 impl FrameFeed for MovingMnistFeed {
     fn start_epoch(&mut self, epoch: u32) -> Result<(), FeedError> {
         let sequences = self.frames_per_epoch.div_ceil(FRAMES_PER_SEQUENCE as u64);
-        self.next_sequence = (epoch as u64 - 1) * sequences;
-        self.t = usize::MAX;
+        self.play.restart((epoch as u64 - 1) * sequences);
         self.emitted = 0;
         Ok(())
     }
@@ -134,20 +155,7 @@ impl FrameFeed for MovingMnistFeed {
         if self.emitted >= self.frames_per_epoch {
             return Ok(None);
         }
-        let length = self.current.iter().map(Sequence::len).min().unwrap_or(0);
-        if self.t >= length * self.current.len() {
-            let started = Instant::now();
-            self.current.resize_with(self.streams, Sequence::default);
-            for (j, sequence) in self.current.iter_mut().enumerate() {
-                self.train.sequence_into(self.next_sequence + j as u64, sequence);
-            }
-            self.generate_ns += started.elapsed().as_nanos() as u64;
-            self.next_sequence += self.streams as u64;
-            self.t = 0;
-        }
-        let streams = self.current.len();
-        let frame = Self::frame_of(&self.current[self.t % streams], self.t / streams);
-        self.t += 1;
+        let frame = self.play.next_frame(&self.train);
         self.emitted += 1;
         self.decoded += 1;
         Ok(Some(frame))
@@ -160,7 +168,7 @@ impl FrameFeed for MovingMnistFeed {
     fn counters(&self) -> FeedCounters {
         FeedCounters {
             decoded: self.decoded,
-            decode_fps: self.decoded as f64 / (self.generate_ns.max(1) as f64 * 1e-9),
+            decode_fps: self.decoded as f64 / (self.play.generate_ns.max(1) as f64 * 1e-9),
             ..Default::default()
         }
     }
