@@ -17,7 +17,7 @@
 use std::ops::RangeInclusive;
 
 use crate::packet::{Message, Packet, Prediction, StageState};
-use crate::runtime::{Closed, EpochReport, Head, HeadIo, Sink};
+use crate::runtime::{Closed, EpochReport, Head, HeadIo, Interrupted, Sink};
 
 /// A head whose data packets are played for `steps` steps each.
 pub struct Repeat<H> {
@@ -72,7 +72,7 @@ impl HeadIo for Steps<'_> {
 }
 
 impl<H: Head> Head for Repeat<H> {
-    fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+    fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         let mut steps = Steps { io, steps: self.steps };
         self.inner.run(&mut steps)
     }

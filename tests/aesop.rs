@@ -35,7 +35,7 @@ mod e8 {
     use ffstream::config::PipelineConfig;
     use ffstream::data::aesop::{unigram_error_pct, Aesop, PREDICTED, SYMBOLS, WIDTH};
     use ffstream::packet::StageState;
-    use ffstream::runtime::{self, EpochReport, Mode, PipelineStats, Wiring};
+    use ffstream::runtime::{self, Ending, EpochReport, Mode, PipelineStats, Wiring};
 
     fn config(pipeline: &str, extra: &[&str]) -> PipelineConfig {
         let text = std::fs::read_to_string(format!("pipeline/{pipeline}.toml")).unwrap();
@@ -60,7 +60,7 @@ mod e8 {
                 Ok(())
             })
             .unwrap();
-        assert!(completed);
+        assert_eq!(completed, Ending::Finished);
         assert_eq!(stats.source.totals().frames, stats.sink.totals().frames, "a frame was lost");
         (stages.iter().map(|s| s.snapshot()).collect(), reports, stats.sink.totals().frames)
     }
@@ -79,8 +79,8 @@ mod e8 {
         assert!(unigram > 75.0 && unigram < 90.0, "space is about one character in six: {unigram}");
         let variants = [
             ("aesop-teacher-forcing", vec![]),
-            ("aesop-self-generated", vec!["negatives.dream_strings=5"]),
-            ("aesop-sleep", vec!["negatives.dream_strings=5", "schedule={ kind = \"fixed\", wake = 7, sleep = 5 }"]),
+            ("aesop-self-generated", vec!["head.dream_strings=5"]),
+            ("aesop-sleep", vec!["head.dream_strings=5", "schedule={ kind = \"fixed\", wake = 7, sleep = 5 }"]),
         ];
         for (pipeline, extra) in variants {
             let c = config(pipeline, &extra);
@@ -103,9 +103,8 @@ mod e8 {
     #[test]
     fn generated_negatives_need_sequence_data() {
         let text = std::fs::read_to_string("pipeline/mnist-quick.toml").unwrap();
-        let err = PipelineConfig::parse(&text, "mnist-quick", &["negatives.labels=\"generated\"".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("negatives.labels") && err.contains("aesop"), "{err}");
+        let err =
+            PipelineConfig::parse(&text, "mnist-quick", &["head.labels=\"generated\"".into()]).unwrap_err().to_string();
+        assert!(err.contains("head.labels") && err.contains("aesop"), "{err}");
     }
 }

@@ -31,7 +31,7 @@ fn a_bad_value_and_a_bad_override_are_user_errors() {
     assert_user_error(&ffstream(&["run", "mnist-quick", "--set", "model.layers=[]"]), "model.layers");
     assert_user_error(&ffstream(&["run", "no-such-pipeline"]), "no pipeline file");
     // A dataset this build does not know is named with the ones it knows.
-    let out = ffstream(&["run", "mnist-quick", "--set", "data.dataset=\"cifar\""]);
+    let out = ffstream(&["run", "mnist-quick", "--set", "source.kind=\"cifar\""]);
     assert_user_error(&out, "cifar");
     assert!(String::from_utf8_lossy(&out.stderr).contains("moving_mnist"));
 }
@@ -83,16 +83,27 @@ fn every_file_in_pipeline_is_shipped_in_the_binary() {
 }
 
 #[test]
-fn a_section_the_workload_does_not_read_is_named_with_its_line() {
+fn a_head_that_does_not_fit_the_source_is_named_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mixed.toml");
     let text = include_str!("../pipeline/mnist-quick.toml");
-    let line = text.lines().count() + 2;
-    std::fs::write(&path, format!("{text}\n[stream]\nwindow = 2\n")).unwrap();
+    let line = text.lines().position(|l| l == "kind = \"labelled\"").unwrap() + 1;
+    // A frames head on MNIST: each kind parses, the pairing does not.
+    std::fs::write(
+        &path,
+        text.replace("kind = \"labelled\"\nlabels = \"hard\"\nprediction_delay = 8", "kind = \"frames\""),
+    )
+    .unwrap();
     let out = ffstream(&["run", path.to_str().unwrap()]);
-    assert_user_error(&out, "`stream` is read by frame streams");
+    assert_user_error(&out, "`head.kind` must be \"labelled\" for the mnist source");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("line {line}")), "{out:?}");
-    // The backprop twin has no readout and no stages' [pipeline]; a video no [negatives].
-    assert_user_error(&ffstream(&["run", "mnist-backprop", "--set", "readout.lr=0.1"]), "`readout`");
-    assert_user_error(&ffstream(&["run", "moving-mnist", "--set", "negatives.labels=\"hard\""]), "`negatives`");
+    // A setting of another kind of head does not parse, and its table's line is named.
+    std::fs::write(&path, text.replace("kind = \"labelled\"", "kind = \"labelled\"\nwindow = 2")).unwrap();
+    let out = ffstream(&["run", path.to_str().unwrap()]);
+    assert_user_error(&out, "unknown field `window`");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("line {}", line - 1)), "{out:?}");
+    // The backprop twin has no sink and no stages' [pipeline]; a video head no wrong labels.
+    let twin_sink = ffstream(&["run", "mnist-backprop", "--set", "sink.kind=\"readout\"", "--set", "sink.lr=0.1"]);
+    assert_user_error(&twin_sink, "`sink` is read by the FF stages only");
+    assert_user_error(&ffstream(&["run", "moving-mnist", "--set", "head.labels=\"hard\""]), "unknown field `labels`");
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use ffstream::cli::PIPELINES;
-use ffstream::config::PipelineConfig;
+use ffstream::config::{Dataset, PipelineConfig};
 use ffstream::data::Labelled;
 use ffstream::session::{self, RunOptions};
 
@@ -67,16 +67,20 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
         // Frame streams: a few hundred frames through small stages; the camera through FFmpeg's
         // test source (no camera on CI).
         let frames = [
-            "stream.frames_per_epoch=300",
-            "stream.eval_windows=40",
-            "stream.probe_frames=300",
+            "data.frames_per_epoch=300",
+            "sink.eval_windows=40",
+            "eval.probe_frames=300",
             "model.layers=[64, 64]",
-            "video.max_frames=120",
+            "source.max_frames=120",
         ];
         let parsed = PipelineConfig::parse(text, name, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
         if parsed.is_frame_stream() {
             o.extend(
-                frames.iter().filter(|f| !f.starts_with("video.") || parsed.video.is_some()).map(|s| s.to_string()),
+                frames
+                    .iter()
+                    .filter(|f| !f.starts_with("source.max_frames") || parsed.dataset() == Dataset::Video)
+                    .filter(|f| !f.starts_with("sink.") || parsed.sink.is_some())
+                    .map(|s| s.to_string()),
             );
             // Stages with settings of their own are resized table by table.
             if parsed.is_recurrent() {
@@ -85,8 +89,8 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
             }
         }
         if name == "camera" {
-            o.push("video.input=\"testsrc2=size=160x120:rate=30\"".into());
-            o.push("video.format=\"lavfi\"".into());
+            o.push("source.input=\"testsrc2=size=160x120:rate=30\"".into());
+            o.push("source.format=\"lavfi\"".into());
         }
         let config = PipelineConfig::parse(text, name, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
         let outcome = session::run(&config, &options(runs.path())).unwrap_or_else(|e| panic!("{name}: {e:#}"));

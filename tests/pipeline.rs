@@ -11,7 +11,7 @@ use ffstream::config::build::{build_head, build_sink, build_stages};
 use ffstream::config::PipelineConfig;
 use ffstream::error::StageError;
 use ffstream::packet::{Packet, StageState};
-use ffstream::runtime::{self, EpochReport, Mode, PipelineError, PipelineStats, Wiring};
+use ffstream::runtime::{self, Ending, EpochReport, Mode, PipelineError, PipelineStats, Wiring};
 use ffstream::stage::Stage;
 
 fn config(extra: &[&str]) -> PipelineConfig {
@@ -20,7 +20,7 @@ fn config(extra: &[&str]) -> PipelineConfig {
         "model.layers=[48, 40, 32]".into(),
         "data.epochs=2".into(),
         "data.batch=50".into(),
-        "negatives.prediction_delay=2".into(),
+        "head.prediction_delay=2".into(),
         "eval.batch=50".into(),
     ];
     overrides.extend(extra.iter().map(|s| s.to_string()));
@@ -40,7 +40,7 @@ fn run(config: &PipelineConfig, mode: Mode) -> (Vec<StageState>, Vec<EpochReport
             Ok(())
         })
         .unwrap();
-    assert!(completed);
+    assert_eq!(completed, Ending::Finished);
     // Every frame is processed: the source's count reaches the sink.
     assert_eq!(stats.source.totals().frames, stats.sink.totals().frames);
     assert!(stats.sink.totals().frames > 0);
@@ -75,7 +75,7 @@ fn threaded_pipeline_ends_with_the_same_weights_as_lockstep() {
 /// every frame seen awake before it sleeps, which this exercises threaded).
 #[test]
 fn wake_and_sleep_on_mnist_match_lockstep_and_the_schedule() {
-    let c = config(&["schedule={ kind = \"fixed\", wake = 3, sleep = 2 }", "negatives.replay=120", "data.epochs=1"]);
+    let c = config(&["schedule={ kind = \"fixed\", wake = 3, sleep = 2 }", "head.replay=120", "data.epochs=1"]);
     let (threaded, _) = run(&c, Mode::Threaded);
     let (lockstep, _) = run(&c, Mode::Lockstep);
     for (a, b) in threaded.iter().zip(&lockstep) {
@@ -92,7 +92,7 @@ fn wake_and_sleep_on_mnist_match_lockstep_and_the_schedule() {
 fn a_wake_phase_runs_on_into_the_next_epoch() {
     let packets = |wake: usize| {
         let schedule = format!("schedule={{ kind = \"fixed\", wake = {wake}, sleep = 2 }}");
-        let c = config(&[&schedule, "negatives.replay=120"]);
+        let c = config(&[&schedule, "head.replay=120"]);
         let mut head = build_head(&c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
         let mut sink = build_sink(&c);
         let stats = PipelineStats::new(&c.stage_names());
@@ -109,11 +109,10 @@ fn a_wake_phase_runs_on_into_the_next_epoch() {
 fn a_stage_never_depends_on_the_stages_after_it() {
     // Random negatives: the head does not read predictions, so layers 1-2 must be bit-identical
     // whatever layer 3 is (or whether there is one).
-    let a = run(&config(&["negatives.labels=\"random\"", "model.layers=[48, 40, 32]"]), Mode::Threaded).0;
-    let b = run(&config(&["negatives.labels=\"random\"", "model.layers=[48, 40, 7]"]), Mode::Threaded).0;
+    let a = run(&config(&["head.labels=\"random\"", "model.layers=[48, 40, 32]"]), Mode::Threaded).0;
+    let b = run(&config(&["head.labels=\"random\"", "model.layers=[48, 40, 7]"]), Mode::Threaded).0;
     let c =
-        run(&config(&["negatives.labels=\"random\"", "model.layers=[48, 40]", "model.readout_from=2"]), Mode::Threaded)
-            .0;
+        run(&config(&["head.labels=\"random\"", "model.layers=[48, 40]", "model.readout_from=2"]), Mode::Threaded).0;
     for k in 0..2 {
         assert_eq!(a[k].tensors, b[k].tensors, "layer {} changed with layer 3's width", k + 1);
         assert_eq!(a[k].tensors, c[k].tensors, "layer {} changed without layer 3", k + 1);
@@ -124,7 +123,7 @@ fn a_stage_never_depends_on_the_stages_after_it() {
 #[test]
 fn prediction_delay_changes_the_stream_but_every_mode_agrees_with_itself() {
     // Delay 0 (exact Matlab order) in both modes, and delay 0 vs 2 differ (the negatives do).
-    let exact = config(&["negatives.prediction_delay=0"]);
+    let exact = config(&["head.prediction_delay=0"]);
     let (t, _) = run(&exact, Mode::Threaded);
     let (l, _) = run(&exact, Mode::Lockstep);
     assert_eq!(t[0].tensors, l[0].tensors);
@@ -189,6 +188,26 @@ fn stopping_early_ends_the_stream_cleanly() {
             Ok(())
         })
         .unwrap();
-    assert!(!completed);
+    assert_eq!(completed, Ending::Stopped);
     assert!((2..50).contains(&epochs));
+}
+
+/// Files written before `[source]`, `[head]` and `[sink]` (old run folders resume from
+/// theirs) read as the same pipeline as today's shipped file.
+#[test]
+fn old_format_files_read_as_todays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = std::fs::read_dir(dir.join("tests/fixtures/old-format")).unwrap();
+    let mut checked = 0;
+    for entry in fixtures {
+        let old = entry.unwrap().path();
+        let name = old.file_name().unwrap().to_owned();
+        let old_text = std::fs::read_to_string(&old).unwrap();
+        assert!(old_text.contains("dataset = "), "{old:?} is not in the old format");
+        let then = PipelineConfig::load(&old, &[]).unwrap_or_else(|e| panic!("{old:?}: {e}"));
+        let now = PipelineConfig::load(&dir.join("pipeline").join(&name), &[]).unwrap();
+        assert_eq!(then, now, "{name:?}");
+        checked += 1;
+    }
+    assert!(checked >= 5, "{checked}");
 }

@@ -12,7 +12,7 @@ use ffstream::config::build::{build_head, build_sink, build_stages};
 use ffstream::config::PipelineConfig;
 use ffstream::error::StageError;
 use ffstream::packet::StageState;
-use ffstream::runtime::{EpochReport, Mode, PipelineError, PipelineStats, Wiring};
+use ffstream::runtime::{Ending, EpochReport, Mode, PipelineError, PipelineStats, Wiring};
 use ffstream::session::run_labelled;
 
 fn config(extra: &[&str]) -> PipelineConfig {
@@ -25,7 +25,7 @@ fn config(extra: &[&str]) -> PipelineConfig {
         "recurrent.iterations=4".into(),
         "recurrent.learn_steps=[1, 4]".into(),
         "recurrent.goodness_steps=[2, 3]".into(),
-        "negatives.prediction_delay=2".into(),
+        "head.prediction_delay=2".into(),
         "eval.every=1".into(),
         "eval.batch=50".into(),
     ];
@@ -45,7 +45,7 @@ fn run(config: &PipelineConfig, mode: Mode, delay: usize) -> (Vec<StageState>, V
             Ok(())
         })
         .unwrap();
-    assert!(completed);
+    assert_eq!(completed, Ending::Finished);
     (stages.iter().map(|s| s.snapshot()).collect(), reports, stats)
 }
 

@@ -20,11 +20,11 @@ fn config(extra: &[&str]) -> PipelineConfig {
         "stage.2.units=32",
         "data.epochs=2",
         "data.batch=20",
-        "moving_mnist.streams=20",
-        "stream.frames_per_epoch=800",
-        "stream.eval_windows=60",
-        "stream.probe_frames=600",
-        "stream.backprop_twin=false",
+        "source.streams=20",
+        "data.frames_per_epoch=800",
+        "sink.eval_windows=60",
+        "eval.probe_frames=600",
+        "sink.backprop_twin=false",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -119,8 +119,8 @@ fn the_recurrent_video_net_runs_threaded_as_lockstep() {
 fn a_recurrent_video_pipeline_names_what_does_not_fit() {
     let text = include_str!("../pipeline/moving-mnist-recurrent.toml");
     for (set, key) in [
-        ("moving_mnist.streams=50", "moving_mnist.streams"),
-        ("stream.window=2", "stream.window"),
+        ("source.streams=50", "source.streams"),
+        ("head.window=2", "head.window"),
         ("recurrent.carry_state=false", "recurrent.carry_state"),
         ("recurrent.iterations=4", "recurrent.iterations"),
     ] {

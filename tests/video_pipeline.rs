@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use ffstream::config::build::build_stages_for;
 use ffstream::config::PipelineConfig;
-use ffstream::runtime::{self, EpochReport, Mode, PipelineStats, Wiring};
+use ffstream::runtime::{self, Ending, EpochReport, Mode, PipelineStats, Wiring};
 use ffstream::session::{self, RunOptions};
 use ffstream::video::feed::MemoryFeed;
 use ffstream::video::head::{VideoHead, VideoHeadConfig};
@@ -41,10 +41,10 @@ fn trained_stages_probe_better_than_the_same_net_at_random_init() {
     let runs = tempfile::tempdir().unwrap();
     let config = moving_mnist(&[
         "data.epochs=2",
-        "stream.frames_per_epoch=5000",
+        "data.frames_per_epoch=5000",
         "model.layers=[500, 500]",
-        "stream.probe_frames=1500",
-        "stream.backprop_twin=false",
+        "eval.probe_frames=1500",
+        "sink.backprop_twin=false",
     ]);
     let outcome = session::run(&config, &options(runs.path())).unwrap();
     let test = &outcome.record.metrics.test_error_pct;
@@ -124,7 +124,7 @@ fn every_frame_is_counted_and_no_window_spans_a_cut() {
         };
         let (_, completed) =
             runtime::run(&mut head, stages, &mut sink, Wiring::new(mode, 2), &stats, &mut on_epoch).unwrap();
-        assert!(completed);
+        assert_eq!(completed, Ending::Finished);
         // Windows per sequence: per_sequence − (window − 1); held out: those ending on index ≡ 9 mod 10.
         let windows: Vec<u64> =
             (0..sequences).flat_map(|s| (window as u64 - 1..per_sequence).map(move |t| s * per_sequence + t)).collect();
@@ -146,11 +146,11 @@ fn a_killed_moving_mnist_run_resumes_to_the_same_result() {
     let runs = tempfile::tempdir().unwrap();
     let base = [
         "data.epochs=2",
-        "stream.frames_per_epoch=600",
+        "data.frames_per_epoch=600",
         "model.layers=[64, 32]",
-        "stream.probe_frames=300",
-        "stream.eval_windows=50",
-        "stream.backprop_twin=false",
+        "eval.probe_frames=300",
+        "sink.eval_windows=50",
+        "sink.backprop_twin=false",
         "pipeline.mode=\"lockstep\"",
     ];
     let straight = session::run(&moving_mnist(&base), &options(runs.path())).unwrap();
@@ -275,7 +275,7 @@ fn a_live_udp_stream_into_a_slow_pipeline_drops_and_counts_frames() {
         runtime::run(&mut head, stages, &mut sink, Wiring::new(Mode::Threaded, 1), &stats, &mut on_epoch).unwrap();
     let _ = sender.kill();
     let _ = sender.wait();
-    assert!(completed, "{:?}", head.error());
+    assert_eq!(completed, Ending::Finished);
     let counters = head.feed().counters();
     let learned = stats.stages[0].totals().frames;
     eprintln!("decoded {}, learned from {learned}, dropped {}", counters.decoded, counters.dropped);
@@ -325,7 +325,7 @@ fn wake_and_sleep_phases_reach_every_stage_at_the_same_point() {
         let mut on_epoch = |_: EpochReport| Ok(());
         let (stages, completed) =
             runtime::run(&mut head, stages, &mut sink, Wiring::new(mode, 2), &stats, &mut on_epoch).unwrap();
-        assert!(completed);
+        assert_eq!(completed, Ending::Finished);
         let layer2 = stats.stages[1].totals();
         assert_eq!(layer2.frames, 40, "{mode:?}: every frame learned from once, awake");
         assert_eq!(layer2.rows, 40 + 3 * 2 * 4, "{mode:?}: 40 positive rows and three sleeps of 2 packets of 4");

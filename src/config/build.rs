@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::{Dataset, PipelineConfig, StageSpec};
+use super::{Dataset, LabelledHeadSpec, PipelineConfig, ReadoutSettings, Roles, StageSpec};
 use crate::backprop::{Backprop, BackpropConfig};
 use crate::data::{aesop, mnist, Labelled};
 use crate::head::{HeadConfig, LabelledHead};
@@ -14,7 +14,7 @@ use crate::stage::{Above, FfDenseConfig, FfRecurrentConfig, FfSettings, Stage};
 
 /// `(row width, classes)` of a labelled dataset: MNIST images or Aesop windows.
 pub fn row_shape(config: &PipelineConfig) -> (usize, usize) {
-    match config.data.dataset {
+    match config.dataset() {
         Dataset::Aesop => (aesop::WIDTH, aesop::SYMBOLS),
         Dataset::Mnist | Dataset::MovingMnist | Dataset::Video => (mnist::PIXELS, mnist::CLASSES),
     }
@@ -81,14 +81,21 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
     stages
 }
 
+/// The labelled head and readout of an FF pipeline on labelled rows.
+fn labelled_roles(config: &PipelineConfig) -> (&LabelledHeadSpec, &ReadoutSettings) {
+    match Roles::of(config) {
+        Roles::LabelledFf { head, readout } => (head, readout),
+        // Invariant: the labelled session builds these for FF on labelled rows only, which
+        // `Roles::check` pairs with a labelled head and a readout.
+        other => panic!("a labelled head and readout were built for {other:?}"),
+    }
+}
+
 /// The sink a pipeline file describes.
 pub fn build_sink(config: &PipelineConfig) -> Classify {
     let m = &config.model;
-    // Invariant: `PipelineConfig::parse` requires [readout] and [negatives] of an ff pipeline
-    // on labelled data, the only kind that builds this sink (both).
-    let readout = config.readout.clone().expect("validated: ff pipelines have a readout");
+    let (negatives, readout) = labelled_roles(config);
     let features = m.layers.iter().skip(m.readout_from - 1).sum();
-    let negatives = config.negatives.clone().expect("validated");
     Classify::new(
         Readout::new(ReadoutConfig {
             features,
@@ -132,11 +139,10 @@ pub fn build_head(
     first_epoch: u32,
     stop: Arc<AtomicBool>,
 ) -> LabelledHead {
-    // Invariant: `PipelineConfig::parse` rejects an ff pipeline on labelled data without [negatives].
-    let negatives = config.negatives.clone().expect("validated");
+    let (negatives, _) = labelled_roles(config);
     LabelledHead::new(
         HeadConfig {
-            source: DatasetSource { batch: config.data.batch, jitter: config.data.jitter, seed: config.seed },
+            source: DatasetSource { batch: config.data.batch, jitter: config.jitter(), seed: config.seed },
             first_epoch,
             epochs: config.data.epochs,
             negatives: negatives.labels,

@@ -5,6 +5,8 @@
 //! key and its line. `--set key=value` overrides apply on top of the file, with the same checks.
 
 pub mod build;
+mod legacy;
+pub mod sections;
 pub mod shipped;
 pub mod stage;
 
@@ -12,11 +14,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use sections::{
+    FrameHeadSpec, HeadSpec, LabelledHeadSpec, MnistSource, MovingMnistSettings, ProbeSettings, ReadoutSettings, Roles,
+    SinkSpec, SourceSpec,
+};
 pub use stage::{DenseSpec, RecurrentConfig, RecurrentSpec, StageSpec};
 
 use crate::ff::goodness::Goodness;
 use crate::ff::optim::{Rule, Schedule};
-use crate::head::NegativeLabels;
 use crate::negative::NegativeKind;
 use crate::runtime::{Mode, Wiring};
 
@@ -93,16 +98,11 @@ pub struct PaperClaim {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// What the rows or frames are.
-    pub dataset: Dataset,
     /// Passes over the training split.
     pub epochs: u32,
     /// Frames per micro-batch.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Maximum random shift in pixels (paper E4: 2).
-    #[serde(default)]
-    pub jitter: i32,
     /// Use only the first N training images (0: all 50,000).
     #[serde(default)]
     pub train_size: usize,
@@ -112,10 +112,13 @@ pub struct DataConfig {
     /// Use only the first N test images (0: all 10,000).
     #[serde(default)]
     pub test_size: usize,
+    /// Frames per epoch of a generated or live frame stream (a file's epoch is one pass;
+    /// default 20,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames_per_epoch: Option<u64>,
 }
 
-/// What a pipeline learns from: `data.dataset` (a name no build knows fails to parse, with the
-/// names it knows).
+/// What a pipeline learns from: the `kind` of its `[source]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dataset {
@@ -125,7 +128,7 @@ pub enum Dataset {
     Aesop,
     /// Moving MNIST generated from MNIST, a labelled frame stream.
     MovingMnist,
-    /// A video file, device or network stream (`[video]`), through FFmpeg.
+    /// A video file, device or network stream (`[source] kind = "video"`), through FFmpeg.
     Video,
 }
 
@@ -146,49 +149,7 @@ impl Dataset {
     }
 }
 
-/// Unsupervised FF on a frame stream (`moving_mnist` and `video` datasets).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct StreamConfig {
-    /// Consecutive frames per positive row (1: single frames).
-    #[serde(default = "one_usize")]
-    pub window: usize,
-    /// How negatives are made (hybrid, shuffle, cut).
-    #[serde(default)]
-    pub negatives: NegativeKind,
-    /// Windows in the replay memory negatives draw partners from.
-    #[serde(default = "default_replay")]
-    pub replay: usize,
-    /// Blur passes of the hybrid masks (more: larger regions).
-    #[serde(default = "default_blurs")]
-    pub mask_blurs: usize,
-    /// Hold every k-th window out of learning for the separation measure (0: none).
-    #[serde(default = "default_holdout_every")]
-    pub holdout_every: usize,
-    /// Held-out windows measured after every epoch.
-    #[serde(default = "default_eval_windows")]
-    pub eval_windows: usize,
-    /// Step size of the live test-then-train probes (labelled streams).
-    #[serde(default = "default_probe_lr")]
-    pub probe_lr: f32,
-    /// Frames per epoch for generated and live streams (a file's epoch is one pass).
-    #[serde(default = "default_frames_per_epoch")]
-    pub frames_per_epoch: u64,
-    /// Labelled frames of the final frozen-probe stream (0: no final probe).
-    #[serde(default)]
-    pub probe_frames: usize,
-    /// Also train the backprop twin on the same frames with their labels, for comparison.
-    #[serde(default)]
-    pub backprop_twin: bool,
-    /// The quick twin's optimizer (one pass over its frames).
-    #[serde(default)]
-    pub twin: TwinSettings,
-    /// Subtract each frame's mean brightness before the first stage (natural video).
-    #[serde(default)]
-    pub center: bool,
-}
-
-/// The optimizer of the quick backprop twin of a frame stream (`[stream.twin]`).
+/// The optimizer of the quick backprop twin of a frame stream (`[sink.twin]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TwinSettings {
@@ -223,49 +184,6 @@ impl Default for TwinSettings {
     fn default() -> TwinSettings {
         TwinSettings { rule: twin_rule(), lr: twin_lr(), weight_cost: twin_weight_cost(), schedule: twin_schedule() }
     }
-}
-
-impl Default for StreamConfig {
-    fn default() -> StreamConfig {
-        // Invariant: every field of `StreamConfig` has a serde default (unit-tested).
-        toml::from_str("").expect("every field has a default")
-    }
-}
-
-fn one_usize() -> usize {
-    1
-}
-fn default_replay() -> usize {
-    512
-}
-fn default_blurs() -> usize {
-    8
-}
-fn default_holdout_every() -> usize {
-    10
-}
-fn default_eval_windows() -> usize {
-    500
-}
-fn default_probe_lr() -> f32 {
-    0.5
-}
-fn default_frames_per_epoch() -> u64 {
-    20_000
-}
-
-/// The Moving MNIST stream (MMNIST-SM64 v1, `../shared/samples/MOVING_MNIST.md`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MovingMnistSettings {
-    /// Digits per sequence: 1 (a clean 10-way label per frame) or 2 (the standard set).
-    #[serde(default = "one_usize")]
-    pub digits: usize,
-    /// Sequences played side by side: row i of every packet is stream i's next frame, so a
-    /// recurrent net's state carried from packet to packet is each video's memory (1: one
-    /// stream, consecutive frames of consecutive sequences in a packet).
-    #[serde(default = "one_usize")]
-    pub streams: usize,
 }
 
 fn default_batch() -> usize {
@@ -331,43 +249,6 @@ pub struct OptimizerConfig {
     pub schedule: Schedule,
 }
 
-/// The softmax readout (FF only).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ReadoutSettings {
-    /// ε.
-    pub lr: f32,
-    /// Weight cost.
-    #[serde(default)]
-    pub weight_cost: f32,
-}
-
-/// Negative data (FF only).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct NegativesConfig {
-    /// Wrong-label rule.
-    pub labels: NegativeLabels,
-    /// Batches between the neutral pass and the negatives it picks (0: exact Matlab order).
-    #[serde(default)]
-    pub prediction_delay: usize,
-    /// Frames in the sleep replay memory (wake/sleep schedules only); with generated
-    /// negatives, strings a dream may start from.
-    #[serde(default = "default_mnist_replay")]
-    pub replay: usize,
-    /// Generated negatives: strings the network writes per dream (90 negatives each).
-    #[serde(default = "default_dream_strings")]
-    pub dream_strings: usize,
-}
-
-fn default_mnist_replay() -> usize {
-    1000
-}
-
-fn default_dream_strings() -> usize {
-    20
-}
-
 /// How the stages run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -419,6 +300,9 @@ pub struct EvalConfig {
     /// Score the test split once after the last epoch.
     #[serde(default = "yes")]
     pub test: bool,
+    /// Frame streams: labelled frames of the final frozen-probe stream (0: no final probe).
+    #[serde(default)]
+    pub probe_frames: usize,
 }
 
 /// A whole pipeline file.
@@ -435,23 +319,23 @@ pub struct PipelineConfig {
     pub paper: Option<PaperClaim>,
     /// Data.
     pub data: DataConfig,
+    /// What feeds the stages (`[source]`, kind-tagged).
+    pub source: SourceSpec,
+    /// What makes the packets (`[head]`, kind-tagged; FF only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadSpec>,
+    /// What reads the features (`[sink]`, kind-tagged; FF only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkSpec>,
     /// Network.
     pub model: ModelConfig,
     /// Optimizer.
     pub optimizer: OptimizerConfig,
-    /// Readout (FF).
-    pub readout: Option<ReadoutSettings>,
-    /// Negatives (FF).
-    pub negatives: Option<NegativesConfig>,
     /// Runtime (FF).
     pub pipeline: Option<RuntimeConfig>,
     /// Evaluation.
     pub eval: EvalConfig,
-    /// Unsupervised FF on frames (video datasets).
-    pub stream: Option<StreamConfig>,
-    /// Moving MNIST settings.
-    pub moving_mnist: Option<MovingMnistSettings>,
-    /// Interleaved updates, or wake and sleep phases (frame streams; issue 4).
+    /// Interleaved updates, or wake and sleep phases (issue 4).
     #[serde(default)]
     pub schedule: crate::schedule::PhaseSchedule,
     /// The network stage by stage (`[[stage]]` tables; see [`stage`]); empty: `model.layers`.
@@ -460,8 +344,6 @@ pub struct PipelineConfig {
     /// How a recurrent net plays each batch (nets with `ff_recurrent` stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurrent: Option<RecurrentConfig>,
-    /// The video input (dataset `video`).
-    pub video: Option<crate::source::video::VideoConfig>,
 }
 
 /// A finite number above zero (NaN is not).
@@ -550,7 +432,7 @@ pub fn line_of(text: &str, dotted: &str) -> usize {
         let line = raw.trim();
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             current = name.trim().to_string();
-            // A whole section (`stream`): its `[stream]` header.
+            // A whole section (`head`): its `[head]` header.
             if current == dotted {
                 return i + 1;
             }
@@ -576,9 +458,21 @@ impl PipelineConfig {
             origin: origin.to_string(),
             message: one_line(&e.to_string()),
         };
-        let mut config: PipelineConfig = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+        let old = legacy::upgrade(&mut table);
+        if old {
+            tracing::warn!(
+                "{origin} uses the old sections ([data] dataset, [stream], [video], [moving_mnist], [negatives], \
+                 [readout]); it is read as [source], [head] and [sink] (pipeline/README.md)"
+            );
+        }
+        // Parsed from the text first, so an unknown key or a wrong type names its line.
+        let mut config: PipelineConfig = if old {
+            table.clone().try_into().map_err(|e| parse_error(origin, e))?
+        } else {
+            toml::from_str(text).map_err(|e| parse_error(origin, e))?
+        };
         if !overrides.is_empty() {
-            let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
             for o in overrides {
                 let (key, value) = o.split_once('=').ok_or_else(|| ConfigError::Override(o.clone()))?;
                 let set = |table: &mut toml::Table| {
@@ -672,8 +566,8 @@ impl PipelineConfig {
                     "must be \"ff_recurrent\" like the other stages: a net mixes no kinds yet".into(),
                 );
             }
-            if !matches!(self.data.dataset, Dataset::Mnist | Dataset::MovingMnist) {
-                return fail("data.dataset".into(), "must be mnist or moving_mnist for ff_recurrent stages".into());
+            if !matches!(self.dataset(), Dataset::Mnist | Dataset::MovingMnist) {
+                return fail("source.kind".into(), "must be mnist or moving_mnist for ff_recurrent stages".into());
             }
             if self.trainer != Trainer::Ff {
                 return fail("trainer".into(), "must be \"ff\" for ff_recurrent stages".into());
@@ -684,7 +578,7 @@ impl PipelineConfig {
             if let Some((key, complaint)) = self.recurrent_settings().check() {
                 return fail(key.into(), complaint);
             }
-            if self.data.dataset == Dataset::MovingMnist {
+            if self.dataset() == Dataset::MovingMnist {
                 self.validate_recurrent_video()?;
             }
         } else if self.recurrent.is_some() {
@@ -712,41 +606,15 @@ impl PipelineConfig {
                  stream every frame is one step: leave them out",
             );
         }
-        if self.stream.as_ref().map_or(1, |s| s.window) != 1 {
-            return fail("stream.window", "must be 1 for ff_recurrent stages: the state carries the past frames");
+        if self.frame_head().map_or(1, |h| h.window) != 1 {
+            return fail("head.window", "must be 1 for ff_recurrent stages: the state carries the past frames");
         }
-        let streams = self.moving_mnist.as_ref().map_or(1, |m| m.streams);
+        let streams = self.moving_mnist().map_or(1, |m| m.streams);
         if streams != self.data.batch {
             return fail(
-                "moving_mnist.streams",
+                "source.streams",
                 &format!("must equal data.batch ({}) for ff_recurrent stages: row i is stream i", self.data.batch),
             );
-        }
-        Ok(())
-    }
-
-    /// A section the workload does not read is an error, not silently ignored: `[stream]` on
-    /// MNIST, `[negatives]` on a video, `[readout]` for the backprop twin, ...
-    fn validate_sections(&self) -> Result<(), (String, String)> {
-        let ff = self.trainer == Trainer::Ff;
-        let frames = self.is_frame_stream();
-        let labelled_ff = ff && !frames;
-        let dataset = self.data.dataset;
-        // (section, present, read by this pipeline, who reads it)
-        let sections = [
-            ("stream", self.stream.is_some(), frames, "frame streams (moving_mnist, video)"),
-            ("moving_mnist", self.moving_mnist.is_some(), dataset == Dataset::MovingMnist, "the moving_mnist dataset"),
-            ("video", self.video.is_some(), dataset == Dataset::Video, "the video dataset"),
-            ("negatives", self.negatives.is_some(), labelled_ff, "FF on labelled data (mnist, aesop)"),
-            ("readout", self.readout.is_some(), labelled_ff, "FF on labelled data (mnist, aesop)"),
-            ("pipeline", self.pipeline.is_some(), ff, "the FF stages (trainer = \"ff\")"),
-        ];
-        if let Some((section, _, _, reader)) = sections.into_iter().find(|&(_, present, read, _)| present && !read) {
-            let trainer = if ff { "FF" } else { "the backprop twin" };
-            return Err((
-                section.to_string(),
-                format!("is read by {reader} only; this pipeline trains {trainer} on {}: remove it", dataset.name()),
-            ));
         }
         Ok(())
     }
@@ -754,35 +622,62 @@ impl PipelineConfig {
     /// Range checks, as `(dotted key, complaint)`.
     fn validate(&self) -> Result<(), (String, String)> {
         self.validate_stages()?;
-        self.validate_sections()?;
+        Roles::check(self)?;
         let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
+        if self.trainer == Trainer::Backprop && self.pipeline.is_some() {
+            return fail(
+                "pipeline",
+                "is read by the FF stages only; this pipeline trains the backprop twin: remove it",
+            );
+        }
         let frames = self.is_frame_stream();
-        if self.data.dataset == Dataset::Video && self.video.is_none() {
-            return fail("video", "is required for the video dataset (at least `input = ...`)");
+        match &self.source {
+            SourceSpec::Video(v) => {
+                if let Err(e) = v.validate() {
+                    return fail("source", &e.to_string());
+                }
+            }
+            SourceSpec::MovingMnist(m) => {
+                if !(1..=2).contains(&m.digits) {
+                    return fail("source.digits", "must be 1 or 2");
+                }
+                if !(1..=10_000).contains(&m.streams) {
+                    return fail("source.streams", "must be 1 to 10000");
+                }
+            }
+            SourceSpec::Mnist(m) => {
+                if !(0..=4).contains(&m.jitter) {
+                    return fail("source.jitter", "must be between 0 and 4 pixels");
+                }
+            }
+            SourceSpec::Aesop(_) => {}
         }
-        if let Some(v) = &self.video {
-            if let Err(e) = v.validate() {
-                return fail("video", &e.to_string());
+        if self.data.frames_per_epoch.is_some() && !frames {
+            return fail("data.frames_per_epoch", "applies to frame streams (moving_mnist, video) only: remove it");
+        }
+        if self.data.frames_per_epoch == Some(0) {
+            return fail("data.frames_per_epoch", "must be at least 1");
+        }
+        if self.eval.probe_frames != 0 && !frames {
+            return fail("eval.probe_frames", "applies to frame streams (moving_mnist, video) only: remove it");
+        }
+        if let Some(h) = self.frame_head() {
+            if h.window == 0 {
+                return fail("head.window", "must be at least 1 frame");
+            }
+            if h.window == 1 && h.negatives != NegativeKind::Hybrid {
+                return fail("head.negatives", "shuffle and cut need windows of 2 or more frames (head.window)");
             }
         }
-        if let Some(s) = &self.stream {
-            if s.window == 0 {
-                return fail("stream.window", "must be at least 1 frame");
+        if let Some(SinkSpec::Probes(p)) = &self.sink {
+            if !positive(p.probe_lr) {
+                return fail("sink.probe_lr", "must be positive");
             }
-            if s.window == 1 && s.negatives != NegativeKind::Hybrid {
-                return fail("stream.negatives", "shuffle and cut need windows of 2 or more frames (stream.window)");
+            if !positive(p.twin.lr) {
+                return fail("sink.twin.lr", "must be positive");
             }
-            if !positive(s.probe_lr) {
-                return fail("stream.probe_lr", "must be positive");
-            }
-            if s.frames_per_epoch == 0 {
-                return fail("stream.frames_per_epoch", "must be at least 1");
-            }
-            if !positive(s.twin.lr) {
-                return fail("stream.twin.lr", "must be positive");
-            }
-            if !non_negative(s.twin.weight_cost) {
-                return fail("stream.twin.weight_cost", "must be zero or positive");
+            if !non_negative(p.twin.weight_cost) {
+                return fail("sink.twin.weight_cost", "must be zero or positive");
             }
         }
         if let Some(complaint) = self.schedule.check() {
@@ -790,19 +685,13 @@ impl PipelineConfig {
         }
         // Sleep draws every negative from the replay memory, so it cannot be empty.
         if self.schedule != crate::schedule::PhaseSchedule::Interleaved {
-            if frames && self.stream.as_ref().is_some_and(|s| s.replay == 0) {
-                return fail("stream.replay", "must be at least 1 with wake and sleep phases");
-            }
-            if !frames && self.negatives.as_ref().is_some_and(|n| n.replay == 0) {
-                return fail("negatives.replay", "must be at least 1 with wake and sleep phases");
-            }
-        }
-        if let Some(m) = &self.moving_mnist {
-            if !(1..=2).contains(&m.digits) {
-                return fail("moving_mnist.digits", "must be 1 or 2");
-            }
-            if !(1..=10_000).contains(&m.streams) {
-                return fail("moving_mnist.streams", "must be 1 to 10000");
+            let replay = match &self.head {
+                Some(HeadSpec::Frames(h)) => h.replay,
+                Some(HeadSpec::Labelled(h)) => h.replay,
+                None => 1,
+            };
+            if replay == 0 {
+                return fail("head.replay", "must be at least 1 with wake and sleep phases");
             }
         }
         if self.data.epochs == 0 {
@@ -811,19 +700,13 @@ impl PipelineConfig {
         if self.data.batch == 0 {
             return fail("data.batch", "must be at least 1");
         }
-        if !(0..=4).contains(&self.data.jitter) {
-            return fail("data.jitter", "must be between 0 and 4 pixels");
-        }
-        if self.data.jitter != 0 && self.data.dataset != Dataset::Mnist {
-            return fail("data.jitter", "shifts MNIST images only; it must be 0 for this dataset");
-        }
-        if let Some(n) = &self.negatives {
-            let generated = n.labels == crate::head::NegativeLabels::Generated;
-            if generated && self.data.dataset != Dataset::Aesop {
-                return fail("negatives.labels", "\"generated\" needs sequence data (dataset = \"aesop\")");
+        if let Some(h) = self.labelled_head() {
+            let generated = h.labels == crate::head::NegativeLabels::Generated;
+            if generated && self.dataset() != Dataset::Aesop {
+                return fail("head.labels", "\"generated\" needs sequence data ([source] kind = \"aesop\")");
             }
-            if generated && n.dream_strings == 0 {
-                return fail("negatives.dream_strings", "must be at least 1");
+            if generated && h.dream_strings == 0 {
+                return fail("head.dream_strings", "must be at least 1");
             }
         }
         if self.model.layers.is_empty() || self.model.layers.contains(&0) {
@@ -837,26 +720,12 @@ impl PipelineConfig {
             if self.model.readout_from == 0 || self.model.readout_from > layers {
                 return fail("model.readout_from", &format!("must be between 1 and {layers} (the number of layers)"));
             }
-            if self.readout.is_none() && !frames {
-                return fail("readout", "is required for the ff trainer on labelled data (mnist, aesop)");
-            }
-            if self.negatives.is_none() && !frames {
-                return fail(
-                    "negatives",
-                    "is required for the ff trainer on labelled data (frame streams use [stream])",
-                );
-            }
             if self.pipeline.is_none() {
                 return fail("pipeline", "is required for the ff trainer");
             }
         }
-        if frames && self.trainer == Trainer::Backprop {
-            if self.data.dataset != Dataset::MovingMnist || self.moving_mnist.as_ref().is_some_and(|m| m.digits != 1) {
-                return fail("trainer", "backprop on a frame stream needs labels: moving_mnist with digits = 1");
-            }
-            if self.stream.as_ref().is_some_and(|s| s.window != 1) {
-                return fail("stream.window", "must be 1 for the backprop twin");
-            }
+        if frames && self.trainer == Trainer::Backprop && self.moving_mnist().is_none_or(|m| m.digits != 1) {
+            return fail("trainer", "backprop on a frame stream needs labels: moving_mnist with digits = 1");
         }
         if !positive(self.model.temperature) {
             return fail("model.temperature", "must be positive");
@@ -881,9 +750,9 @@ impl PipelineConfig {
             }
             _ => {}
         }
-        if let Some(r) = &self.readout {
+        if let Some(SinkSpec::Readout(r)) = &self.sink {
             if !positive(r.lr) {
-                return fail("readout.lr", "must be positive");
+                return fail("sink.lr", "must be positive");
             }
         }
         if let Some(p) = &self.pipeline {
@@ -904,7 +773,49 @@ impl PipelineConfig {
     /// True for the unsupervised frame streams (Moving MNIST, video), false for the labelled
     /// datasets (MNIST, Aesop).
     pub fn is_frame_stream(&self) -> bool {
-        self.data.dataset.is_frame_stream()
+        self.dataset().is_frame_stream()
+    }
+
+    /// The dataset the source reads.
+    pub fn dataset(&self) -> Dataset {
+        self.source.dataset()
+    }
+
+    /// The MNIST shift (0 for other sources).
+    pub fn jitter(&self) -> i32 {
+        match &self.source {
+            SourceSpec::Mnist(m) => m.jitter,
+            _ => 0,
+        }
+    }
+
+    /// The Moving MNIST settings, for that source.
+    pub fn moving_mnist(&self) -> Option<&MovingMnistSettings> {
+        match &self.source {
+            SourceSpec::MovingMnist(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The frames head, for FF on a frame stream.
+    pub fn frame_head(&self) -> Option<&FrameHeadSpec> {
+        match &self.head {
+            Some(HeadSpec::Frames(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The labelled head, for FF on labelled rows.
+    pub fn labelled_head(&self) -> Option<&LabelledHeadSpec> {
+        match &self.head {
+            Some(HeadSpec::Labelled(h)) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Frames per epoch of a generated or live stream.
+    pub fn frames_per_epoch(&self) -> u64 {
+        self.data.frames_per_epoch.unwrap_or(20_000)
     }
 
     /// The stage names, in order (`layer1`, `layer2`, ...).
@@ -922,16 +833,19 @@ name = "t"
 trainer = "ff"
 seed = 1
 [data]
-dataset = "mnist"
 epochs = 2
+[source]
+kind = "mnist"
 [model]
 layers = [20, 20]
 [optimizer]
 rule = { kind = "matlab" }
 lr = 0.01
-[readout]
+[sink]
+kind = "readout"
 lr = 0.1
-[negatives]
+[head]
+kind = "labelled"
 labels = "hard"
 [pipeline]
 mode = "threaded"
@@ -943,14 +857,14 @@ every = 1
     fn unknown_key_names_its_line() {
         let text = MINIMAL.replace("epochs = 2", "epochs = 2\nbatchsize = 3");
         let err = PipelineConfig::parse(&text, "t.toml", &[]).unwrap_err().to_string();
-        assert!(err.contains("line 8") && err.contains("batchsize"), "{err}");
+        assert!(err.contains("line 7") && err.contains("batchsize"), "{err}");
     }
 
     #[test]
     fn bad_value_names_key_and_line() {
         let text = MINIMAL.replace("lr = 0.01", "lr = -1.0");
         let err = PipelineConfig::parse(&text, "t.toml", &[]).unwrap_err().to_string();
-        assert!(err.contains("line 12") && err.contains("optimizer.lr"), "{err}");
+        assert!(err.contains("line 13") && err.contains("optimizer.lr"), "{err}");
     }
 
     #[test]

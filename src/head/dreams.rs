@@ -13,7 +13,7 @@ use crate::negative::sampled_label;
 use crate::packet::{Message, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
-use crate::runtime::HeadIo;
+use crate::runtime::{Closed, HeadIo, Interrupted};
 use crate::schedule::PhaseSchedule;
 use crate::source::FrameBatch;
 
@@ -32,7 +32,7 @@ impl LabelledHead {
     /// neutral rows only, and each string seen is offered to the replay memory (only its
     /// first 10 characters are needed); asleep, the source waits and packets of pool negatives
     /// are learned, dreams starting from remembered strings.
-    pub(super) fn play_epoch_generated(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+    pub(super) fn play_epoch_generated(&mut self, epoch: u32, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         let data = Arc::clone(&self.data);
         let source = self.config.source.clone();
         let mut rng = Rng::derive(source.seed, "dream", epoch as u64);
@@ -46,16 +46,14 @@ impl LabelledHead {
         let strings = self.config.dream_strings.max(1);
         for batch in source.epoch_batches(&data.train, epoch) {
             if self.stopped() {
-                return false;
+                return Err(Interrupted::Stopped);
             }
             let n = batch.labels.len();
             if !phased {
                 while dreams.pool.len() < n {
                     let starts: Vec<u32> = (0..strings).map(|k| seeds[(next_seed + k) % seeds.len()]).collect();
                     next_seed += strings;
-                    if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
-                        return false;
-                    }
+                    self.dream(epoch, &starts, &mut dreams, &mut rng, io)?;
                 }
                 let negatives = dreams.take(n, data.train.width());
                 let groups = [
@@ -65,17 +63,13 @@ impl LabelledHead {
                 ];
                 let packet = self.packet(epoch, Purpose::Train, &groups, [n, n, n]);
                 dreams.outstanding += n;
-                if io.emit(Message::Data(packet)).is_err() {
-                    return false;
-                }
+                io.emit(Message::Data(packet))?;
                 continue;
             }
             let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
             let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
             dreams.outstanding += n;
-            if io.emit(Message::Data(packet)).is_err() {
-                return false;
-            }
+            io.emit(Message::Data(packet))?;
             for &row in &batch.index {
                 replay.offer(row / aesop::PREDICTED as u32, &mut rng);
             }
@@ -87,32 +81,33 @@ impl LabelledHead {
                 while dreams.pool.len() < n {
                     let remembered = replay.items();
                     let starts: Vec<u32> = (0..strings).map(|_| remembered[rng.below(remembered.len())]).collect();
-                    if !self.dream(epoch, &starts, &mut dreams, &mut rng, io) {
-                        return None;
-                    }
+                    self.dream(epoch, &starts, &mut dreams, &mut rng, io)?;
                     phases.stored(dreams.memory_bytes(replay.len()));
                 }
                 let negatives = dreams.take(n, data.train.width());
                 let labels = negatives.labels.clone();
-                Some(self.sleep_packet(epoch, &negatives, labels))
+                Ok(self.sleep_packet(epoch, &negatives, labels))
             });
-            if !slept {
-                return false;
-            }
+            slept?;
         }
         phases.end_epoch();
         // The readout's logits for the last packets are still due: take them so the feedback
         // channel is empty at the epoch's end (a resumed run starts from the same place).
-        dreams.settle(io)
+        Ok(dreams.settle(io)?)
     }
 
     /// Generates the last 90 characters of the training strings `starts` from their first 10
     /// and adds their windows to the pool, shuffled.
-    fn dream(&mut self, epoch: u32, starts: &[u32], dreams: &mut Dreams, rng: &mut Rng, io: &mut dyn HeadIo) -> bool {
+    fn dream(
+        &mut self,
+        epoch: u32,
+        starts: &[u32],
+        dreams: &mut Dreams,
+        rng: &mut Rng,
+        io: &mut dyn HeadIo,
+    ) -> Result<(), Interrupted> {
         // Logits of training packets still in flight come back first.
-        if !dreams.settle(io) {
-            return false;
-        }
+        dreams.settle(io)?;
         let data = Arc::clone(&self.data);
         let width = data.train.width();
         let mut text: Vec<Vec<u8>> =
@@ -123,12 +118,10 @@ impl LabelledHead {
             let mut packet =
                 self.packet(epoch, Purpose::Dream, &[(&contexts, vec![NEUTRAL; starts.len()])], [0, 0, starts.len()]);
             packet.frames = 0; // dreams are not frames of the stream
-            if io.emit(Message::Data(packet)).is_err() {
-                return false;
-            }
+            io.emit(Message::Data(packet))?;
             let mut k = 0;
             while k < text.len() {
-                let Some(p) = io.prediction() else { return false };
+                let p = io.prediction().ok_or(Closed)?;
                 for row in p.logits.outer_iter() {
                     // Invariant: the readout makes its logits as a fresh standard-layout array.
                     let next = sampled_label(row.as_slice().expect("contiguous logits"), rng);
@@ -143,7 +136,7 @@ impl LabelledHead {
             .collect();
         rng.shuffle(&mut windows);
         dreams.pool.extend(windows);
-        true
+        Ok(())
     }
 }
 
@@ -171,13 +164,13 @@ impl Dreams {
         (remembered + self.pool.len()) * aesop::GIVEN
     }
 
-    /// Takes every logit still due; false when the sink is gone.
-    fn settle(&mut self, io: &mut dyn HeadIo) -> bool {
+    /// Takes every logit still due; an error when the sink is gone.
+    fn settle(&mut self, io: &mut dyn HeadIo) -> Result<(), Closed> {
         while self.outstanding > 0 {
-            let Some(p) = io.prediction() else { return false };
+            let p = io.prediction().ok_or(Closed)?;
             self.outstanding = self.outstanding.saturating_sub(p.logits.nrows());
         }
-        true
+        Ok(())
     }
 }
 

@@ -33,7 +33,7 @@ use crate::negative::{hard_label, wrong_label};
 use crate::packet::{Message, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
-use crate::runtime::HeadIo;
+use crate::runtime::{Closed, HeadIo, Interrupted};
 use crate::schedule::PhaseSchedule;
 use crate::source::{DatasetSource, FrameBatch};
 use sleep::WakeSleep;
@@ -130,47 +130,39 @@ impl LabelledHead {
         self.evaluate_only = true;
     }
 
-    /// Plays every epoch; returns false if it stopped early (Ctrl-C or downstream gone).
-    pub fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+    /// Plays every epoch, or says why it stopped early (Ctrl-C or downstream gone).
+    pub fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         if self.evaluate_only {
             let data = Arc::clone(&self.data);
             let epoch = self.config.epochs;
-            return self.evaluate(&data.validation, Purpose::Validate, epoch, io)
-                && self.evaluate(&data.test, Purpose::Test, epoch, io)
-                && io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }).is_ok();
+            self.evaluate(&data.validation, Purpose::Validate, epoch, io)?;
+            self.evaluate(&data.test, Purpose::Test, epoch, io)?;
+            return Ok(io.emit(Message::EpochEnd { epoch, stamp: Instant::now() })?);
         }
         for epoch in self.config.first_epoch..=self.config.epochs {
-            if !self.play_epoch(epoch, io) {
-                return false;
-            }
+            self.play_epoch(epoch, io)?;
             let last = epoch == self.config.epochs;
             if epoch % self.config.eval_every.max(1) == 0 || last {
                 let data = Arc::clone(&self.data);
-                if !self.evaluate(&data.validation, Purpose::Validate, epoch, io) {
-                    return false;
-                }
-                if last && self.config.test_at_end && !self.evaluate(&data.test, Purpose::Test, epoch, io) {
-                    return false;
+                self.evaluate(&data.validation, Purpose::Validate, epoch, io)?;
+                if last && self.config.test_at_end {
+                    self.evaluate(&data.test, Purpose::Test, epoch, io)?;
                 }
                 if last && self.config.train_eval_size > 0 {
                     let subset = data.train.head(self.config.train_eval_size);
-                    if !self.evaluate(&subset, Purpose::TrainEval, epoch, io) {
-                        return false;
-                    }
+                    self.evaluate(&subset, Purpose::TrainEval, epoch, io)?;
                 }
             }
-            if io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }).is_err() {
-                return false;
-            }
+            io.emit(Message::EpochEnd { epoch, stamp: Instant::now() })?;
         }
-        true
+        Ok(())
     }
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
-    fn play_epoch(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+    fn play_epoch(&mut self, epoch: u32, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         if self.config.negatives == NegativeLabels::Generated {
             return self.play_epoch_generated(epoch, io);
         }
@@ -184,15 +176,13 @@ impl LabelledHead {
         if self.config.negatives == NegativeLabels::Random {
             for batch in batches {
                 if self.stopped() {
-                    return false;
+                    return Err(Interrupted::Stopped);
                 }
                 let negatives: Vec<u8> = batch.labels.iter().map(|&t| wrong_label(t, data.classes, &mut rng)).collect();
                 let packet = self.train_packet(epoch, &batch, &negatives, Some(&batch));
-                if io.emit(Message::Data(packet)).is_err() {
-                    return false;
-                }
+                io.emit(Message::Data(packet))?;
             }
-            return true;
+            return Ok(());
         }
         // Hard negatives: keep the batches whose neutral rows are in flight.
         let delay = self.config.prediction_delay;
@@ -202,28 +192,24 @@ impl LabelledHead {
             waiting.extend(batches.by_ref().take(delay));
             if !waiting.is_empty() {
                 let prime = self.predict_packet(epoch, waiting.iter());
-                if io.emit(Message::Data(prime)).is_err() {
-                    return false;
-                }
+                io.emit(Message::Data(prime))?;
             }
         }
         loop {
             if self.stopped() {
-                return false;
+                return Err(Interrupted::Stopped);
             }
             let batch = if delay == 0 {
                 let Some(batch) = batches.next() else { break };
                 let packet = self.predict_packet(epoch, std::iter::once(&batch));
-                if io.emit(Message::Data(packet)).is_err() {
-                    return false;
-                }
+                io.emit(Message::Data(packet))?;
                 batch
             } else {
                 let Some(batch) = waiting.pop_front() else { break };
                 batch
             };
             while logits.len() < batch.labels.len() {
-                let Some(prediction) = io.prediction() else { return false };
+                let prediction = io.prediction().ok_or(Closed)?;
                 logits.extend(prediction.logits.outer_iter().map(|row| row.to_vec()));
             }
             let negatives: Vec<u8> = batch
@@ -237,11 +223,9 @@ impl LabelledHead {
             if let Some(next) = ahead {
                 waiting.push_back(next);
             }
-            if io.emit(Message::Data(packet)).is_err() {
-                return false;
-            }
+            io.emit(Message::Data(packet))?;
         }
-        true
+        Ok(())
     }
 
     /// An epoch in wake and sleep phases.
@@ -254,7 +238,7 @@ impl LabelledHead {
     /// network itself) or a uniform wrong label. The logits are the readout's when the frame
     /// passed awake, so a sleep needs no stored activities. The phases are run by
     /// [`sleep::WakeSleep`]; only the making of one sleep packet is here.
-    fn play_epoch_phased(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+    fn play_epoch_phased(&mut self, epoch: u32, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         let data = Arc::clone(&self.data);
         let source = self.config.source.clone();
         let mut rng = Rng::derive(self.config.source.seed, "negatives", epoch as u64);
@@ -265,14 +249,12 @@ impl LabelledHead {
         let mut pending: VecDeque<FrameBatch> = VecDeque::new();
         for batch in source.epoch_batches(&data.train, epoch) {
             if self.stopped() {
-                return false;
+                return Err(Interrupted::Stopped);
             }
             let n = batch.labels.len();
             let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
             let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
-            if io.emit(Message::Data(packet)).is_err() {
-                return false;
-            }
+            io.emit(Message::Data(packet))?;
             pending.push_back(batch);
             if !phases.count_wake_packet() {
                 continue;
@@ -282,7 +264,7 @@ impl LabelledHead {
                 let logits: Vec<Vec<f32>> = if hard {
                     let mut rows = Vec::new();
                     while rows.len() < batch.labels.len() {
-                        let Some(p) = io.prediction() else { return false };
+                        let p = io.prediction().ok_or(Closed)?;
                         rows.extend(p.logits.outer_iter().map(|r| r.to_vec()));
                     }
                     rows
@@ -321,11 +303,9 @@ impl LabelledHead {
                         }
                     })
                     .collect();
-                Some(self.sleep_packet(epoch, &batch, wrong))
+                Ok(self.sleep_packet(epoch, &batch, wrong))
             });
-            if !slept {
-                return false;
-            }
+            slept?;
         }
         phases.end_epoch();
         // Predictions of the last wake packets are still due: take them so the pipeline's
@@ -334,11 +314,11 @@ impl LabelledHead {
             let due: usize = pending.iter().map(|b| b.labels.len()).sum();
             let mut got = 0;
             while got < due {
-                let Some(p) = io.prediction() else { return false };
+                let p = io.prediction().ok_or(Closed)?;
                 got += p.logits.nrows();
             }
         }
-        true
+        Ok(())
     }
 
     /// One packet of negatives for a sleep phase: `labels` embedded in `batch`'s rows.
@@ -439,27 +419,31 @@ impl LabelledHead {
     }
 
     /// Candidate rows (each image with each label) for the goodness test, then neutral rows.
-    fn evaluate(&mut self, split: &Split, purpose: Purpose, epoch: u32, io: &mut dyn HeadIo) -> bool {
+    fn evaluate(
+        &mut self,
+        split: &Split,
+        purpose: Purpose,
+        epoch: u32,
+        io: &mut dyn HeadIo,
+    ) -> Result<(), Interrupted> {
         let source = self.config.source.clone();
         for batch in source.ordered_batches(split, self.config.eval_batch) {
             if self.stopped() {
-                return false;
+                return Err(Interrupted::Stopped);
             }
             let n = batch.labels.len();
             let classes = self.data.classes;
             let candidates: Vec<u8> = (0..n * classes).map(|k| (k % classes) as u8).collect();
             let groups = [(&batch, candidates), (&batch, vec![NEUTRAL; n])];
             let packet = self.packet(epoch, purpose, &groups, [0, 0, n]);
-            if io.emit(Message::Data(packet)).is_err() {
-                return false;
-            }
+            io.emit(Message::Data(packet))?;
         }
-        true
+        Ok(())
     }
 }
 
 impl crate::runtime::Head for LabelledHead {
-    fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+    fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         LabelledHead::run(self, io)
     }
 }

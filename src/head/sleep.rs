@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::metrics::Progress;
 use crate::packet::{Message, Packet};
-use crate::runtime::HeadIo;
+use crate::runtime::{HeadIo, Interrupted};
 use crate::schedule::{Phase, PhaseSchedule, Scheduler};
 
 /// One epoch's wake/sleep schedule, as the head plays it.
@@ -72,8 +72,8 @@ impl WakeSleep {
 
     /// A sleep phase, right after the wake packet that ended the wake phase: the source is not
     /// read, and the packets of negatives `dream` makes are sent until the phase's budget is
-    /// spent; then the schedule is awake again. False when the run stops or downstream is gone
-    /// (`dream` returns `None` for that, or `io.emit` fails).
+    /// spent; then the schedule is awake again. An error when the run stops or downstream is
+    /// gone (`dream` returns it, or `io.emit` fails).
     ///
     /// `dream` gets `io` (Aesop's dreams go round the pipeline) and this schedule (to publish
     /// the sleep memory's size); it draws the packet's sequence number itself, so sequence
@@ -81,28 +81,26 @@ impl WakeSleep {
     pub(crate) fn sleep(
         &mut self,
         io: &mut dyn HeadIo,
-        mut dream: impl FnMut(&mut dyn HeadIo, &WakeSleep) -> Option<Packet>,
-    ) -> bool {
+        mut dream: impl FnMut(&mut dyn HeadIo, &WakeSleep) -> Result<Packet, Interrupted>,
+    ) -> Result<(), Interrupted> {
         debug_assert_eq!(self.phase(), Phase::Wake, "sleep follows a wake phase");
         self.switch();
         self.publish();
         while self.phase() == Phase::Sleep {
             if self.stop.load(Ordering::Relaxed) {
-                return false;
+                return Err(Interrupted::Stopped);
             }
-            let Some(mut packet) = dream(io, self) else { return false };
+            let mut packet = dream(io, self)?;
             // No frame of the stream enters while asleep: the frame counters (and the
             // throughput per frame) count the source's frames only.
             packet.frames = 0;
-            if io.emit(Message::Data(packet)).is_err() {
-                return false;
-            }
+            io.emit(Message::Data(packet))?;
             if self.scheduler.sent() {
                 self.switch();
             }
             self.publish();
         }
-        true
+        Ok(())
     }
 
     /// Publishes how long the current phase has lasted, at the epoch's end (the next epoch's

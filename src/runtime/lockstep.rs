@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::barrier::Barrier;
 use super::{deliver, frames_rows, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink, SinkSide};
-use super::{Closed, Message, Prediction, Stage, TopDown, Wiring};
+use super::{Closed, Ending, Message, Prediction, Stage, TopDown, Wiring};
 
 struct LockstepIo<'a, 'b> {
     stages: Vec<Box<dyn Stage>>,
@@ -73,7 +73,7 @@ pub(super) fn run(
     wiring: Wiring,
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
-) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
     let above = stages
         .iter()
         .map(|s| {
@@ -94,9 +94,9 @@ pub(super) fn run(
         barrier,
         names,
     };
-    let completed = head.run(&mut io);
+    let played = head.run(&mut io);
     match io.failure {
         Some(e) => Err(e),
-        None => Ok((io.stages, completed)),
+        None => Ok((io.stages, super::ending(played)?)),
     }
 }

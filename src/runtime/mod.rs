@@ -98,10 +98,34 @@ pub trait HeadIo {
     fn prediction(&mut self) -> Option<Prediction>;
 }
 
+/// Why a head stopped before the end of its stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Interrupted {
+    /// The stop flag was raised (Ctrl-C): the run resumes from its last finished epoch.
+    #[error("stopped before the end of the stream")]
+    Stopped,
+    /// Downstream is gone: a stage or the sink failed, and its error is the run's.
+    #[error(transparent)]
+    Closed(#[from] Closed),
+    /// The source failed (a video that cannot be read on); the run's error.
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How a run that did not fail ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The stream ran to its end.
+    Finished,
+    /// It stopped early (Ctrl-C); the last finished epoch is checkpointed.
+    Stopped,
+}
+
 /// What feeds the pipeline: plays its stream into `io` until the end or a stop.
 pub trait Head: Send {
-    /// Plays every packet and epoch marker; false if it stopped early (Ctrl-C, downstream gone).
-    fn run(&mut self, io: &mut dyn HeadIo) -> bool;
+    /// Plays every packet and epoch marker, or says why it stopped early.
+    fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted>;
 }
 
 /// What ends the pipeline: measures packets, and closes each epoch into a report.
@@ -118,7 +142,7 @@ pub trait Sink: Send {
 }
 
 impl<H: Head + ?Sized> Head for &mut H {
-    fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+    fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         (**self).run(io)
     }
 }
@@ -172,6 +196,9 @@ pub enum PipelineError {
     /// The epoch handler (checkpoint, record) failed.
     #[error("at the end of an epoch: {0}")]
     Epoch(#[source] anyhow::Error),
+    /// The head's source failed.
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
     /// A stage left no state at the barrier of an epoch, or could not write its shard.
     #[error("at the end of epoch {epoch}: {source}")]
     Barrier {
@@ -240,7 +267,7 @@ impl PipelineStats {
 pub type OnEpoch<'a> = dyn FnMut(EpochReport) -> anyhow::Result<()> + 'a;
 
 /// Runs `head` through `stages` into `sink`. Returns the stages (with their learned state) and
-/// whether the stream ran to its end (false after Ctrl-C).
+/// how the stream ended.
 pub fn run(
     head: &mut dyn Head,
     stages: Vec<Box<dyn Stage>>,
@@ -248,11 +275,21 @@ pub fn run(
     wiring: Wiring,
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
-) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
     check_topology(&stages)?;
     match wiring.mode {
         Mode::Threaded => threaded::run(head, stages, sink, wiring, stats, on_epoch),
         Mode::Lockstep => lockstep::run(head, stages, sink, wiring, stats, on_epoch),
+    }
+}
+
+/// How the head's end becomes the run's: a failed source is the run's error; a stop, or
+/// downstream gone (whose own error, if any, the caller reports first), ends it early.
+fn ending(played: Result<(), Interrupted>) -> Result<Ending, PipelineError> {
+    match played {
+        Ok(()) => Ok(Ending::Finished),
+        Err(Interrupted::Source(e)) => Err(PipelineError::Source(e)),
+        Err(Interrupted::Stopped | Interrupted::Closed(_)) => Ok(Ending::Stopped),
     }
 }
 

@@ -7,7 +7,7 @@ use super::edge::{self, EdgeSpec, Inlet, Outlet, UNBOUNDED};
 use super::{
     deliver, frames_rows, panic_message, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink, SinkSide,
 };
-use super::{Closed, Message, Prediction, Stage, TopDown, Wiring};
+use super::{Closed, Ending, Interrupted, Message, Prediction, Stage, TopDown, Wiring};
 use crate::error::StageError;
 use crate::metrics::StageStats;
 
@@ -96,7 +96,7 @@ pub(super) fn run(
     wiring: Wiring,
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
-) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
     let spec = EdgeSpec::blocking(wiring.capacity);
     let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
     let barrier = Barrier::new(stages.len(), wiring.shards.clone());
@@ -184,18 +184,18 @@ pub(super) fn run(
                 }
             }
         }
-        let completed = match head_thread.map(|h| h.join()) {
-            Some(Ok(done)) => done,
+        let played = match head_thread.map(|h| h.join()) {
+            Some(Ok(played)) => played,
             Some(Err(payload)) => {
                 let message = panic_message(payload);
                 failure = failure.or(Some(StageError::Panicked { stage: "source".into(), message }.into()));
-                false
+                Err(Interrupted::Stopped)
             }
-            None => false,
+            None => Err(Interrupted::Stopped),
         };
         match failure {
             Some(e) => Err(e),
-            None => Ok((finished, completed)),
+            None => Ok((finished, super::ending(played)?)),
         }
     })
 }

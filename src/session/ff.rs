@@ -14,7 +14,7 @@ use crate::config::build::build_stages_for;
 use crate::config::PipelineConfig;
 use crate::metrics::{Latency, Progress};
 use crate::run_folder::{add_phase_times, save_epoch, start_reporter, whole_run_rates, RunState};
-use crate::runtime::{EpochReport, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
+use crate::runtime::{Ending, EpochReport, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
 use crate::stage::Stage;
 
 /// What a workload's head and the runtime are given to play the epochs left.
@@ -47,19 +47,19 @@ pub trait Workload {
         play: Play<'_>,
         stages: Vec<Box<dyn Stage>>,
         on_epoch: &mut OnEpoch<'_>,
-    ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError>;
+    ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError>;
     /// Takes an epoch's measures into the run state (curve, final metrics, details) and says
     /// them for the epoch's log line (which the run loop starts with the epoch and the time).
     fn apply_epoch(report: &EpochReport, state: &mut RunState, config: &PipelineConfig, seconds: f64) -> String
     where
         Self: Sized;
-    /// After the last epoch, or after Ctrl-C (`completed` false): what the workload measures
+    /// After the last epoch, or after Ctrl-C (`Ending::Stopped`): what the workload measures
     /// at the end (source counters, frozen probes), into the run state. Nothing by default.
     fn finish(
         &mut self,
         _session: &Session<'_>,
         _stages: Vec<Box<dyn Stage>>,
-        _completed: bool,
+        _ending: Ending,
         _stats: &PipelineStats,
         _state: &mut RunState,
     ) -> Result<()> {
@@ -113,13 +113,13 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
         Play { config, first_epoch, stop: Arc::clone(&session.stop), progress: &progress, wiring, stats: &stats };
     let played = workload.play(play, stages, &mut on_epoch);
     drop(reporter);
-    let (stages, completed) = played?;
+    let (stages, ending) = played?;
     if let Some(svg) = crate::plot::throughput_svg(&dir.join("metrics.jsonl")) {
         std::fs::write(dir.join("throughput.svg"), svg)?;
     }
     add_phase_times(config, &progress, state);
     let wall = session.started.elapsed().as_secs_f64();
     let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
-    workload.finish(session, stages, completed, &stats, state)?;
-    Ok((completed, whole_run_rates(&stats.all(), wall), frames))
+    workload.finish(session, stages, ending, &stats, state)?;
+    Ok((ending == Ending::Finished, whole_run_rates(&stats.all(), wall), frames))
 }

@@ -15,12 +15,12 @@ use super::twin::{self, Batch, TwinData};
 use super::{RunOptions, RunState, Session};
 use crate::backprop::{Backprop, BackpropConfig};
 use crate::config::build::{build_backprop_for, build_stages_for};
-use crate::config::{PipelineConfig, StreamConfig};
+use crate::config::{FrameHeadSpec, PipelineConfig, ProbeSettings, Roles, TwinSettings};
 use crate::data::mnist::CLASSES;
 use crate::matmul::Threads;
 use crate::metrics::Latency;
 use crate::record::{CurvePoint, ErrorsPct};
-use crate::runtime::{self, EpochReport, OnEpoch, PipelineError, PipelineStats, Sink};
+use crate::runtime::{self, Ending, EpochReport, OnEpoch, PipelineError, PipelineStats, Sink};
 use crate::stage::Stage;
 use crate::video::feed::{Feed, FrameFeed, FrameShape};
 use crate::video::head::{frame_values, VideoHead, VideoHeadConfig};
@@ -36,7 +36,8 @@ pub struct Frames {
     /// Labelled frames for the final probes, and for the one-pass backprop twin beside them.
     probe: Option<Vec<Frame>>,
     twin_frames: Option<Vec<Frame>>,
-    stream: StreamConfig,
+    spec: FrameHeadSpec,
+    probes: ProbeSettings,
     sink: VideoSink,
     /// The head, kept after the run for its error and the feed's counters.
     head: Option<VideoHead>,
@@ -47,8 +48,11 @@ impl Frames {
     /// Opens the feed the pipeline file describes.
     pub fn open(config: &PipelineConfig, options: &RunOptions, stop: Arc<AtomicBool>) -> Result<Frames> {
         let feed = crate::video::open::open(config, options.data_dir.as_deref(), stop)?;
-        let stream = config.stream.clone().unwrap_or_default();
-        let inputs = stream.window * feed.shape.len();
+        let Roles::FramesFf { head: spec, probes } = Roles::of(config) else {
+            bail!("{} is not FF on a frame stream", config.name)
+        };
+        let (spec, probes) = (spec.clone(), probes.clone());
+        let inputs = spec.window * feed.shape.len();
         // The sink watches the stages the readout reads (`model.readout_from` on).
         let (names, units): (Vec<String>, Vec<usize>) = config
             .stage_names()
@@ -56,9 +60,9 @@ impl Frames {
             .zip(config.model.layers.iter().copied())
             .skip(config.model.readout_from - 1)
             .unzip();
-        let sink = VideoSink::new(names, &units, stream.probe_lr);
+        let sink = VideoSink::new(names, &units, probes.probe_lr);
         let Feed { feed: frames, shape, probe, twin: twin_frames } = feed;
-        Ok(Frames { frames: Some(frames), shape, probe, twin_frames, stream, sink, head: None, inputs })
+        Ok(Frames { frames: Some(frames), shape, probe, twin_frames, spec, probes, sink, head: None, inputs })
     }
 }
 
@@ -76,27 +80,27 @@ impl Workload for Frames {
         play: Play<'_>,
         stages: Vec<Box<dyn Stage>>,
         on_epoch: &mut OnEpoch<'_>,
-    ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
-        let (config, stream, shape) = (play.config, &self.stream, self.shape);
+    ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
+        let (config, spec, shape) = (play.config, &self.spec, self.shape);
         // Invariant: `Frames::open` made the feed, and a session plays it once.
         let frames = self.frames.take().expect("the feed is played once");
         let mut head = VideoHead::new(
             VideoHeadConfig {
                 batch: config.data.batch,
-                window: stream.window,
+                window: spec.window,
                 frame_len: shape.len(),
                 width: shape.width,
                 height: shape.height,
                 channels: shape.channels,
-                negatives: stream.negatives,
-                replay: stream.replay,
-                mask_blurs: stream.mask_blurs,
-                holdout_every: stream.holdout_every,
-                eval_windows: stream.eval_windows,
+                negatives: spec.negatives,
+                replay: spec.replay,
+                mask_blurs: spec.mask_blurs,
+                holdout_every: spec.holdout_every,
+                eval_windows: self.probes.eval_windows,
                 first_epoch: play.first_epoch,
                 epochs: config.data.epochs,
                 seed: config.seed,
-                center: stream.center,
+                center: spec.center,
                 schedule: config.schedule,
             },
             frames,
@@ -154,14 +158,11 @@ impl Workload for Frames {
         &mut self,
         session: &Session<'_>,
         mut stages: Vec<Box<dyn Stage>>,
-        completed: bool,
+        ending: Ending,
         stats: &PipelineStats,
         state: &mut RunState,
     ) -> Result<()> {
         if let Some(head) = &self.head {
-            if let Some(error) = head.error() {
-                bail!("{error}");
-            }
             state.details.insert("source".into(), serde_json::to_value(head.feed().counters())?);
         }
         let all = stats.latency.counts();
@@ -173,12 +174,13 @@ impl Workload for Frames {
                 "p99": Latency::quantile(&zero, &all, 0.99).map(|s| s * 1000.0),
             }),
         );
-        if let (true, Some(frames)) = (completed, self.probe.take()) {
+        if let (Ending::Finished, Some(frames)) = (ending, self.probe.take()) {
             let twin = self.twin_frames.take();
             let quiet = session.options.quiet;
             final_probes(
                 session.config,
-                &self.stream,
+                &self.spec,
+                &self.probes.twin,
                 self.inputs,
                 &mut stages,
                 &frames,
@@ -197,7 +199,8 @@ impl Workload for Frames {
 #[allow(clippy::too_many_arguments)]
 fn final_probes(
     config: &PipelineConfig,
-    stream: &StreamConfig,
+    spec: &FrameHeadSpec,
+    twin_settings: &TwinSettings,
     inputs: usize,
     stages: &mut [Box<dyn Stage>],
     frames: &[Frame],
@@ -206,10 +209,10 @@ fn final_probes(
     quiet: bool,
 ) -> Result<()> {
     let started = Instant::now();
-    let (x, labels) = windows_of(frames, stream.window, stream.center);
+    let (x, labels) = windows_of(frames, spec.window, spec.center);
     let mut random = build_stages_for(config, inputs);
     // A recurrent net reads the probe frames as it was trained: the streams side by side, one
-    // packet per step (`moving_mnist.streams` = `data.batch` rows).
+    // packet per step (`source.streams` = `data.batch` rows).
     let chunk = if config.is_recurrent() { config.data.batch } else { 500 };
     let trained_features = stage_features(stages, x.clone(), chunk)?;
     let random_features = stage_features(&mut random, x.clone(), chunk)?;
@@ -222,7 +225,7 @@ fn final_probes(
     // The raw pixels through the same probe: the floor any representation should beat.
     test.insert("probe.pixels".into(), probe_error_pct(&crate::ff::normalize::normalize_rows(&x.view()), &labels));
     if let Some(twin) = twin {
-        test.insert("backprop".into(), one_pass_twin(config, stream, inputs, twin, &x, &labels)?);
+        test.insert("backprop".into(), one_pass_twin(config, spec, twin_settings, inputs, twin, &x, &labels)?);
     }
     if !quiet {
         let line: Vec<String> = test.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect();
@@ -238,29 +241,30 @@ fn final_probes(
 }
 
 /// The backprop twin beside the probes: the same layers with a softmax on top, trained end to
-/// end with the labels on `twin` frames (one pass, the optimizer of `[stream.twin]`), then
+/// end with the labels on `twin` frames (one pass, the optimizer of `[sink.twin]`), then
 /// scored on the last probe block (the frames the probes score last, unseen by all).
 fn one_pass_twin(
     config: &PipelineConfig,
-    stream: &StreamConfig,
+    spec: &FrameHeadSpec,
+    settings: &TwinSettings,
     inputs: usize,
     twin: &[Frame],
     probe_x: &Array2<f32>,
     probe_labels: &[Vec<u8>],
 ) -> Result<f64> {
-    let (x, labels) = windows_of(twin, stream.window, stream.center);
+    let (x, labels) = windows_of(twin, spec.window, spec.center);
     let single: Vec<u8> = labels.iter().map(|l| l.first().copied().unwrap_or(0)).collect();
     if labels.iter().any(|l| l.len() != 1) {
-        bail!("the backprop twin needs one label per frame (moving_mnist.digits = 1)");
+        bail!("the backprop twin needs one label per frame ([source] digits = 1)");
     }
     let mut net = BackpropConfig {
         inputs,
         hidden: config.model.layers.clone(),
         classes: CLASSES,
-        rule: stream.twin.rule,
-        lr: stream.twin.lr,
-        weight_cost: stream.twin.weight_cost,
-        schedule: stream.twin.schedule,
+        rule: settings.rule,
+        lr: settings.lr,
+        weight_cost: settings.weight_cost,
+        schedule: settings.schedule,
         epochs: 1,
         normalize_input: true,
         seed: config.seed,
@@ -284,6 +288,10 @@ fn last_block(x: &Array2<f32>, labels: &[Vec<u8>]) -> (Array2<f32>, Vec<u8>) {
     (x.slice(ndarray::s![last, ..]).to_owned(), truth)
 }
 
+/// The backprop twin on its own reads Moving MNIST frames as they are (it has no frames head
+/// to subtract their mean brightness).
+const TWIN_CENTER: bool = false;
+
 /// The backprop twin as a run of its own on a labelled frame stream: the same frames, epoch
 /// for epoch, as the FF run sees them; scored after every epoch on the last block of the
 /// probe stream (the frames the FF probes score last), which no net ever trains on.
@@ -299,9 +307,8 @@ impl FramesTwin {
     /// Opens the feed the pipeline file describes, and its probe frames to score on.
     pub fn open(config: &PipelineConfig, options: &RunOptions, stop: Arc<AtomicBool>) -> Result<FramesTwin> {
         let feed = crate::video::open::open(config, options.data_dir.as_deref(), stop)?;
-        let Some(probe) = feed.probe else { bail!("the backprop twin needs stream.probe_frames > 0") };
-        let center = config.stream.clone().unwrap_or_default().center;
-        let (px, plabels) = windows_of(&probe, 1, center);
+        let Some(probe) = feed.probe else { bail!("the backprop twin needs eval.probe_frames > 0") };
+        let (px, plabels) = windows_of(&probe, 1, TWIN_CENTER);
         let (test_x, test_y) = last_block(&px, &plabels);
         Ok(FramesTwin { inputs: feed.shape.len(), feed: feed.feed, config: config.clone(), test_x, test_y })
     }
@@ -315,7 +322,7 @@ impl TwinData for FramesTwin {
     fn epoch(&mut self, epoch: u32) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
         self.feed.start_epoch(epoch)?;
         let (batch, inputs) = (self.config.data.batch, self.inputs);
-        let center = self.config.stream.clone().unwrap_or_default().center;
+        let center = TWIN_CENTER;
         let feed = &mut self.feed;
         Ok(Box::new(std::iter::from_fn(move || {
             let mut rows: Vec<f32> = Vec::with_capacity(batch * inputs);

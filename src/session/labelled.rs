@@ -20,14 +20,14 @@ use crate::config::{Dataset, PipelineConfig, Trainer};
 use crate::data::{aesop, Labelled as Rows, Split};
 use crate::head::LabelledHead;
 use crate::record::{CurvePoint, ErrorsPct};
-use crate::runtime::{self, EpochReport, Mode, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
+use crate::runtime::{self, Ending, EpochReport, Mode, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
 use crate::sink::{Classify, Tally};
 use crate::source::DatasetSource;
 use crate::stage::Stage;
 
 /// Loads MNIST or Aesop's rows and cuts the splits to the sizes the pipeline asks for.
 pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Rows>> {
-    let mut data = match config.data.dataset {
+    let mut data = match config.dataset() {
         Dataset::Aesop => aesop::Aesop::load(data_dir)?.labelled(),
         Dataset::Mnist => Rows::mnist(data_dir)?,
         other => bail!("`{}` is a frame stream, not labelled rows", other.name()),
@@ -61,7 +61,7 @@ impl Labelled {
 /// Loads the data; Aesop's unigram baseline goes into the run's details.
 fn load_with_baseline(config: &PipelineConfig, options: &RunOptions, state: &mut RunState) -> Result<Arc<Rows>> {
     let data = load_data(config, options.data_dir.as_deref())?;
-    if config.data.dataset == Dataset::Aesop {
+    if config.dataset() == Dataset::Aesop {
         // E8's first baseline: always predict the training strings' commonest character.
         let unigram = |split: &Split| aesop::unigram_error_pct(&data.train, split);
         state.details.insert(
@@ -102,7 +102,7 @@ impl Workload for Labelled {
         play: Play<'_>,
         stages: Vec<Box<dyn Stage>>,
         on_epoch: &mut OnEpoch<'_>,
-    ) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+    ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
         let mut head = build_head(play.config, Arc::clone(&self.data), play.first_epoch, play.stop);
         head.publish_to(Arc::clone(play.progress));
         run_labelled(play.config, &mut head, stages, &mut self.sink, play.wiring, play.stats, on_epoch)
@@ -148,7 +148,7 @@ pub fn run_labelled(
     wiring: Wiring,
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
-) -> Result<(Vec<Box<dyn Stage>>, bool), PipelineError> {
+) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
     if !config.is_recurrent() {
         return runtime::run(head, stages, sink, wiring, stats, on_epoch);
     }
@@ -181,7 +181,7 @@ impl TwinData for LabelledTwin {
 
     fn epoch(&mut self, epoch: u32) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
         let source =
-            DatasetSource { batch: self.config.data.batch, jitter: self.config.data.jitter, seed: self.config.seed };
+            DatasetSource { batch: self.config.data.batch, jitter: self.config.jitter(), seed: self.config.seed };
         Ok(Box::new(source.epoch_batches(&self.data.train, epoch).map(|b| Ok((b.pixels, b.labels)))))
     }
 

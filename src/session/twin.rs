@@ -2,7 +2,7 @@
 //! trained end to end with cross-entropy on the same rows, epoch for epoch, as the FF run
 //! sees them; checkpointed, resumed and recorded like any FF run. What the rows are and how
 //! the net is scored comes from the workload's [`TwinData`]. The twin's settings are the
-//! pipeline file's (`[optimizer]` for labelled data, `[stream.twin]` for frame streams).
+//! pipeline file's (`[optimizer]` for labelled data, `[sink.twin]` for frame streams).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

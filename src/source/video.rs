@@ -1,4 +1,4 @@
-//! The settings of a video source: the `[video]` table of a pipeline file. They name what to
+//! The settings of a video source: `[source] kind = "video"` of a pipeline file. They name what to
 //! open and what frames to make of it, and are checked before anything is opened; the FFmpeg
 //! input that reads them is `crate::video::input` (the `video` feature). Kept apart from it so
 //! a pipeline file parses, and says what is wrong with it, in any build.
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Largest accepted output side: the frames feed dense layers, far smaller than this.
 pub const MAX_SIDE: usize = 4096;
 
-/// A `[video]` value out of range, with what is wrong in words.
+/// A video `[source]` value out of range, with what is wrong in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid video config: {0}")]
 pub struct BadVideoConfig(pub String);
@@ -64,7 +64,7 @@ pub enum DropPolicy {
     DropNewest,
 }
 
-/// Where the video comes from and what frames to make of it: the `[video]` table of a pipeline file.
+/// Where the video comes from and what frames to make of it: `[source] kind = "video"` of a pipeline file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VideoConfig {

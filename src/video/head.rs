@@ -32,7 +32,7 @@ use crate::metrics::Progress;
 use crate::packet::{Message, Observe, Packet, Purpose, NEUTRAL};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
-use crate::runtime::HeadIo;
+use crate::runtime::{HeadIo, Interrupted};
 use crate::schedule::{Phase, PhaseSchedule};
 
 /// How the video head plays its feed.
@@ -127,8 +127,6 @@ pub struct VideoHead {
     /// The held-out windows and their negatives, fixed once made.
     held_out: Vec<Window>,
     held_out_negatives: Vec<Vec<f32>>,
-    /// The first error of the feed: the run reports it and stops.
-    error: Option<FeedError>,
     /// Where the feed's counters are published for the live view.
     progress: Option<Arc<Progress>>,
 }
@@ -155,7 +153,6 @@ impl VideoHead {
             seq: 0,
             held_out: Vec::new(),
             held_out_negatives: Vec::new(),
-            error: None,
             progress: None,
         }
     }
@@ -178,19 +175,13 @@ impl VideoHead {
         }
     }
 
-    /// The feed's error that stopped the head, if any.
-    pub fn error(&self) -> Option<&FeedError> {
-        self.error.as_ref()
-    }
-
     /// The feed (its counters).
     pub fn feed(&self) -> &dyn FrameFeed {
         self.feed.as_ref()
     }
 
-    fn fail(&mut self, error: FeedError) -> bool {
-        self.error.get_or_insert(error);
-        false
+    fn fail(error: FeedError) -> Interrupted {
+        Interrupted::Source(Box::new(error))
     }
 
     fn to_values(&self, frames: &VecDeque<Frame>) -> Vec<f32> {
@@ -282,9 +273,9 @@ impl VideoHead {
         rng: &mut Rng,
         phases: &mut WakeSleep,
         io: &mut dyn HeadIo,
-    ) -> bool {
+    ) -> Result<(), Interrupted> {
         if batch.is_empty() {
-            return true;
+            return Ok(());
         }
         let negatives = match phases.phase() {
             Phase::Interleaved => self.negatives_for(batch, self.replay.items(), rng),
@@ -299,11 +290,9 @@ impl VideoHead {
             phases.stored(self.replay.len() * first.len() * 4);
         }
         self.publish_feed();
-        if io.emit(Message::Data(packet)).is_err() {
-            return false;
-        }
+        io.emit(Message::Data(packet))?;
         if !phases.count_wake_packet() {
-            return true;
+            return Ok(());
         }
         // Asleep, packets of negatives made from the replay memory alone: each a hybrid of two
         // remembered windows.
@@ -320,7 +309,7 @@ impl VideoHead {
             let packet = self.packet(seq, epoch, Purpose::Train, &[], negatives);
             // A live feed goes on decoding (and dropping) while the head sleeps.
             self.publish_feed();
-            Some(packet)
+            Ok(packet)
         })
     }
 
@@ -336,7 +325,7 @@ impl VideoHead {
         self.held_out_negatives = self.negatives_for(&self.held_out, &pool, &mut rng);
     }
 
-    fn evaluate(&mut self, epoch: u32, io: &mut dyn HeadIo) -> bool {
+    fn evaluate(&mut self, epoch: u32, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         self.seal_held_out();
         let batch = self.config.batch.max(1);
         let first = self.seq;
@@ -344,11 +333,9 @@ impl VideoHead {
         let chunks = self.held_out.chunks(batch).zip(self.held_out_negatives.chunks(batch));
         for (k, (windows, negatives)) in chunks.enumerate() {
             let packet = self.packet(first + k as u64, epoch, Purpose::Validate, windows, negatives.to_vec());
-            if io.emit(Message::Data(packet)).is_err() {
-                return false;
-            }
+            io.emit(Message::Data(packet))?;
         }
-        true
+        Ok(())
     }
 
     fn load_feed_holdout(&mut self) -> Result<(), FeedError> {
@@ -366,16 +353,13 @@ impl VideoHead {
         Ok(())
     }
 
-    /// Plays every epoch; false if it stopped early or the feed failed (see [`VideoHead::error`]).
-    pub fn run(&mut self, io: &mut dyn HeadIo) -> bool {
-        if let Err(e) = self.load_feed_holdout() {
-            return self.fail(e);
-        }
+    /// Plays every epoch, or says why it stopped early (Ctrl-C, downstream gone, the feed
+    /// failed).
+    pub fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
+        self.load_feed_holdout().map_err(Self::fail)?;
         let own_holdout = self.held_out.is_empty();
         for epoch in self.config.first_epoch..=self.config.epochs {
-            if let Err(e) = self.feed.start_epoch(epoch) {
-                return self.fail(e);
-            }
+            self.feed.start_epoch(epoch).map_err(Self::fail)?;
             let mut rng = Rng::derive(self.config.seed, "video.negatives", epoch as u64);
             // Every epoch is self-contained (the replay memory starts empty), so a run resumed
             // at an epoch boundary makes the same negatives as one that never stopped.
@@ -387,15 +371,15 @@ impl VideoHead {
                 WakeSleep::at_epoch_start(self.config.schedule, 0, self.progress.clone(), Arc::clone(&self.stop));
             loop {
                 if self.stop.load(Ordering::Relaxed) {
-                    return false;
+                    return Err(Interrupted::Stopped);
                 }
                 let frame = match self.feed.next_frame() {
                     Ok(Some(frame)) => frame,
                     // A feed also ends when the stop flag reaches it: that is not the end of
                     // the epoch, which must not be checkpointed as if it were.
-                    Ok(None) if self.stop.load(Ordering::Relaxed) => return false,
+                    Ok(None) if self.stop.load(Ordering::Relaxed) => return Err(Interrupted::Stopped),
                     Ok(None) => break,
-                    Err(e) => return self.fail(e),
+                    Err(e) => return Err(Self::fail(e)),
                 };
                 let Some(recent) = windows.push(frame) else { continue };
                 // Invariant: `Windows` hands out only full windows, of at least one frame.
@@ -408,27 +392,21 @@ impl VideoHead {
                     continue;
                 }
                 batch.push(self.window_of(recent));
-                if batch.len() == self.config.batch && !self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io) {
-                    return false;
+                if batch.len() == self.config.batch {
+                    self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io)?;
                 }
             }
-            if !self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io) {
-                return false;
-            }
+            self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io)?;
             phases.end_epoch();
-            if !self.evaluate(epoch, io) {
-                return false;
-            }
-            if io.emit(Message::EpochEnd { epoch, stamp: Instant::now() }).is_err() {
-                return false;
-            }
+            self.evaluate(epoch, io)?;
+            io.emit(Message::EpochEnd { epoch, stamp: Instant::now() })?;
         }
-        true
+        Ok(())
     }
 }
 
 impl crate::runtime::Head for VideoHead {
-    fn run(&mut self, io: &mut dyn HeadIo) -> bool {
+    fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         VideoHead::run(self, io)
     }
 }

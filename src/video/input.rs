@@ -570,7 +570,7 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
         |s: &str| CString::new(s).map_err(|_| open_error(format!("`{}` contains a NUL byte", s.escape_debug())));
     let url = cstring(&config.input)?;
     // An empty name means "let FFmpeg probe", so a pipeline file's format can be cleared with
-    // `--set video.format=""`.
+    // `--set source.format=""`.
     let format = match config.format.as_deref().filter(|f| !f.is_empty()) {
         None => ptr::null(),
         Some(name) => {

@@ -2,7 +2,7 @@
 //! place that knows every kind of feed.
 
 use super::feed::{Feed, FrameShape};
-use crate::config::Dataset;
+use crate::config::{ProbeSettings, Roles, SourceSpec};
 
 /// Opens the feed a pipeline file describes (Moving MNIST or a video input).
 pub fn open(
@@ -10,34 +10,35 @@ pub fn open(
     data_dir: Option<&std::path::Path>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Feed> {
-    let stream = config.stream.clone().unwrap_or_default();
-    match config.data.dataset {
-        Dataset::MovingMnist => {
+    let frames_per_epoch = config.frames_per_epoch();
+    match &config.source {
+        SourceSpec::MovingMnist(m) => {
             let mnist = crate::data::Labelled::mnist(data_dir)?;
-            let (digits, streams) = config.moving_mnist.as_ref().map_or((1, 1), |m| (m.digits, m.streams));
-            let holdout = stream.eval_windows + stream.window;
-            let feed = super::moving::MovingMnistFeed::side_by_side(
-                &mnist,
-                digits,
-                streams,
-                stream.frames_per_epoch,
-                holdout,
-            )?;
-            let probe = (stream.probe_frames > 0).then(|| feed.probe_frames(stream.probe_frames));
-            let twin_frames = stream.frames_per_epoch.min(20_000) as usize;
-            let twin = stream.backprop_twin.then(|| feed.train_frames(twin_frames));
+            // The backprop twin on its own plays single frames and holds out as the probes do.
+            let (window, eval_windows, backprop_twin) = match Roles::of(config) {
+                Roles::FramesFf { head, probes } => (head.window, probes.eval_windows, probes.backprop_twin),
+                _ => (1, ProbeSettings::default().eval_windows, false),
+            };
+            let holdout = eval_windows + window;
+            let feed =
+                super::moving::MovingMnistFeed::side_by_side(&mnist, m.digits, m.streams, frames_per_epoch, holdout)?;
+            let probe_frames = config.eval.probe_frames;
+            let probe = (probe_frames > 0).then(|| feed.probe_frames(probe_frames));
+            let twin_frames = frames_per_epoch.min(20_000) as usize;
+            let twin = backprop_twin.then(|| feed.train_frames(twin_frames));
             let side = super::moving::SIDE;
             let shape = FrameShape { width: side, height: side, channels: 1 };
             Ok(Feed { feed: Box::new(feed), shape, probe, twin })
         }
-        Dataset::Video => open_video(config, stop),
-        other => anyhow::bail!("`{}` is not a frame stream", other.name()),
+        SourceSpec::Video(video) => open_video(video, frames_per_epoch, stop),
+        other => anyhow::bail!("`{}` is not a frame stream", other.dataset().name()),
     }
 }
 
 #[cfg(not(feature = "video"))]
 fn open_video(
-    _config: &crate::config::PipelineConfig,
+    _video: &crate::source::video::VideoConfig,
+    _frames_per_epoch: u64,
     _stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Feed> {
     anyhow::bail!("this ffstream was built without the `video` feature (FFmpeg); rebuild with default features")
@@ -45,14 +46,13 @@ fn open_video(
 
 #[cfg(feature = "video")]
 fn open_video(
-    config: &crate::config::PipelineConfig,
+    video: &super::VideoConfig,
+    frames_per_epoch: u64,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Feed> {
-    // Invariant: `PipelineConfig::parse` rejects the video dataset without [video].
-    let mut video = config.video.clone().expect("validated: the video dataset has [video]");
+    let mut video = video.clone();
     video.input = resolve_input(&video);
-    let stream = config.stream.clone().unwrap_or_default();
-    let feed = super::feed::VideoFeed::open(video.clone(), stream.frames_per_epoch, stop)?;
+    let feed = super::feed::VideoFeed::open(video.clone(), frames_per_epoch, stop)?;
     let shape = FrameShape { width: video.width, height: video.height, channels: video.color.channels() };
     Ok(Feed { feed: Box::new(feed), shape, probe: None, twin: None })
 }
