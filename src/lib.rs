@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod dots;
 pub mod error;
 pub mod ff;
 pub mod head;

@@ -50,6 +50,15 @@ impl StagePool {
         self.threads
     }
 
+    /// Runs `work` inside the stage's pool (its rayon calls use the pool's threads), or on
+    /// the calling thread for a one-thread stage.
+    pub fn install<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
+    }
+
     /// [`gemm`] on the stage's threads.
     pub fn gemm(&self, alpha: f32, a: &ArrayView2<f32>, b: &ArrayView2<f32>, beta: f32, c: &mut ArrayViewMut2<f32>) {
         match &self.pool {

@@ -99,6 +99,7 @@ pub fn bench(
     // the slowest stage alone, whichever is lower.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let pool = one_stage_pool_speedup(&base, cores as usize, table)?;
+    let local = local_stages(base.data.batch, peak1, table)?;
     let total: f64 = stage_secs.iter().sum();
     let slowest = stage_secs.iter().copied().fold(0.0, f64::max);
     let bound = base.data.batch as f64 / (total / cores).max(slowest);
@@ -147,6 +148,7 @@ pub fn bench(
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
             "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2, "one_stage_pool": pool,
+            "local_stages": local,
         });
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -155,6 +157,54 @@ pub fn bench(
         writeln!(table, "Wrote {}.", path.display())?;
     }
     Ok(())
+}
+
+/// The paper's locally connected layers alone on this thread: E7's 32x32x3 map of 11x11
+/// fields (363 inputs a unit, truncated at the borders) and E2's first layer (a 4x4 grid of
+/// 10x10 fields, stride 6, 128 units each). Rates count the multiply-adds on the map only.
+fn local_stages(batch: usize, peak1: f64, table: &mut dyn Write) -> Result<serde_json::Value> {
+    use crate::ff::fields::{Fields, MapShape};
+    let shapes = [
+        ("e7_layer", Fields { input: MapShape::new(32, 32, 3), size: 11, stride: 1, padding: 5 }, 3),
+        ("e2_layer1", Fields { input: MapShape::new(28, 28, 1), size: 10, stride: 6, padding: 0 }, 128),
+    ];
+    let mut rows = Vec::new();
+    for (name, fields, channels) in shapes {
+        let ff = crate::stage::FfSettings {
+            goodness: crate::ff::goodness::Goodness::SumSquares,
+            threshold: None,
+            temperature: 1.0,
+            peer_normalization: 0.03,
+            rule: crate::ff::optim::Rule::Matlab,
+            lr: 0.01,
+            weight_cost: 0.001,
+            schedule: crate::ff::optim::Schedule::Constant,
+            epochs: 1,
+            counts_for_goodness: true,
+            feeds_readout: false,
+            seed: 1,
+            threads: 1,
+        };
+        let mut stage = crate::stage::FfLocalConfig { name: name.into(), layer: 1, fields, channels, ff }.build()?;
+        let map = stage.output();
+        let on_map: usize =
+            (0..map.height).flat_map(|y| (0..map.width).map(move |x| (y, x))).map(|(y, x)| fields.fan_in(y, x)).sum();
+        let s = stage_seconds(&mut stage, fields.input.len(), batch, Duration::from_millis(700));
+        // Forward on every row, the gradient on the learning rows: as `packet_flops`.
+        let flops = 2.0 * (on_map * channels) as f64 * (3 * batch + 2 * batch) as f64;
+        let gflops = flops / s / 1e9;
+        writeln!(
+            table,
+            "{name:<9} ff_local {} -> {map}: {:>7.2} ms/packet {:>6.1} GFLOP/s = {:>5.1}% of 1-thread peak",
+            fields.input,
+            s * 1e3,
+            gflops,
+            100.0 * gflops / peak1
+        )?;
+        rows.push(serde_json::json!({"stage": name, "input": fields.input.to_string(), "map": map.to_string(),
+            "field": fields.size, "ms_per_packet": s * 1e3, "gflops": gflops, "pct_of_peak_1t": 100.0 * gflops / peak1}));
+    }
+    Ok(serde_json::Value::Array(rows))
 }
 
 /// A net with fewer stages than cores: one 2000->2000 stage timed alone with its own pool of

@@ -83,9 +83,12 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
                     .map(|s| s.to_string()),
             );
             // Stages with settings of their own are resized table by table.
-            if parsed.is_recurrent() {
+            if parsed.stages.iter().any(|s| s.kind() != "ff_dense") {
                 o.retain(|s| !s.starts_with("model.layers"));
-                o.extend((1..=parsed.stages.len()).map(|n| format!("stage.{n}.units=64")));
+                o.extend(parsed.stages.iter().enumerate().map(|(i, s)| match s.kind() {
+                    "ff_local" => format!("stage.{}.channels=4", i + 1),
+                    _ => format!("stage.{}.units=64", i + 1),
+                }));
             }
         }
         if name == "camera" {

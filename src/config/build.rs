@@ -10,7 +10,7 @@ use crate::data::{aesop, mnist, Labelled};
 use crate::head::{HeadConfig, LabelledHead};
 use crate::sink::{Classify, Readout, ReadoutConfig};
 use crate::source::DatasetSource;
-use crate::stage::{Above, FfDenseConfig, FfRecurrentConfig, FfSettings, Stage};
+use crate::stage::{Above, FfDenseConfig, FfLocalConfig, FfRecurrentConfig, FfSettings, Stage};
 
 /// `(row width, classes)` of a labelled dataset: MNIST images or Aesop windows.
 pub fn row_shape(config: &PipelineConfig) -> (usize, usize) {
@@ -30,13 +30,15 @@ pub fn build_stages(config: &PipelineConfig) -> Vec<Box<dyn Stage>> {
 pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn Stage>> {
     let m = &config.model;
     let specs = config.stage_specs();
+    // Invariant: `PipelineConfig::parse` resolved the shapes of the stages it accepted.
+    let shapes = config.stage_shapes().unwrap_or_else(|(key, message)| panic!("validated stages: `{key}` {message}"));
     let recurrent = config.recurrent_settings();
     let mut inputs = inputs;
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let layer = i + 1;
         let name = format!("layer{layer}");
-        let units = spec.units();
+        let units = shapes[i].units;
         let (goodness, threshold) = spec.objective();
         let (goodness, threshold) = (goodness.unwrap_or(m.goodness), threshold.or(m.threshold));
         let ff = FfSettings {
@@ -60,7 +62,7 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
                 // The top stage's top-down input is the clamped label layer (paper §3.4); a
                 // frame stream has no labels, so its top stage has nothing above.
                 let above = match specs.get(i + 1) {
-                    Some(next) => Above::Stage(next.units()),
+                    Some(_) => Above::Stage(shapes[i + 1].units),
                     None if config.is_frame_stream() => Above::Nothing,
                     None => Above::Label { classes: row_shape(config).1, strength: m.label_strength },
                 };
@@ -73,6 +75,14 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
                     FfRecurrentConfig { name, layer, inputs, units, above, damping, learn_steps, carry_state, ff }
                         .build(),
                 )
+            }
+            StageSpec::FfLocal(s) => {
+                // Invariant: `stage_shapes` gave every ff_local stage the map below it.
+                let below = shapes[i].below.expect("an ff_local stage has a map below");
+                let fields = s.fields(below);
+                let channels = s.channels;
+                // Invariant: `stage_shapes` checked that the fields fit the map.
+                Box::new(FfLocalConfig { name, layer, fields, channels, ff }.build().expect("the fields fit"))
             }
         };
         stages.push(stage);

@@ -18,8 +18,9 @@ pub use sections::{
     FrameHeadSpec, HeadSpec, LabelledHeadSpec, MnistSource, MovingMnistSettings, ProbeSettings, ReadoutSettings, Roles,
     SinkSpec, SourceSpec,
 };
-pub use stage::{DenseSpec, RecurrentConfig, RecurrentSpec, StageSpec};
+pub use stage::{DenseSpec, LocalSpec, RecurrentConfig, RecurrentSpec, StageShape, StageSpec};
 
+use crate::ff::fields::MapShape;
 use crate::ff::goodness::Goodness;
 use crate::ff::optim::{Rule, Schedule};
 use crate::negative::NegativeKind;
@@ -515,7 +516,7 @@ impl PipelineConfig {
         if self.stages.is_empty() {
             return Ok(());
         }
-        let units: Vec<usize> = self.stages.iter().map(StageSpec::units).collect();
+        let units: Vec<usize> = self.stage_shapes()?.iter().map(|s| s.units).collect();
         if !self.model.layers.is_empty() && self.model.layers != units {
             return Err((
                 "model.layers".into(),
@@ -524,6 +525,33 @@ impl PipelineConfig {
         }
         self.model.layers = units;
         Ok(())
+    }
+
+    /// The map the first stage reads: images and single frames (`head.window = 1`); none for
+    /// text or windows of several frames.
+    pub fn input_map(&self) -> Option<MapShape> {
+        let window = self.frame_head().map_or(1, |h| h.window);
+        match &self.source {
+            SourceSpec::Mnist(_) => Some(MapShape::new(28, 28, 1)),
+            SourceSpec::MovingMnist(_) if window == 1 => {
+                let side = crate::data::moving_mnist::CANVAS;
+                Some(MapShape::new(side, side, 1))
+            }
+            SourceSpec::Video(v) if window == 1 => Some(MapShape::new(v.height, v.width, v.color.channels())),
+            _ => None,
+        }
+    }
+
+    /// Each stage's input map, units and map, bottom up; an error names the `[[stage]]` key.
+    pub fn stage_shapes(&self) -> Result<Vec<StageShape>, (String, String)> {
+        let mut below = self.input_map();
+        let mut shapes = Vec::new();
+        for (i, spec) in self.stage_specs().iter().enumerate() {
+            let shape = spec.shape(below).map_err(|(key, message)| (format!("stage.{}.{key}", i + 1), message))?;
+            below = shape.map;
+            shapes.push(shape);
+        }
+        Ok(shapes)
     }
 
     /// The stages in order: the `[[stage]]` tables, or `model.layers` as `ff_dense` stages.

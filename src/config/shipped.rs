@@ -6,13 +6,14 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 23] = [
+pub const PIPELINES: [(&str, &str); 24] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
     ("mnist-recurrent-short-3layer-d1", include_str!("../../pipeline/mnist-recurrent-short-3layer-d1.toml")),
     ("moving-mnist-recurrent", include_str!("../../pipeline/moving-mnist-recurrent.toml")),
     ("moving-mnist-recurrent-ff", include_str!("../../pipeline/moving-mnist-recurrent-ff.toml")),
+    ("moving-mnist-local", include_str!("../../pipeline/moving-mnist-local.toml")),
     ("camera", include_str!("../../pipeline/camera.toml")),
     ("video-sleep", include_str!("../../pipeline/video-sleep.toml")),
     ("mnist-quick", include_str!("../../pipeline/mnist-quick.toml")),

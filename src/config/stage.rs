@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ff::fields::{Fields, MapShape};
 use crate::ff::goodness::Goodness;
 
 /// One stage of the network.
@@ -27,6 +28,9 @@ pub enum StageSpec {
     /// A recurrent FF layer fed from below and from above (`src/stage/ff_recurrent.rs`,
     /// paper §3.4).
     FfRecurrent(RecurrentSpec),
+    /// A locally connected FF layer: a map of positions, each unit with its own weights on a
+    /// square field of the map below (`src/stage/ff_local.rs`, paper §3.2 and §4).
+    FfLocal(LocalSpec),
 }
 
 /// An `ff_dense` stage.
@@ -62,6 +66,50 @@ pub struct RecurrentSpec {
     pub damping: f32,
 }
 
+/// An `ff_local` stage: `channels` units at each position of a grid of fields laid over the
+/// map below (`field` × `field` positions, moved by `stride`, starting `padding` positions off
+/// the map's corner); the grid, and so the unit count, follows from the map below.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSpec {
+    /// Units per position.
+    pub channels: usize,
+    /// Side of the square field, in positions of the map below.
+    pub field: usize,
+    /// Positions between neighbouring fields.
+    #[serde(default = "one_thread")]
+    pub stride: usize,
+    /// Positions of the first field off the map (parts of fields off the map are not there).
+    #[serde(default)]
+    pub padding: usize,
+    /// Goodness function (default: `model.goodness`).
+    pub goodness: Option<Goodness>,
+    /// θ (default: `model.threshold`, else the goodness's own).
+    pub threshold: Option<f32>,
+    /// Threads of the stage's own pool, which share out its positions.
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+impl LocalSpec {
+    /// Its fields over the map `below`.
+    pub fn fields(&self, below: MapShape) -> Fields {
+        Fields { input: below, size: self.field, stride: self.stride, padding: self.padding }
+    }
+}
+
+/// What a stage reads and makes: the map below (for stages over images or maps), its unit
+/// count, and the map it makes (map-making kinds only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageShape {
+    /// The map the stage reads, if its input is one.
+    pub below: Option<MapShape>,
+    /// Its units.
+    pub units: usize,
+    /// The map it makes, if it makes one.
+    pub map: Option<MapShape>,
+}
+
 fn one_thread() -> usize {
     1
 }
@@ -81,14 +129,38 @@ impl StageSpec {
         match self {
             StageSpec::FfDense(_) => "ff_dense",
             StageSpec::FfRecurrent(_) => "ff_recurrent",
+            StageSpec::FfLocal(_) => "ff_local",
         }
     }
 
-    /// Number of ReLUs.
-    pub fn units(&self) -> usize {
+    /// What the stage makes of `below` (the map under it, if there is one), or what is wrong
+    /// as `(key within the table, complaint)`.
+    pub fn shape(&self, below: Option<MapShape>) -> Result<StageShape, (&'static str, String)> {
         match self {
-            StageSpec::FfDense(s) => s.units,
-            StageSpec::FfRecurrent(s) => s.units,
+            StageSpec::FfDense(s) => Ok(StageShape { below, units: s.units, map: None }),
+            StageSpec::FfRecurrent(s) => Ok(StageShape { below, units: s.units, map: None }),
+            StageSpec::FfLocal(s) => {
+                let Some(map) = below else {
+                    return Err((
+                        "kind",
+                        "needs a map below: an image or frame source (window 1) or an ff_local stage".into(),
+                    ));
+                };
+                if s.channels == 0 {
+                    return Err(("channels", "must be at least 1".into()));
+                }
+                let (height, width) = s.fields(map).grid().ok_or_else(|| {
+                    (
+                        "field",
+                        format!(
+                            "{0}x{0} fields (stride {1}, padding {2}) do not fit the {map} map below",
+                            s.field, s.stride, s.padding
+                        ),
+                    )
+                })?;
+                let out = MapShape::new(height, width, s.channels);
+                Ok(StageShape { below, units: out.len(), map: Some(out) })
+            }
         }
     }
 
@@ -97,6 +169,7 @@ impl StageSpec {
         match self {
             StageSpec::FfDense(s) => s.threads,
             StageSpec::FfRecurrent(s) => s.threads,
+            StageSpec::FfLocal(s) => s.threads,
         }
     }
 
@@ -105,6 +178,7 @@ impl StageSpec {
         match self {
             StageSpec::FfDense(s) => (s.goodness, s.threshold),
             StageSpec::FfRecurrent(s) => (s.goodness, s.threshold),
+            StageSpec::FfLocal(s) => (s.goodness, s.threshold),
         }
     }
 

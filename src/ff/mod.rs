@@ -5,6 +5,7 @@
 //! - [`objective`]: the logistic probability that a row is positive and the local gradient.
 //! - [`optim`]: the optimizers (Hinton's Matlab rule, SGD with momentum, Adam) and the schedule.
 
+pub mod fields;
 pub mod goodness;
 pub mod normalize;
 pub mod objective;

@@ -1,11 +1,13 @@
 //! What every kind of FF stage shares: its objective and optimizer settings, and Matlab's
 //! peer normalization. A stage kind adds only its own connectivity (dense, recurrent, ...).
 
-use ndarray::{s, Array1, Array2, Axis};
+use ndarray::{s, Array, Array1, Array2, Axis, Dimension};
 
+use crate::error::RestoreError;
 use crate::ff::goodness::Goodness;
 use crate::ff::objective::{Objective, Polarity};
-use crate::ff::optim::{Rule, Schedule};
+use crate::ff::optim::{ParamOptimizer, Rule, Schedule};
+use crate::packet::StageState;
 
 /// The settings of the FF step, the same for every kind of stage.
 #[derive(Clone, Debug)]
@@ -100,4 +102,116 @@ pub fn learning_direction(
         );
     }
     direction
+}
+
+/// A stage's checkpoint tensors: each learned parameter as `<stage>.<param>`, its optimizer's
+/// state as `<stage>.<param>.<key>`, and the optimizer's step count as `<stage>.steps`.
+pub(crate) struct Tensors {
+    stage: String,
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl Tensors {
+    /// The tensors of the stage named `stage`.
+    pub(crate) fn new(stage: &str) -> Tensors {
+        Tensors { stage: stage.to_string(), tensors: Vec::new() }
+    }
+
+    /// A parameter that no optimizer moves (peer normalization's running means).
+    pub(crate) fn plain<D: Dimension>(mut self, param: &str, values: &Array<f32, D>) -> Tensors {
+        self.tensors.push((
+            format!("{}.{param}", self.stage),
+            values.shape().to_vec(),
+            values.iter().copied().collect(),
+        ));
+        self
+    }
+
+    /// A parameter and the state of its optimizer.
+    pub(crate) fn learned<D: Dimension>(
+        mut self,
+        param: &str,
+        values: &Array<f32, D>,
+        optimizer: &ParamOptimizer<D>,
+    ) -> Tensors {
+        self = self.plain(param, values);
+        for (key, t) in optimizer.state() {
+            self.tensors.push((
+                format!("{}.{param}.{key}", self.stage),
+                t.shape().to_vec(),
+                t.iter().copied().collect(),
+            ));
+        }
+        self
+    }
+
+    /// The snapshot, with `steps` optimizer steps taken.
+    pub(crate) fn finish(mut self, steps: u64) -> StageState {
+        self.tensors.push((format!("{}.steps", self.stage), vec![1], vec![steps as f32]));
+        StageState { stage: self.stage, tensors: self.tensors }
+    }
+}
+
+/// Reads a stage's parameters back from the tensors [`Tensors`] wrote.
+pub(crate) struct Restorer<'a> {
+    state: &'a StageState,
+    stage: &'a str,
+    steps: u64,
+}
+
+impl<'a> Restorer<'a> {
+    /// The tensors of `stage` in `state`.
+    pub(crate) fn new(state: &'a StageState, stage: &'a str) -> Restorer<'a> {
+        let mut restorer = Restorer { state, stage, steps: 0 };
+        restorer.steps = restorer.find("steps").and_then(|v| v.first()).copied().unwrap_or(0.0) as u64;
+        restorer
+    }
+
+    fn find(&self, key: &str) -> Option<&'a Vec<f32>> {
+        let name = format!("{}.{key}", self.stage);
+        self.state.tensors.iter().find(|(n, _, _)| *n == name).map(|(_, _, v)| v)
+    }
+
+    /// A parameter no optimizer moves; it must be there, with as many values.
+    pub(crate) fn plain<D: Dimension>(&self, param: &str, values: &mut Array<f32, D>) -> Result<(), RestoreError> {
+        // Invariant: a stage's own parameters are standard-layout arrays.
+        let dst = values.as_slice_mut().expect("parameters are contiguous");
+        copy_tensor(self.state, &format!("{}.{param}", self.stage), dst, "layer")
+    }
+
+    /// A parameter and whatever state of its optimizer the checkpoint holds.
+    pub(crate) fn learned<D: Dimension>(
+        &self,
+        param: &str,
+        values: &mut Array<f32, D>,
+        optimizer: &mut ParamOptimizer<D>,
+    ) -> Result<(), RestoreError> {
+        self.plain(param, values)?;
+        for key in ["buffer", "adam_m", "adam_v"] {
+            if let Some(v) = self.find(&format!("{param}.{key}")) {
+                optimizer.restore(key, v, self.steps);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies the tensor `name` of `state` into `dst`, which must hold as many values.
+pub(crate) fn copy_tensor(
+    state: &StageState,
+    name: &str,
+    dst: &mut [f32],
+    element: &'static str,
+) -> Result<(), RestoreError> {
+    let src = state
+        .tensors
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, _, v)| v)
+        .ok_or_else(|| RestoreError::Missing(name.to_string()))?;
+    if src.len() != dst.len() {
+        return Err(RestoreError::Size { name: name.to_string(), got: src.len(), expected: dst.len(), element });
+    }
+    dst.copy_from_slice(src);
+    Ok(())
 }

@@ -18,7 +18,7 @@
 
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2};
 
-use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings};
+use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
 use super::Stage;
 use crate::error::{RestoreError, StageError};
 use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
@@ -201,62 +201,17 @@ impl Stage for FfDense {
 
     fn snapshot(&self) -> StageState {
         assert!(self.pending.is_none(), "snapshot with an update pending: call learn() first");
-        let name = &self.config.name;
-        let mut tensors = vec![
-            (format!("{name}.weights"), self.weights.shape().to_vec(), self.weights.iter().copied().collect()),
-            (format!("{name}.bias"), vec![self.config.units], self.bias.to_vec()),
-            (format!("{name}.peer_means"), vec![self.config.units], self.peer_means.to_vec()),
-        ];
-        for (key, t) in self.weight_optimizer.state() {
-            tensors.push((format!("{name}.weights.{key}"), t.shape().to_vec(), t.iter().copied().collect()));
-        }
-        for (key, t) in self.bias_optimizer.state() {
-            tensors.push((format!("{name}.bias.{key}"), t.shape().to_vec(), t.to_vec()));
-        }
-        let steps = self.weight_optimizer.steps() as f32;
-        tensors.push((format!("{name}.steps"), vec![1], vec![steps]));
-        StageState { stage: name.clone(), tensors }
+        Tensors::new(&self.config.name)
+            .learned("weights", &self.weights, &self.weight_optimizer)
+            .learned("bias", &self.bias, &self.bias_optimizer)
+            .plain("peer_means", &self.peer_means)
+            .finish(self.weight_optimizer.steps())
     }
 
     fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
-        let name = self.config.name.clone();
-        let find = |key: &str| -> Option<&Vec<f32>> {
-            state.tensors.iter().find(|(n, _, _)| n == &format!("{name}.{key}")).map(|(_, _, v)| v)
-        };
-        let copy = |dst: &mut [f32], key: &str| copy_tensor(state, &format!("{name}.{key}"), dst, "layer");
-        // Invariant: the stage's own parameters are standard-layout arrays (all three).
-        copy(self.weights.as_slice_mut().expect("contiguous"), "weights")?;
-        copy(self.bias.as_slice_mut().expect("contiguous"), "bias")?;
-        copy(self.peer_means.as_slice_mut().expect("contiguous"), "peer_means")?;
-        let steps = find("steps").and_then(|v| v.first()).copied().unwrap_or(0.0) as u64;
-        for key in ["buffer", "adam_m", "adam_v"] {
-            if let Some(v) = find(&format!("weights.{key}")) {
-                self.weight_optimizer.restore(key, v, steps);
-            }
-            if let Some(v) = find(&format!("bias.{key}")) {
-                self.bias_optimizer.restore(key, v, steps);
-            }
-        }
-        Ok(())
+        let tensors = Restorer::new(state, &self.config.name);
+        tensors.learned("weights", &mut self.weights, &mut self.weight_optimizer)?;
+        tensors.learned("bias", &mut self.bias, &mut self.bias_optimizer)?;
+        tensors.plain("peer_means", &mut self.peer_means)
     }
-}
-
-/// Copies the tensor `name` of `state` into `dst`, which must hold as many values.
-pub(crate) fn copy_tensor(
-    state: &StageState,
-    name: &str,
-    dst: &mut [f32],
-    element: &'static str,
-) -> Result<(), RestoreError> {
-    let src = state
-        .tensors
-        .iter()
-        .find(|(n, _, _)| n == name)
-        .map(|(_, _, v)| v)
-        .ok_or_else(|| RestoreError::Missing(name.to_string()))?;
-    if src.len() != dst.len() {
-        return Err(RestoreError::Size { name: name.to_string(), got: src.len(), expected: dst.len(), element });
-    }
-    dst.copy_from_slice(src);
-    Ok(())
 }

@@ -28,8 +28,7 @@
 
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2, Zip};
 
-use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings};
-use super::ff_dense::copy_tensor;
+use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
 use super::Stage;
 use crate::error::{RestoreError, StageError};
 use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
@@ -330,49 +329,20 @@ impl Stage for FfRecurrent {
 
     fn snapshot(&self) -> StageState {
         assert!(self.pending.is_none(), "snapshot with an update pending: call learn() first");
-        let name = &self.config.name;
-        let flat = |a: &Array2<f32>| a.iter().copied().collect::<Vec<f32>>();
-        let mut tensors = vec![
-            (format!("{name}.weights"), self.w_up.shape().to_vec(), flat(&self.w_up)),
-            (format!("{name}.top_down"), self.w_down.shape().to_vec(), flat(&self.w_down)),
-            (format!("{name}.bias"), vec![self.config.units], self.bias.to_vec()),
-            (format!("{name}.peer_means"), vec![self.config.units], self.peer_means.to_vec()),
-        ];
-        for (param, optimizer) in [("weights", &self.up_optimizer), ("top_down", &self.down_optimizer)] {
-            for (key, t) in optimizer.state() {
-                tensors.push((format!("{name}.{param}.{key}"), t.shape().to_vec(), t.iter().copied().collect()));
-            }
-        }
-        for (key, t) in self.bias_optimizer.state() {
-            tensors.push((format!("{name}.bias.{key}"), t.shape().to_vec(), t.to_vec()));
-        }
-        tensors.push((format!("{name}.steps"), vec![1], vec![self.up_optimizer.steps() as f32]));
-        StageState { stage: name.clone(), tensors }
+        Tensors::new(&self.config.name)
+            .learned("weights", &self.w_up, &self.up_optimizer)
+            .learned("top_down", &self.w_down, &self.down_optimizer)
+            .learned("bias", &self.bias, &self.bias_optimizer)
+            .plain("peer_means", &self.peer_means)
+            .finish(self.up_optimizer.steps())
     }
 
     fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
-        let name = self.config.name.clone();
-        // Invariant: the stage's own parameters are standard-layout arrays (all four).
-        let contiguous = "weights are contiguous";
-        copy_tensor(state, &format!("{name}.weights"), self.w_up.as_slice_mut().expect(contiguous), "layer")?;
-        copy_tensor(state, &format!("{name}.top_down"), self.w_down.as_slice_mut().expect(contiguous), "layer")?;
-        copy_tensor(state, &format!("{name}.bias"), self.bias.as_slice_mut().expect(contiguous), "layer")?;
-        copy_tensor(state, &format!("{name}.peer_means"), self.peer_means.as_slice_mut().expect(contiguous), "layer")?;
-        let find = |key: &str| -> Option<&Vec<f32>> {
-            state.tensors.iter().find(|(n, _, _)| n == &format!("{name}.{key}")).map(|(_, _, v)| v)
-        };
-        let steps = find("steps").and_then(|v| v.first()).copied().unwrap_or(0.0) as u64;
-        for key in ["buffer", "adam_m", "adam_v"] {
-            if let Some(v) = find(&format!("weights.{key}")) {
-                self.up_optimizer.restore(key, v, steps);
-            }
-            if let Some(v) = find(&format!("top_down.{key}")) {
-                self.down_optimizer.restore(key, v, steps);
-            }
-            if let Some(v) = find(&format!("bias.{key}")) {
-                self.bias_optimizer.restore(key, v, steps);
-            }
-        }
+        let tensors = Restorer::new(state, &self.config.name);
+        tensors.learned("weights", &mut self.w_up, &mut self.up_optimizer)?;
+        tensors.learned("top_down", &mut self.w_down, &mut self.down_optimizer)?;
+        tensors.learned("bias", &mut self.bias, &mut self.bias_optimizer)?;
+        tensors.plain("peer_means", &mut self.peer_means)?;
         self.state = None;
         Ok(())
     }
