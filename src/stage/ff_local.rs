@@ -18,19 +18,15 @@
 //! few outputs); with `threads > 1` the positions are shared out among the stage's pool.
 
 use ndarray::iter::AxisChunksIterMut;
-use ndarray::{s, Array1, Array2, ArrayView2, ArrayViewMut2, Axis, Ix1, Ix2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis, Ix2};
 use rayon::prelude::*;
 
-use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
-use super::Stage;
+use super::core::FfSettings;
+use super::layer::{Connectivity, FfLayer};
 use crate::dots::{field_backward, field_forward, Lanes};
-use crate::error::{RestoreError, StageError};
+use crate::error::StageError;
 use crate::ff::fields::{Fields, MapShape, Run};
-use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
-use crate::ff::objective::Objective;
-use crate::ff::optim::ParamOptimizer;
 use crate::matmul::{gemm, StagePool, Threads};
-use crate::packet::{Packet, Purpose, StageState};
 use crate::rng::Rng;
 
 /// Everything that defines one locally connected FF layer.
@@ -47,6 +43,23 @@ pub struct FfLocalConfig {
     /// The FF step's settings.
     pub ff: FfSettings,
 }
+
+/// Units on square fields of the map below, `channels` of them at each position, each with
+/// weights of its own: `W (units, patch)`, unit `c` of position `p` in row `p·channels + c`, its
+/// weights on its field in patch order (zero, and never moved, off the map).
+#[derive(Clone, Debug)]
+pub struct Local {
+    fields: Fields,
+    channels: usize,
+    output: MapShape,
+    /// The on-map runs of each position's field.
+    runs: Vec<Vec<Run>>,
+    /// Each position's field as `(input, weight)` index pairs, in patch order.
+    pairs: Vec<Vec<(u32, u32)>>,
+}
+
+/// A locally connected FF layer.
+pub type FfLocal = FfLayer<Local>;
 
 impl FfLocalConfig {
     /// The map this layer makes, or `None` when its field does not fit the map below.
@@ -67,79 +80,19 @@ impl FfLocalConfig {
                 input = self.fields.input
             ),
         })?;
-        let ff = &self.ff;
-        let (patch, channels) = (self.fields.patch_len(), self.channels);
         let runs: Vec<Vec<Run>> = (0..output.height)
             .flat_map(|fy| (0..output.width).map(move |fx| (fy, fx)))
             .map(|(fy, fx)| self.fields.runs(fy, fx))
             .collect();
-        let mut rng = Rng::derive(ff.seed, "ff_local.init", self.layer as u64);
-        let mut weights = Array2::zeros((runs.len() * channels, patch));
-        for (p, field) in runs.iter().enumerate() {
-            let scale = 1.0 / (field.iter().map(|r| r.len).sum::<usize>().max(1) as f32).sqrt();
-            for c in 0..channels {
-                let mut unit = weights.row_mut(p * channels + c);
-                for run in field {
-                    unit.slice_mut(s![run.to..run.to + run.len]).iter_mut().for_each(|w| *w = rng.normal() * scale);
-                }
-            }
-        }
-        let units = output.len();
-        Ok(FfLocal {
-            weight_optimizer: ParamOptimizer::new(ff.rule, ff.lr, ff.weight_cost, Ix2(runs.len() * channels, patch)),
-            bias_optimizer: ParamOptimizer::new(ff.rule, ff.lr, 0.0, Ix1(units)),
-            pairs: runs
-                .iter()
-                .map(|field| {
-                    field
-                        .iter()
-                        .flat_map(|r| (0..r.len).map(move |k| ((r.from + k) as u32, (r.to + k) as u32)))
-                        .collect()
-                })
-                .collect(),
-            runs,
-            weights,
-            bias: Array1::zeros(units),
-            peer_means: Array1::from_elem(units, 0.5),
-            pending: None,
-            pool: StagePool::new(&self.name, ff.threads),
-            objective: ff.objective(units),
-            output,
-            config: self,
-        })
+        let pairs = runs
+            .iter()
+            .map(|field| {
+                field.iter().flat_map(|r| (0..r.len).map(move |k| ((r.from + k) as u32, (r.to + k) as u32))).collect()
+            })
+            .collect();
+        let local = Local { fields: self.fields, channels: self.channels, output, runs, pairs };
+        Ok(FfLayer::new(&self.name, self.layer, local, self.ff))
     }
-}
-
-/// A locally connected FF layer; owns its weights and optimizer state.
-pub struct FfLocal {
-    config: FfLocalConfig,
-    output: MapShape,
-    objective: Objective,
-    /// The on-map runs of each position's field.
-    runs: Vec<Vec<Run>>,
-    /// Each position's field as `(input, weight)` index pairs, in patch order.
-    pairs: Vec<Vec<(u32, u32)>>,
-    /// `(units, patch)`: unit `c` of position `p` is row `p·channels + c`, its weights on its
-    /// field in patch order.
-    weights: Array2<f32>,
-    /// `(positions · channels,)`, in the layer's output order.
-    bias: Array1<f32>,
-    /// Running mean activity per unit on positive rows (peer normalization), init 0.5.
-    peer_means: Array1<f32>,
-    weight_optimizer: ParamOptimizer<Ix2>,
-    bias_optimizer: ParamOptimizer<Ix1>,
-    pending: Option<Pending>,
-    pool: StagePool,
-}
-
-/// An update computed from a packet, applied after the packet has been sent on.
-struct Pending {
-    /// The normalized inputs `(rows, inputs)`; the first rows are the learning rows.
-    inputs: Array2<f32>,
-    /// `(learning rows, units)`.
-    direction: Array2<f32>,
-    cases: usize,
-    epoch: u32,
 }
 
 /// From this many units a position on, its products go through gemm on a gathered patch (E2's
@@ -159,36 +112,15 @@ where
     }
 }
 
-impl FfLocal {
+impl Local {
     /// The map this layer makes.
     pub fn output(&self) -> MapShape {
         self.output
     }
 
-    /// The weights `(units, patch)`: each unit's field (tests and pictures read them).
-    pub fn weights(&self) -> &Array2<f32> {
-        &self.weights
-    }
-
-    /// The same weights as a dense `(inputs, units)` matrix, zero off the fields.
-    pub fn dense_weights(&self) -> Array2<f32> {
-        let channels = self.config.channels;
-        let mut dense = Array2::zeros((self.config.fields.input.len(), self.output.len()));
-        for (p, field) in self.runs.iter().enumerate() {
-            for r in field {
-                for k in 0..r.len {
-                    for c in 0..channels {
-                        dense[[r.from + k, p * channels + c]] = self.weights[[p * channels + c, r.to + k]];
-                    }
-                }
-            }
-        }
-        dense
-    }
-
     /// Position `p`'s field of every row of `x`, gathered `(rows, patch)` (zero off the map).
     fn patch(&self, x: &ArrayView2<f32>, p: usize) -> Array2<f32> {
-        let mut patch = Array2::zeros((x.nrows(), self.config.fields.patch_len()));
+        let mut patch = Array2::zeros((x.nrows(), self.fields.patch_len()));
         for (row, mut out) in x.outer_iter().zip(patch.outer_iter_mut()) {
             for &(i, k) in &self.pairs[p] {
                 out[k as usize] = row[i as usize];
@@ -196,126 +128,96 @@ impl FfLocal {
         }
         patch
     }
+}
 
-    /// `y = relu(x̂[fields]·W + b)` for normalized input rows `(rows, inputs)` → `(rows, units)`.
-    pub fn activities(&self, normalized: &Array2<f32>) -> Array2<f32> {
-        let rows = normalized.nrows();
-        let channels = self.config.channels;
-        let mut y = Array2::from_shape_fn((rows, self.output.len()), |(_, j)| self.bias[j]);
-        let (pairs, weights) = (&self.pairs, &self.weights);
+impl FfLocal {
+    /// The map this layer makes.
+    pub fn output(&self) -> MapShape {
+        self.connectivity().output
+    }
+
+    /// The weights as a dense `(inputs, units)` matrix, zero off the fields.
+    pub fn dense_weights(&self) -> Array2<f32> {
+        let local = self.connectivity();
+        let (channels, weights) = (local.channels, self.weights());
+        let mut dense = Array2::zeros((local.fields.input.len(), local.output.len()));
+        for (p, field) in local.runs.iter().enumerate() {
+            for r in field {
+                for k in 0..r.len {
+                    for c in 0..channels {
+                        dense[[r.from + k, p * channels + c]] = weights[[p * channels + c, r.to + k]];
+                    }
+                }
+            }
+        }
+        dense
+    }
+}
+
+impl Connectivity for Local {
+    fn inputs(&self) -> usize {
+        self.fields.input.len()
+    }
+
+    fn units(&self) -> usize {
+        self.output.len()
+    }
+
+    fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32> {
+        let mut rng = Rng::derive(seed, "ff_local.init", layer as u64);
+        let channels = self.channels;
+        let mut weights = Array2::zeros((self.runs.len() * channels, self.fields.patch_len()));
+        for (p, field) in self.runs.iter().enumerate() {
+            let scale = 1.0 / (field.iter().map(|r| r.len).sum::<usize>().max(1) as f32).sqrt();
+            for c in 0..channels {
+                let mut unit = weights.row_mut(p * channels + c);
+                for run in field {
+                    unit.slice_mut(s![run.to..run.to + run.len]).iter_mut().for_each(|w| *w = rng.normal() * scale);
+                }
+            }
+        }
+        weights
+    }
+
+    fn forward(&self, pool: &StagePool, weights: &Array2<f32>, x: &Array2<f32>, y: &mut Array2<f32>) {
+        let channels = self.channels;
         let columns = y.axis_chunks_iter_mut(Axis(1), channels);
         if channels >= WIDE {
-            let x = normalized.view();
-            by_position(&self.pool, columns, |p, mut out| {
+            let x = x.view();
+            by_position(pool, columns, |p, mut out| {
                 let w = weights.slice(s![p * channels..(p + 1) * channels, ..]);
                 gemm(1.0, &self.patch(&x, p).view(), &w.t(), 1.0, &mut out, Threads::One);
             });
         } else {
-            let x = Lanes::of(&normalized.view());
-            by_position(&self.pool, columns, |p, mut out| {
+            let x = Lanes::of(&x.view());
+            by_position(pool, columns, |p, mut out| {
                 let w = weights.slice(s![p * channels..(p + 1) * channels, ..]);
-                field_forward(&x, &pairs[p], &w, &mut out);
+                field_forward(&x, &self.pairs[p], &w, &mut out);
             });
         }
-        debug_assert_eq!(y.ncols(), self.output.positions() * channels);
-        y.mapv_inplace(|v| v.max(0.0));
-        y
     }
 
-    /// One gradient per position `x̂[field]ᵀ·D[position]` into the optimizer, one step.
-    fn apply(&mut self, pending: Pending) {
-        let Pending { inputs, direction, cases, epoch } = pending;
-        let (alpha, beta) = self.weight_optimizer.gradient_target(cases);
-        let learning = direction.nrows();
-        let channels = self.config.channels;
-        let x = inputs.slice(s![..learning, ..]);
-        // The optimizer's buffer is taken out while the positions fill it, so `self` (its
-        // fields) can be read beside it.
-        let mut buffer = std::mem::take(self.weight_optimizer.buffer_mut());
+    fn gradient(
+        &self,
+        pool: &StagePool,
+        x: &ArrayView2<f32>,
+        d: &Array2<f32>,
+        alpha: f32,
+        beta: f32,
+        buffer: &mut Array2<f32>,
+    ) {
+        let channels = self.channels;
         let blocks = buffer.axis_chunks_iter_mut(Axis(0), channels);
         if channels >= WIDE {
-            by_position(&self.pool, blocks, |p, mut grad| {
-                let d = direction.slice(s![.., p * channels..(p + 1) * channels]);
-                gemm(alpha, &d.t(), &self.patch(&x, p).view(), beta, &mut grad, Threads::One);
+            by_position(pool, blocks, |p, mut grad| {
+                let dp = d.slice(s![.., p * channels..(p + 1) * channels]);
+                gemm(alpha, &dp.t(), &self.patch(x, p).view(), beta, &mut grad, Threads::One);
             });
         } else {
-            let (x, d, pairs) = (Lanes::of(&x), Lanes::of(&direction.view()), &self.pairs);
-            by_position(&self.pool, blocks, |p, mut grad| {
-                field_backward(alpha, &d, p * channels, &x, &pairs[p], beta, &mut grad);
+            let (x, d) = (Lanes::of(x), Lanes::of(&d.view()));
+            by_position(pool, blocks, |p, mut grad| {
+                field_backward(alpha, &d, p * channels, &x, &self.pairs[p], beta, &mut grad);
             });
         }
-        *self.weight_optimizer.buffer_mut() = buffer;
-        let bias_sum = direction.sum_axis(Axis(0));
-        self.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
-        let gain = self.config.ff.schedule.gain(epoch, self.config.ff.epochs);
-        self.weight_optimizer.apply(&mut self.weights, gain);
-        self.bias_optimizer.apply(&mut self.bias, gain);
-    }
-}
-
-impl Stage for FfLocal {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    fn process(&mut self, mut packet: Packet) -> Result<Packet, StageError> {
-        self.learn();
-        let inputs = self.config.fields.input.len();
-        if packet.x.ncols() != inputs {
-            return Err(StageError::Width { stage: self.config.name.clone(), expected: inputs, got: packet.x.ncols() });
-        }
-        let observed = packet.observed();
-        let mut x = std::mem::take(&mut packet.x);
-        normalize_rows_in_place(&mut x);
-        let y = self.activities(&x);
-        let goodness = row_goodness(&self.objective, &y);
-        if self.config.ff.counts_for_goodness {
-            packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
-        }
-        if !goodness.iter().all(|g| g.is_finite()) {
-            return Err(StageError::NonFinite {
-                stage: self.config.name.clone(),
-                seq: packet.seq,
-                epoch: packet.epoch,
-            });
-        }
-        if packet.purpose.is_evaluation() {
-            packet.layer_goodness.push(goodness.clone());
-        }
-        if self.config.ff.feeds_readout && !observed.is_empty() {
-            packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
-        }
-        let learning = packet.positives + packet.negatives;
-        if packet.purpose == Purpose::Train && learning > 0 {
-            let mut direction = learning_direction(&self.objective, &y, &goodness, packet.positives, packet.negatives);
-            let lambda = self.config.ff.peer_normalization;
-            peer_normalize(&mut self.peer_means, lambda, &y, packet.positives, &mut direction);
-            let cases = packet.positives.max(packet.negatives);
-            self.pending = Some(Pending { inputs: x, direction, cases, epoch: packet.epoch });
-        }
-        packet.x = y;
-        Ok(packet)
-    }
-
-    fn learn(&mut self) {
-        if let Some(pending) = self.pending.take() {
-            self.apply(pending);
-        }
-    }
-
-    fn snapshot(&self) -> StageState {
-        assert!(self.pending.is_none(), "snapshot with an update pending: call learn() first");
-        Tensors::new(&self.config.name)
-            .learned("weights", &self.weights, &self.weight_optimizer)
-            .learned("bias", &self.bias, &self.bias_optimizer)
-            .plain("peer_means", &self.peer_means)
-            .finish(self.weight_optimizer.steps())
-    }
-
-    fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
-        let tensors = Restorer::new(state, &self.config.name);
-        tensors.learned("weights", &mut self.weights, &mut self.weight_optimizer)?;
-        tensors.learned("bias", &mut self.bias, &mut self.bias_optimizer)?;
-        tensors.plain("peer_means", &mut self.peer_means)
     }
 }

@@ -5,18 +5,22 @@
 //! stage that its thread owns, and the only thing that ever leaves is a copy
 //! ([`Stage::snapshot`]) that the stage writes as its own checkpoint shard when an epoch's
 //! marker passes it (`crate::runtime::barrier`). The trait lives in [`crate::runtime`]; this
-//! folder holds the kinds of stage, one file each, and [`core`] the FF step they share.
+//! folder holds the kinds of stage, one file each, [`core`] the FF step's pieces they share and
+//! [`layer`] the feed-forward layer (`FfLayer`) that a kind without top-down input only gives
+//! a connectivity.
 //!
-//! Adding a kind (say `ff_conv`): this folder's `ff_conv.rs` with a config that builds the stage
-//! and an `impl Stage` (process, learn, snapshot, restore; `reads_above`/`sends_below` for
-//! feedback edges), one `StageSpec` variant with its settings in `crate::config::stage`, and
-//! one arm in `crate::config::build::build_stages_for`. The runtime, the sessions, the
-//! checkpoints and the records need no change.
+//! Adding a feed-forward kind (say `ff_conv`): this folder's `ff_conv.rs` with a config and a
+//! `layer::Connectivity` (its inputs, units, initial weights, forward product and gradient),
+//! one `StageSpec` variant with its settings in `crate::config::stage`, and one arm in
+//! `crate::config::build::build_stages_for`. A kind with feedback edges implements `Stage`
+//! itself, as `ff_recurrent` does. The runtime, the sessions, the checkpoints and the records
+//! need no change.
 
 pub mod core;
 pub mod ff_dense;
 pub mod ff_local;
 pub mod ff_recurrent;
+pub mod layer;
 
 pub use self::core::FfSettings;
 pub use crate::runtime::Stage;

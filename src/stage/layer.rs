@@ -1,0 +1,216 @@
+//! The feed-forward FF layer every connectivity shares: normalization, activities, goodness,
+//! the Matlab direction, peer normalization and the optimizer step ([`FfLayer`]). A kind of
+//! feed-forward stage (`ff_dense`, `ff_local`) is a [`Connectivity`]: how its units see their
+//! inputs, and nothing else.
+
+use ndarray::{s, Array1, Array2, ArrayView2, Axis, Ix1, Ix2};
+
+use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
+use super::Stage;
+use crate::error::{RestoreError, StageError};
+use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
+use crate::ff::objective::Objective;
+use crate::ff::optim::ParamOptimizer;
+use crate::matmul::StagePool;
+use crate::packet::{Packet, Purpose, StageState};
+
+/// How a layer's units connect to its inputs: the one thing a kind of feed-forward FF stage
+/// adds to the step every FF stage takes ([`FfLayer`]).
+pub trait Connectivity: Send {
+    /// Values a row of the layer's input holds.
+    fn inputs(&self) -> usize;
+    /// Units of the layer.
+    fn units(&self) -> usize;
+    /// The initial weights, in the connectivity's own layout.
+    fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32>;
+    /// `y += x̂·W`: the total inputs of normalized rows `x` `(rows, inputs)` into `y` `(rows, units)`.
+    fn forward(&self, pool: &StagePool, weights: &Array2<f32>, x: &Array2<f32>, y: &mut Array2<f32>);
+    /// `buffer = beta·buffer + alpha·x̂ᵀD`, in the weights' layout, for the learning rows `x`
+    /// `(rows, inputs)` and their direction `d` `(rows, units)`.
+    fn gradient(
+        &self,
+        pool: &StagePool,
+        x: &ArrayView2<f32>,
+        d: &Array2<f32>,
+        alpha: f32,
+        beta: f32,
+        buffer: &mut Array2<f32>,
+    );
+}
+
+/// A feed-forward FF layer with the connectivity `C`: owns its weights and optimizer state.
+///
+/// ```text
+/// x̂ = x / rms(x)            length normalization of the input (paper §2, Matlab ffnormrows)
+/// y = max(0, x̂·W + b)       (rows, units), W as the connectivity has it
+/// G = ±Σy² (or ±mean y²)    goodness per row, on the unnormalized y
+/// p = σ((G − θ) / T)        probability that the row is positive
+/// ```
+///
+/// On a training packet it then follows the Matlab direction (see [`crate::ff::objective`]):
+/// `(1−p)·y` on positive rows plus the peer-normalization term, `−p·y` on negative rows, summed
+/// into one gradient `x̂ᵀ·D` and applied by the stage's own optimizer. Positive and negative rows
+/// travel in the same packet, so both see the same weights, exactly as in `ffnew.m`.
+///
+/// The update is applied after the packet's output has been sent on ([`Stage::learn`]): the
+/// forward pass is all the next stage waits for, and the weights still change before this
+/// stage sees its next packet, so the rule is unchanged.
+pub struct FfLayer<C> {
+    name: String,
+    ff: FfSettings,
+    connectivity: C,
+    objective: Objective,
+    weights: Array2<f32>,
+    /// `(units,)`.
+    bias: Array1<f32>,
+    /// Running mean activity per unit on positive rows (peer normalization), init 0.5.
+    peer_means: Array1<f32>,
+    weight_optimizer: ParamOptimizer<Ix2>,
+    bias_optimizer: ParamOptimizer<Ix1>,
+    /// The update of the last training packet, until [`Stage::learn`] applies it.
+    pending: Option<Pending>,
+    /// The threads of its products.
+    pool: StagePool,
+}
+
+/// An update computed from a packet but applied after the packet has been sent on.
+struct Pending {
+    /// The normalized inputs of the packet `(rows, inputs)`; the first rows are the learning rows.
+    inputs: Array2<f32>,
+    /// `(learning rows, units)`.
+    direction: Array2<f32>,
+    /// Matlab divides the summed positive and negative gradients by the number of cases.
+    cases: usize,
+    epoch: u32,
+}
+
+impl<C: Connectivity> FfLayer<C> {
+    /// The layer `name` (the `layer`-th) with `connectivity`, its weights initialized by it.
+    pub fn new(name: &str, layer: usize, connectivity: C, ff: FfSettings) -> FfLayer<C> {
+        let weights = connectivity.initial_weights(ff.seed, layer);
+        let units = connectivity.units();
+        FfLayer {
+            weight_optimizer: ParamOptimizer::new(ff.rule, ff.lr, ff.weight_cost, weights.raw_dim()),
+            bias_optimizer: ParamOptimizer::new(ff.rule, ff.lr, 0.0, Ix1(units)),
+            weights,
+            bias: Array1::zeros(units),
+            peer_means: Array1::from_elem(units, 0.5),
+            pending: None,
+            pool: StagePool::new(name, ff.threads),
+            objective: ff.objective(units),
+            name: name.to_string(),
+            connectivity,
+            ff,
+        }
+    }
+
+    /// The connectivity.
+    pub fn connectivity(&self) -> &C {
+        &self.connectivity
+    }
+
+    /// The layer's weights, in the connectivity's layout (tests and benchmarks read them).
+    pub fn weights(&self) -> &Array2<f32> {
+        &self.weights
+    }
+
+    /// The layer's objective.
+    pub fn objective(&self) -> &Objective {
+        &self.objective
+    }
+
+    /// `y = relu(x̂·W + b)` for normalized input rows `(rows, inputs)` → `(rows, units)`.
+    pub fn activities(&self, normalized: &Array2<f32>) -> Array2<f32> {
+        let mut y = Array2::from_shape_fn((normalized.nrows(), self.connectivity.units()), |(_, j)| self.bias[j]);
+        self.connectivity.forward(&self.pool, &self.weights, normalized, &mut y);
+        y.mapv_inplace(|v| v.max(0.0));
+        y
+    }
+
+    /// The ascent direction on the total inputs of the learning rows (the first
+    /// `positives + negatives` rows of `y`), with the peer-normalization term on positives.
+    fn direction(&mut self, y: &Array2<f32>, goodness: &[f32], positives: usize, negatives: usize) -> Array2<f32> {
+        let mut direction = learning_direction(&self.objective, y, goodness, positives, negatives);
+        peer_normalize(&mut self.peer_means, self.ff.peer_normalization, y, positives, &mut direction);
+        direction
+    }
+
+    /// Applies a pending update: one gradient `x̂ᵀ·D` into the optimizer, one step.
+    fn apply(&mut self, pending: Pending) {
+        let Pending { inputs, direction, cases, epoch } = pending;
+        let (alpha, beta) = self.weight_optimizer.gradient_target(cases);
+        let x = inputs.slice(s![..direction.nrows(), ..]);
+        self.connectivity.gradient(&self.pool, &x, &direction, alpha, beta, self.weight_optimizer.buffer_mut());
+        let bias_sum = direction.sum_axis(Axis(0));
+        self.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
+        let gain = self.ff.schedule.gain(epoch, self.ff.epochs);
+        self.weight_optimizer.apply(&mut self.weights, gain);
+        self.bias_optimizer.apply(&mut self.bias, gain);
+    }
+}
+
+impl<C: Connectivity> Stage for FfLayer<C> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn process(&mut self, mut packet: Packet) -> Result<Packet, StageError> {
+        // A caller that did not call `learn` still gets the synchronous rule.
+        self.learn();
+        let inputs = self.connectivity.inputs();
+        if packet.x.ncols() != inputs {
+            return Err(StageError::Width { stage: self.name.clone(), expected: inputs, got: packet.x.ncols() });
+        }
+        // Paper §2: normalize so this layer cannot read the goodness of the one below.
+        // Which rows feed the readout or probes: known only while `packet.x` still has its rows.
+        let observed = packet.observed();
+        let mut x = std::mem::take(&mut packet.x);
+        normalize_rows_in_place(&mut x); // (rows, inputs)
+        let y = self.activities(&x); // (rows, units)
+        let goodness = row_goodness(&self.objective, &y);
+        if self.ff.counts_for_goodness {
+            packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
+        }
+        if !goodness.iter().all(|g| g.is_finite()) {
+            return Err(StageError::NonFinite { stage: self.name.clone(), seq: packet.seq, epoch: packet.epoch });
+        }
+        if packet.purpose.is_evaluation() {
+            packet.layer_goodness.push(goodness.clone());
+        }
+        if self.ff.feeds_readout && !observed.is_empty() {
+            packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
+        }
+        let learning = packet.positives + packet.negatives;
+        if packet.purpose == Purpose::Train && learning > 0 {
+            // Only the cheap part now; the gradient product waits until the output has gone
+            // downstream (`learn`), so the next stage starts one product earlier.
+            let direction = self.direction(&y, &goodness, packet.positives, packet.negatives);
+            let cases = packet.positives.max(packet.negatives);
+            self.pending = Some(Pending { inputs: x, direction, cases, epoch: packet.epoch });
+        }
+        packet.x = y;
+        Ok(packet)
+    }
+
+    fn learn(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.apply(pending);
+        }
+    }
+
+    fn snapshot(&self) -> StageState {
+        assert!(self.pending.is_none(), "snapshot with an update pending: call learn() first");
+        Tensors::new(&self.name)
+            .learned("weights", &self.weights, &self.weight_optimizer)
+            .learned("bias", &self.bias, &self.bias_optimizer)
+            .plain("peer_means", &self.peer_means)
+            .finish(self.weight_optimizer.steps())
+    }
+
+    fn restore(&mut self, state: &StageState) -> Result<(), RestoreError> {
+        let tensors = Restorer::new(state, &self.name);
+        tensors.learned("weights", &mut self.weights, &mut self.weight_optimizer)?;
+        tensors.learned("bias", &mut self.bias, &mut self.bias_optimizer)?;
+        tensors.plain("peer_means", &mut self.peer_means)
+    }
+}
