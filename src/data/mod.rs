@@ -5,8 +5,12 @@
 //! SHA-256 compiled in here before it is parsed, so a truncated or swapped file is an error that
 //! names the file and the hash it should have. Nothing is ever downloaded by this crate: tests
 //! and CI must not touch the network, and the error says where to put the files.
+//!
+//! The datasets: [`mnist`] (images), any folder of IDX files ([`idx`]), [`aesop`] (character
+//! windows) and [`moving_mnist`] (frames generated from MNIST).
 
 pub mod aesop;
+pub mod idx;
 pub mod mnist;
 pub mod moving_mnist;
 
@@ -28,6 +32,14 @@ pub enum DataError {
         /// The folders tried, joined for the message.
         searched: String,
     },
+    /// No search location holds the folder an `idx` source names.
+    #[error("cannot find the IDX folder `{path}` in {searched}")]
+    MissingFolder {
+        /// The folder as the pipeline file names it.
+        path: String,
+        /// The places tried, joined for the message.
+        searched: String,
+    },
     /// The bytes do not hash to the expected value.
     #[error("`{path}` is corrupt or not the expected file: SHA-256 {got}, expected {expected}")]
     Checksum {
@@ -38,13 +50,30 @@ pub enum DataError {
         /// What it must hash to.
         expected: String,
     },
-    /// The bytes hash right but do not parse (would mean a wrong table entry).
+    /// The bytes do not parse: a file of a known dataset that hashes right but does not
+    /// parse would mean a wrong table entry; an IDX folder of unknown files is only parsed.
     #[error("`{path}`: {reason}")]
     Format {
         /// The file read.
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// One file of an IDX folder is a known dataset's file ([`idx::KNOWN`]) and this one is not
+    /// that dataset's: its contents (decompressed) hash to something else.
+    #[error(
+        "`{path}` is corrupt or not {dataset}'s file (the folder's other files are {dataset}'s): \
+         SHA-256 of its contents {got}, expected {expected}"
+    )]
+    Mismatch {
+        /// The file read.
+        path: PathBuf,
+        /// The dataset the folder's other files belong to.
+        dataset: String,
+        /// What its (decompressed) contents hashed to.
+        got: String,
+        /// What that dataset's file hashes to.
+        expected: String,
     },
     /// Reading failed.
     #[error("cannot read `{path}`: {source}")]
@@ -92,6 +121,15 @@ impl Split {
     pub fn image(&self, i: usize) -> &[u8] {
         let w = self.width();
         &self.images[i * w..(i + 1) * w]
+    }
+
+    /// The rows but the last `n`, and the last `n` (a validation split carved from the
+    /// training data); the first keeps this split's memory.
+    pub fn hold_out_last(mut self, n: usize) -> (Split, Split) {
+        let keep = self.len().saturating_sub(n);
+        let width = self.width();
+        let held = Split { images: self.images.split_off(keep * width), labels: self.labels.split_off(keep) };
+        (self, held)
     }
 
     /// The first `n` rows (all of them if fewer).
@@ -156,6 +194,18 @@ pub fn read_verified(
         return Err(DataError::Checksum { path, got, expected: sha256_hex.to_string() });
     }
     Ok(bytes)
+}
+
+/// The decompressed bytes of a gzip file; a truncated or foreign stream is a format error that
+/// names the file.
+pub fn gunzip(path: &Path, gz: &[u8]) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    let mut raw = Vec::with_capacity(gz.len() * 4);
+    flate2::read::GzDecoder::new(gz).read_to_end(&mut raw).map_err(|e| DataError::Format {
+        path: path.to_path_buf(),
+        reason: format!("not a whole gzip stream (truncated?): {e}"),
+    })?;
+    Ok(raw)
 }
 
 /// The SHA-256 of `bytes`, lowercase hex (data files and checkpoint shards are checked by it).
