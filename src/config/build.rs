@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use super::{LabelledHeadSpec, PipelineConfig, ReadoutSettings, Roles, SourceSpec, StageSpec};
 use crate::backprop::{Backprop, BackpropConfig};
-use crate::data::{aesop, mnist, Labelled};
+use crate::data::{aesop, cifar10, mnist, Labelled};
 use crate::head::{HeadConfig, LabelledHead};
 use crate::sink::{Classify, Readout, ReadoutConfig};
 use crate::source::DatasetSource;
 use crate::stage::{Above, FfDenseConfig, FfRecurrentConfig, FfSettings, Stage};
 
-/// `(row width, classes)` of a labelled dataset: MNIST images, an IDX folder's images, or
-/// Aesop windows.
+/// `(row width, classes)` of a labelled dataset: MNIST or CIFAR-10 images, an IDX folder's
+/// images, or Aesop windows.
 ///
 /// # Panics
 /// On an `idx` source not yet resolved ([`PipelineConfig::resolved`]): only its files know its
@@ -21,6 +21,7 @@ use crate::stage::{Above, FfDenseConfig, FfRecurrentConfig, FfSettings, Stage};
 pub fn row_shape(config: &PipelineConfig) -> (usize, usize) {
     match &config.source {
         SourceSpec::Aesop(_) => (aesop::WIDTH, aesop::SYMBOLS),
+        SourceSpec::Cifar10(_) => (cifar10::PIXELS, cifar10::CLASSES),
         SourceSpec::Idx(s) => match s.shape {
             Some(shape) => (shape.pixels(), shape.classes),
             None => panic!("the idx source `{}` was not resolved before its stages were built", s.path),

@@ -15,8 +15,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    FrameHeadSpec, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings, ProbeSettings,
-    ReadoutSettings, Roles, SinkSpec, SourceSpec,
+    Cifar10Source, FrameHeadSpec, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings,
+    ProbeSettings, ReadoutSettings, Roles, SinkSpec, SourceSpec,
 };
 pub use stage::{DenseSpec, RecurrentConfig, RecurrentSpec, StageSpec};
 
@@ -124,6 +124,8 @@ pub struct DataConfig {
 pub enum Dataset {
     /// MNIST images, labelled rows (`../shared/data/mnist`).
     Mnist,
+    /// CIFAR-10 images, labelled rows (`../shared/data/cifar10`).
+    Cifar10,
     /// A folder of IDX files, labelled rows.
     Idx,
     /// Aesop's Fables, next-character rows (E8).
@@ -139,6 +141,7 @@ impl Dataset {
     pub fn name(self) -> &'static str {
         match self {
             Dataset::Mnist => "mnist",
+            Dataset::Cifar10 => "cifar10",
             Dataset::Idx => "idx",
             Dataset::Aesop => "aesop",
             Dataset::MovingMnist => "moving_mnist",
@@ -662,7 +665,7 @@ impl PipelineConfig {
                     return fail("source.classes", "must be between 1 and 256");
                 }
             }
-            SourceSpec::Aesop(_) => {}
+            SourceSpec::Cifar10(_) | SourceSpec::Aesop(_) => {}
         }
         if self.data.frames_per_epoch.is_some() && !frames {
             return fail("data.frames_per_epoch", "applies to frame streams (moving_mnist, video) only: remove it");
@@ -783,7 +786,7 @@ impl PipelineConfig {
     }
 
     /// True for the unsupervised frame streams (Moving MNIST, video), false for the labelled
-    /// datasets (MNIST, IDX, Aesop).
+    /// datasets (MNIST, CIFAR-10, IDX, Aesop).
     pub fn is_frame_stream(&self) -> bool {
         self.dataset().is_frame_stream()
     }

@@ -3,11 +3,11 @@
 //!
 //! ```toml
 //! [source]
-//! kind = "video"          # mnist | idx | aesop | moving_mnist | video, with the settings of that kind
+//! kind = "video"          # mnist | cifar10 | idx | aesop | moving_mnist | video, with the settings of that kind
 //! input = "samples/cockatoo.mp4"
 //!
 //! [head]
-//! kind = "frames"         # labelled (rows with labels: MNIST, IDX, Aesop) | frames (frame streams)
+//! kind = "frames"         # labelled (rows with labels: MNIST, CIFAR-10, IDX, Aesop) | frames (frame streams)
 //! window = 2
 //!
 //! [sink]
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Dataset, PipelineConfig, Trainer, TwinSettings};
 use crate::data::idx::{self, IdxShape};
-use crate::data::{moving_mnist, DataError};
+use crate::data::{cifar10, moving_mnist, DataError};
 use crate::head::NegativeLabels;
 use crate::negative::NegativeKind;
 use crate::source::video::VideoConfig;
@@ -36,6 +36,8 @@ use crate::source::video::VideoConfig;
 pub enum SourceSpec {
     /// MNIST images, labelled rows (`../shared/data/mnist`).
     Mnist(MnistSource),
+    /// CIFAR-10 images, labelled rows (`../shared/data/cifar10`), channels last.
+    Cifar10(Cifar10Source),
     /// Any folder of the four MNIST-style IDX files, labelled rows.
     Idx(IdxSource),
     /// Aesop's Fables, next-character rows (E8).
@@ -54,6 +56,11 @@ pub struct MnistSource {
     #[serde(default)]
     pub jitter: i32,
 }
+
+/// `kind = "cifar10"` (no settings of its own yet).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cifar10Source {}
 
 /// `kind = "idx"`: a folder holding `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 /// `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, each plain or `.gz`
@@ -104,6 +111,7 @@ impl SourceSpec {
     pub fn dataset(&self) -> Dataset {
         match self {
             SourceSpec::Mnist(_) => Dataset::Mnist,
+            SourceSpec::Cifar10(_) => Dataset::Cifar10,
             SourceSpec::Idx(_) => Dataset::Idx,
             SourceSpec::Aesop(_) => Dataset::Aesop,
             SourceSpec::MovingMnist(_) => Dataset::MovingMnist,
@@ -118,6 +126,7 @@ impl SourceSpec {
     pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
         match self {
             SourceSpec::Mnist(_) => Some((28, 28, 1)),
+            SourceSpec::Cifar10(_) => Some((cifar10::SIDE, cifar10::SIDE, cifar10::CHANNELS)),
             SourceSpec::Idx(s) => s.shape.map(|shape| (shape.rows, shape.cols, 1)),
             SourceSpec::Aesop(_) => None,
             SourceSpec::MovingMnist(_) => Some((moving_mnist::CANVAS, moving_mnist::CANVAS, 1)),

@@ -6,10 +6,11 @@
 //! names the file and the hash it should have. Nothing is ever downloaded by this crate: tests
 //! and CI must not touch the network, and the error says where to put the files.
 //!
-//! The datasets: [`mnist`] (images), any folder of IDX files ([`idx`]), [`aesop`] (character
-//! windows) and [`moving_mnist`] (frames generated from MNIST).
+//! The datasets: [`mnist`] and [`cifar10`] (images), any folder of IDX files ([`idx`]), [`aesop`]
+//! (character windows) and [`moving_mnist`] (frames generated from MNIST).
 
 pub mod aesop;
+pub mod cifar10;
 pub mod idx;
 pub mod mnist;
 pub mod moving_mnist;
@@ -182,18 +183,34 @@ pub fn read_verified(
     sha256_hex: &str,
     explicit: Option<&Path>,
 ) -> Result<Vec<u8>, DataError> {
+    read_verified_any(dataset, &[(relative, sha256_hex)], explicit).map(|(_, _, bytes)| bytes)
+}
+
+/// Finds the first of several forms of one file (`(relative path, SHA-256)`, e.g. compressed and
+/// not) in the search folders, folder by folder, and returns which form it is, where it was
+/// found and its verified bytes. A form that is found but hashes wrong is an error, not a reason
+/// to look further: a corrupt file should be named, not shadowed.
+pub fn read_verified_any(
+    dataset: &str,
+    forms: &[(&str, &str)],
+    explicit: Option<&Path>,
+) -> Result<(usize, PathBuf, Vec<u8>), DataError> {
     let dirs = search_dirs(explicit);
-    let path = dirs.iter().map(|d| d.join(relative)).find(|p| p.is_file()).ok_or_else(|| DataError::Missing {
+    let found = dirs
+        .iter()
+        .flat_map(|d| forms.iter().enumerate().map(move |(i, (relative, _))| (i, d.join(relative))))
+        .find(|(_, p)| p.is_file());
+    let (form, path) = found.ok_or_else(|| DataError::Missing {
         dataset: dataset.to_string(),
-        file: relative.to_string(),
+        file: forms.iter().map(|(relative, _)| *relative).collect::<Vec<_>>().join(" or "),
         searched: dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
     })?;
     let bytes = std::fs::read(&path).map_err(|source| DataError::Io { path: path.clone(), source })?;
-    let got = sha256_of(&bytes);
-    if got != sha256_hex {
-        return Err(DataError::Checksum { path, got, expected: sha256_hex.to_string() });
+    let (got, expected) = (sha256_of(&bytes), forms[form].1);
+    if got != expected {
+        return Err(DataError::Checksum { path, got, expected: expected.to_string() });
     }
-    Ok(bytes)
+    Ok((form, path, bytes))
 }
 
 /// The decompressed bytes of a gzip file; a truncated or foreign stream is a format error that

@@ -25,13 +25,14 @@ use crate::sink::{Classify, Tally};
 use crate::source::DatasetSource;
 use crate::stage::Stage;
 
-/// Loads the labelled rows (MNIST, an IDX folder, Aesop) and cuts the splits to the
+/// Loads the labelled rows (MNIST, CIFAR-10, an IDX folder, Aesop) and cuts the splits to the
 /// sizes the pipeline asks for. An `idx` folder must hold the shape its pipeline was resolved
 /// with ([`PipelineConfig::resolved`]), if it was.
 pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Rows>> {
     let mut data = match &config.source {
         SourceSpec::Aesop(_) => aesop::Aesop::load(data_dir)?.labelled(),
         SourceSpec::Mnist(_) => Rows::mnist(data_dir)?,
+        SourceSpec::Cifar10(_) => Rows::cifar10(data_dir)?,
         SourceSpec::Idx(s) => {
             let folder = idx::locate(&s.path, data_dir)?;
             let (data, shape) = idx::load(&folder, s.classes, s.validation)?;
