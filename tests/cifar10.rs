@@ -64,7 +64,7 @@ fn rows_are_channels_last() {
 
 #[test]
 fn the_plain_bin_form_loads_too() {
-    // The form the official archive unpacks to,
+    // The form the official archive unpacks to (and `ffstream data fetch cifar10` stores),
     // found before the .xz files of $FFSTREAM_DATA because --data-dir comes first.
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join(DIR);

@@ -4,7 +4,8 @@
 //! records of 1 label byte and 3,072 pixel bytes: the 1,024 red values of the 32x32 image row
 //! by row, then the green, then the blue. They are found xz-compressed (`.bin.xz`, as
 //! `../shared/data` stores them) or plain (`.bin`, as the official `cifar-10-binary.tar.gz`
-//! unpacks), each form checked against its own SHA-256 before it is parsed.
+//! unpacks and as `ffstream data fetch cifar10` stores them), each form checked against its own
+//! SHA-256 before it is parsed.
 //!
 //! Rows are stored channels last: the value at row `y`, column `x`, channel `c` is column
 //! `(y * 32 + x) * 3 + c`, the layout the stages read maps in (and FFmpeg's RGB24 frames have).

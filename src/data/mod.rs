@@ -3,14 +3,16 @@
 //! Files are looked up in `--data-dir`, then `$FFSTREAM_DATA`, then the user cache
 //! (`$XDG_CACHE_HOME/ffstream` or `~/.cache/ffstream`). Every file is checked against the
 //! SHA-256 compiled in here before it is parsed, so a truncated or swapped file is an error that
-//! names the file and the hash it should have. Nothing is ever downloaded by this crate: tests
-//! and CI must not touch the network, and the error says where to put the files.
+//! names the file and the hash it should have. Loading never downloads: tests and CI must not
+//! touch the network, and the error says where to put the files. Only `ffstream data fetch`
+//! ([`fetch`]) downloads, into the user cache, checked against the same hashes.
 //!
 //! The datasets: [`mnist`] and [`cifar10`] (images), any folder of IDX files ([`idx`]), [`aesop`]
 //! (character windows) and [`moving_mnist`] (frames generated from MNIST).
 
 pub mod aesop;
 pub mod cifar10;
+pub mod fetch;
 pub mod idx;
 pub mod mnist;
 pub mod moving_mnist;
@@ -24,7 +26,10 @@ use sha2::{Digest, Sha256};
 #[non_exhaustive]
 pub enum DataError {
     /// No search location holds the file.
-    #[error("cannot find `{file}` in {searched}; put the {dataset} files there or pass --data-dir")]
+    #[error(
+        "cannot find `{file}` in {searched}; put the {dataset} files there, pass --data-dir, or download \
+         them into the user cache with `ffstream data fetch`"
+    )]
     Missing {
         /// Dataset name.
         dataset: String,
@@ -168,12 +173,18 @@ pub fn search_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(dir) = std::env::var_os("FFSTREAM_DATA") {
         dirs.push(PathBuf::from(dir));
     }
-    if let Some(cache) = std::env::var_os("XDG_CACHE_HOME") {
-        dirs.push(PathBuf::from(cache).join("ffstream"));
-    } else if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cache").join("ffstream"));
-    }
+    dirs.extend(user_cache_dir());
     dirs
+}
+
+/// The user cache that is searched last and that `ffstream data fetch` fills:
+/// `$XDG_CACHE_HOME/ffstream`, else `~/.cache/ffstream` (None without either variable).
+pub fn user_cache_dir() -> Option<PathBuf> {
+    if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|c| !c.is_empty()) {
+        Some(PathBuf::from(cache).join("ffstream"))
+    } else {
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("ffstream"))
+    }
 }
 
 /// Finds `relative` in the search folders and returns its verified bytes.
@@ -227,5 +238,10 @@ pub fn gunzip(path: &Path, gz: &[u8]) -> Result<Vec<u8>, DataError> {
 
 /// The SHA-256 of `bytes`, lowercase hex (data files and checkpoint shards are checked by it).
 pub fn sha256_of(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex of a digest.
+pub(crate) fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
