@@ -1,4 +1,5 @@
-//! The command line: `run`, `eval`, `list`, `report`, `bench`. The only user of `anyhow`.
+//! The command line: `run`, `eval`, `list`, `report`, `bench`, `data fetch`. The only user of
+//! `anyhow`.
 //!
 //! A command's own output (tables, summaries, the run folder) goes to the writer the binary
 //! passes in (stdout); progress and warnings are `tracing` events; the live line goes to the
@@ -10,9 +11,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::PipelineConfig;
+use crate::data::fetch::{self, Fetchable};
 use crate::metrics::LiveView;
 use crate::record;
 use crate::session::{self, RunOptions};
@@ -86,6 +88,84 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Datasets (`ffstream data fetch mnist`).
+    Data {
+        /// What to do.
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+/// `ffstream data ...`.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download a dataset from its public source into the user cache, checked by SHA-256 (files
+    /// already there with the right hash are kept). Not needed with ../shared/data beside the
+    /// clone.
+    Fetch {
+        /// Which dataset.
+        dataset: DatasetName,
+        /// The data folder to fill (default: the user cache, $XDG_CACHE_HOME/ffstream or
+        /// ~/.cache/ffstream, which every command searches after --data-dir and $FFSTREAM_DATA).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// A mirror laid out like ../shared/data, instead of the public sources (default:
+        /// $FFSTREAM_DATA_URL if set).
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+    },
+}
+
+/// The datasets `ffstream data fetch` downloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetName {
+    /// The four MNIST files (11.6 MB).
+    Mnist,
+    /// The six CIFAR-10 batches (the 170 MB official archive, unpacked to 184 MB).
+    Cifar10,
+    /// Aesop's Fables, Project Gutenberg #19994 (0.2 MB).
+    Aesop,
+}
+
+impl From<DatasetName> for Fetchable {
+    fn from(name: DatasetName) -> Fetchable {
+        match name {
+            DatasetName::Mnist => Fetchable::Mnist,
+            DatasetName::Cifar10 => Fetchable::Cifar10,
+            DatasetName::Aesop => Fetchable::Aesop,
+        }
+    }
+}
+
+/// `ffstream data fetch`: the folder filled and what was done, in one line.
+fn fetch_data(
+    dataset: Fetchable,
+    to: Option<PathBuf>,
+    from: Option<String>,
+    stop: &AtomicBool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let cache = crate::data::user_cache_dir();
+    let Some(dir) = to.clone().or(cache) else {
+        bail!("no user cache folder: neither XDG_CACHE_HOME nor HOME is set; pass --to DIR");
+    };
+    let from = from.or_else(|| std::env::var(fetch::MIRROR_VAR).ok().filter(|u| !u.is_empty()));
+    let report = fetch::fetch(dataset, &dir, from.as_deref(), stop)
+        .with_context(|| format!("fetching {} into {}", dataset.name(), dir.display()))?;
+    let (got, had) = (report.downloaded.len(), report.present.len());
+    write!(
+        out,
+        "{}: {got} file(s) downloaded ({:.1} MB), {had} already there, in {}.",
+        dataset.name(),
+        report.bytes as f64 / 1e6,
+        dir.display()
+    )?;
+    if to.is_some() {
+        writeln!(out, " Use it with --data-dir {} or FFSTREAM_DATA={}.", dir.display(), dir.display())?;
+    } else {
+        writeln!(out, " Every command finds it there.")?;
+    }
+    Ok(())
 }
 
 /// Runs the command: its output to `out`, the live line of a run to `live` (unless `--quiet`).
@@ -223,6 +303,9 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
         }
         Command::Bench { data_dir, batches, out: json } => {
             crate::throughput::bench(data_dir.as_deref(), batches, json.as_deref(), &stop, out)
+        }
+        Command::Data { command: DataCommand::Fetch { dataset, to, from } } => {
+            fetch_data(dataset.into(), to, from, &stop, out)
         }
     }
 }

@@ -30,13 +30,18 @@ fn main() -> ExitCode {
         .init();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
+    let fetching = matches!(args.command, Some(ffstream::cli::Command::Data { .. }));
     // First Ctrl-C: finish the packet in flight, keep the last checkpoint, exit with a resume
-    // hint. Second Ctrl-C: leave at once.
+    // hint (a download deletes its unfinished file). Second Ctrl-C: leave at once.
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::Relaxed) {
             std::process::exit(130);
         }
-        eprintln!("\nStopping after the packets in flight; the last finished epoch is checkpointed.");
+        if fetching {
+            eprintln!("\nStopping the download; its unfinished file is deleted.");
+        } else {
+            eprintln!("\nStopping after the packets in flight; the last finished epoch is checkpointed.");
+        }
     });
     let live = Arc::new(StderrLine { tty: std::io::stderr().is_terminal(), last: Mutex::new(None) });
     match ffstream::cli::run(args, stop, &mut std::io::stdout(), Some(live)) {

@@ -4,19 +4,29 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::{Dataset, LabelledHeadSpec, PipelineConfig, ReadoutSettings, Roles, StageSpec};
+use super::{LabelledHeadSpec, PipelineConfig, ReadoutSettings, Roles, SourceSpec, StageSpec};
 use crate::backprop::{Backprop, BackpropConfig};
-use crate::data::{aesop, mnist, Labelled};
+use crate::data::{aesop, cifar10, mnist, Labelled};
 use crate::head::{HeadConfig, LabelledHead};
 use crate::sink::{Classify, Readout, ReadoutConfig};
 use crate::source::DatasetSource;
 use crate::stage::{Above, FfDenseConfig, FfLocalConfig, FfRecurrentConfig, FfSettings, Stage};
 
-/// `(row width, classes)` of a labelled dataset: MNIST images or Aesop windows.
+/// `(row width, classes)` of a labelled dataset: MNIST or CIFAR-10 images, an IDX folder's
+/// images, or Aesop windows.
+///
+/// # Panics
+/// On an `idx` source not yet resolved ([`PipelineConfig::resolved`]): only its files know its
+/// shape. The sessions resolve the pipeline before they build anything.
 pub fn row_shape(config: &PipelineConfig) -> (usize, usize) {
-    match config.dataset() {
-        Dataset::Aesop => (aesop::WIDTH, aesop::SYMBOLS),
-        Dataset::Mnist | Dataset::MovingMnist | Dataset::Video => (mnist::PIXELS, mnist::CLASSES),
+    match &config.source {
+        SourceSpec::Aesop(_) => (aesop::WIDTH, aesop::SYMBOLS),
+        SourceSpec::Cifar10(_) => (cifar10::PIXELS, cifar10::CLASSES),
+        SourceSpec::Idx(s) => match s.shape {
+            Some(shape) => (shape.pixels(), shape.classes),
+            None => panic!("the idx source `{}` was not resolved before its stages were built", s.path),
+        },
+        SourceSpec::Mnist(_) | SourceSpec::MovingMnist(_) | SourceSpec::Video(_) => (mnist::PIXELS, mnist::CLASSES),
     }
 }
 

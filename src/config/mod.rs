@@ -15,8 +15,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    FrameHeadSpec, HeadSpec, LabelledHeadSpec, MnistSource, MovingMnistSettings, ProbeSettings, ReadoutSettings, Roles,
-    SinkSpec, SourceSpec,
+    Cifar10Source, FrameHeadSpec, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings,
+    ProbeSettings, ReadoutSettings, Roles, SinkSpec, SourceSpec,
 };
 pub use stage::{DenseSpec, LocalSpec, RecurrentConfig, RecurrentSpec, StageShape, StageSpec};
 
@@ -125,6 +125,10 @@ pub struct DataConfig {
 pub enum Dataset {
     /// MNIST images, labelled rows (`../shared/data/mnist`).
     Mnist,
+    /// CIFAR-10 images, labelled rows (`../shared/data/cifar10`).
+    Cifar10,
+    /// A folder of IDX files, labelled rows.
+    Idx,
     /// Aesop's Fables, next-character rows (E8).
     Aesop,
     /// Moving MNIST generated from MNIST, a labelled frame stream.
@@ -138,6 +142,8 @@ impl Dataset {
     pub fn name(self) -> &'static str {
         match self {
             Dataset::Mnist => "mnist",
+            Dataset::Cifar10 => "cifar10",
+            Dataset::Idx => "idx",
             Dataset::Aesop => "aesop",
             Dataset::MovingMnist => "moving_mnist",
             Dataset::Video => "video",
@@ -678,7 +684,16 @@ impl PipelineConfig {
                     return fail("source.jitter", "must be between 0 and 4 pixels");
                 }
             }
-            SourceSpec::Aesop(_) => {}
+            SourceSpec::Idx(s) => {
+                if s.path.is_empty() {
+                    return fail("source.path", "must name the folder of IDX files");
+                }
+                // Labels are bytes.
+                if s.classes.is_some_and(|c| !(1..=256).contains(&c)) {
+                    return fail("source.classes", "must be between 1 and 256");
+                }
+            }
+            SourceSpec::Cifar10(_) | SourceSpec::Aesop(_) => {}
         }
         if self.data.frames_per_epoch.is_some() && !frames {
             return fail("data.frames_per_epoch", "applies to frame streams (moving_mnist, video) only: remove it");
@@ -799,7 +814,7 @@ impl PipelineConfig {
     }
 
     /// True for the unsupervised frame streams (Moving MNIST, video), false for the labelled
-    /// datasets (MNIST, Aesop).
+    /// datasets (MNIST, CIFAR-10, IDX, Aesop).
     pub fn is_frame_stream(&self) -> bool {
         self.dataset().is_frame_stream()
     }
@@ -807,6 +822,20 @@ impl PipelineConfig {
     /// The dataset the source reads.
     pub fn dataset(&self) -> Dataset {
         self.source.dataset()
+    }
+
+    /// `(height, width, channels)` of the source's images or frames, channels last: see
+    /// [`SourceSpec::image_shape`].
+    pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
+        self.source.image_shape()
+    }
+
+    /// The same pipeline with what only its data knows read in ([`SourceSpec::resolve`]): what
+    /// a session runs, so the stages and the readout are built for an `idx` folder's images.
+    pub fn resolved(&self, data_dir: Option<&Path>) -> Result<PipelineConfig, crate::data::DataError> {
+        let mut config = self.clone();
+        config.source.resolve(data_dir)?;
+        Ok(config)
     }
 
     /// The MNIST shift (0 for other sources).

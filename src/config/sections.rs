@@ -3,11 +3,11 @@
 //!
 //! ```toml
 //! [source]
-//! kind = "video"          # mnist | aesop | moving_mnist | video, with the settings of that kind
+//! kind = "video"          # mnist | cifar10 | idx | aesop | moving_mnist | video, with the settings of that kind
 //! input = "samples/cockatoo.mp4"
 //!
 //! [head]
-//! kind = "frames"         # labelled (rows with labels: MNIST, Aesop) | frames (frame streams)
+//! kind = "frames"         # labelled (rows with labels: MNIST, CIFAR-10, IDX, Aesop) | frames (frame streams)
 //! window = 2
 //!
 //! [sink]
@@ -19,9 +19,13 @@
 //! and sink go with which source is checked by [`Roles::of`], the one place that pairs them:
 //! the session takes the typed [`Roles`] and never unwraps an absent section.
 
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Dataset, PipelineConfig, Trainer, TwinSettings};
+use crate::data::idx::{self, IdxShape};
+use crate::data::{cifar10, moving_mnist, DataError};
 use crate::head::NegativeLabels;
 use crate::negative::NegativeKind;
 use crate::source::video::VideoConfig;
@@ -32,6 +36,10 @@ use crate::source::video::VideoConfig;
 pub enum SourceSpec {
     /// MNIST images, labelled rows (`../shared/data/mnist`).
     Mnist(MnistSource),
+    /// CIFAR-10 images, labelled rows (`../shared/data/cifar10`), channels last.
+    Cifar10(Cifar10Source),
+    /// Any folder of the four MNIST-style IDX files, labelled rows.
+    Idx(IdxSource),
     /// Aesop's Fables, next-character rows (E8).
     Aesop(AesopSource),
     /// Moving MNIST generated from MNIST, a labelled frame stream.
@@ -47,6 +55,36 @@ pub struct MnistSource {
     /// Maximum random shift in pixels (paper E4: 2).
     #[serde(default)]
     pub jitter: i32,
+}
+
+/// `kind = "cifar10"` (no settings of its own yet).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cifar10Source {}
+
+/// `kind = "idx"`: a folder holding `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+/// `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, each plain or `.gz`
+/// ([`crate::data::idx`]). The image size is the files' own; what only the files know is read by
+/// [`SourceSpec::resolve`] before the stages are built.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdxSource {
+    /// The folder: absolute, or relative to the working directory, else to the data folders
+    /// (`--data-dir`, `$FFSTREAM_DATA`, the user cache).
+    pub path: String,
+    /// Number of classes (default: the largest label in the files + 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// The last N training images are held out to validate (MNIST's 10,000 by default).
+    #[serde(default = "default_idx_validation")]
+    pub validation: usize,
+    /// The folder's shape once read ([`SourceSpec::resolve`]); not a key of the file.
+    #[serde(skip)]
+    pub shape: Option<IdxShape>,
+}
+
+fn default_idx_validation() -> usize {
+    10_000
 }
 
 /// `kind = "aesop"` (no settings of its own yet).
@@ -73,10 +111,39 @@ impl SourceSpec {
     pub fn dataset(&self) -> Dataset {
         match self {
             SourceSpec::Mnist(_) => Dataset::Mnist,
+            SourceSpec::Cifar10(_) => Dataset::Cifar10,
+            SourceSpec::Idx(_) => Dataset::Idx,
             SourceSpec::Aesop(_) => Dataset::Aesop,
             SourceSpec::MovingMnist(_) => Dataset::MovingMnist,
             SourceSpec::Video(_) => Dataset::Video,
         }
+    }
+
+    /// `(height, width, channels)` of one image or frame the source emits, for a stage that
+    /// reads its input as a map (channels last: value `(y * width + x) * channels + c`); `None`
+    /// for a source of no images (Aesop), and for an `idx` folder not yet read ([`Self::resolve`]).
+    /// A frames head with `window = k` puts k such frames side by side in a row.
+    pub fn image_shape(&self) -> Option<(usize, usize, usize)> {
+        match self {
+            SourceSpec::Mnist(_) => Some((28, 28, 1)),
+            SourceSpec::Cifar10(_) => Some((cifar10::SIDE, cifar10::SIDE, cifar10::CHANNELS)),
+            SourceSpec::Idx(s) => s.shape.map(|shape| (shape.rows, shape.cols, 1)),
+            SourceSpec::Aesop(_) => None,
+            SourceSpec::MovingMnist(_) => Some((moving_mnist::CANVAS, moving_mnist::CANVAS, 1)),
+            SourceSpec::Video(v) => Some((v.height, v.width, v.color.channels())),
+        }
+    }
+
+    /// Reads what only the data knows into the source: an `idx` folder's image size and
+    /// classes (from its headers and labels; the images are read when the data loads). Nothing
+    /// for the other kinds, whose shape the file fixes.
+    pub fn resolve(&mut self, data_dir: Option<&Path>) -> Result<(), DataError> {
+        if let SourceSpec::Idx(s) = self {
+            if s.shape.is_none() {
+                s.shape = Some(idx::probe(&idx::locate(&s.path, data_dir)?, s.classes)?);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,10 +4,9 @@
 //! official 10,000 test images test once at the end. (Matlab's `mnistdata.mat` holds the same
 //! sizes but a reordered case list that is not published; the order is our choice.)
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::{read_verified, DataError};
+use super::{gunzip, idx, read_verified, DataError};
 
 /// Pixels per image.
 pub const PIXELS: usize = 28 * 28;
@@ -16,7 +15,9 @@ pub const CLASSES: usize = 10;
 /// Training images kept for training; the rest of the official training set validates.
 pub const TRAIN_SIZE: usize = 50_000;
 
-const FILES: [(&str, &str); 4] = [
+/// The four files as stored (the original `.gz` files) and their SHA-256, in the order of
+/// [`idx::FILES`] (`../shared/data/mnist/SHA256SUMS`).
+pub const FILES: [(&str, &str); 4] = [
     ("mnist/train-images-idx3-ubyte.gz", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
     ("mnist/train-labels-idx1-ubyte.gz", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
     ("mnist/t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
@@ -28,47 +29,17 @@ pub use super::{Labelled, Split};
 impl Labelled {
     /// MNIST: loads and verifies the four files from the data search path.
     pub fn mnist(data_dir: Option<&Path>) -> Result<Labelled, DataError> {
-        let read = |index: usize| -> Result<(PathBuf, Vec<u8>), DataError> {
+        let read = |index: usize, dims: &[usize]| -> Result<Vec<u8>, DataError> {
             let (file, sha) = FILES[index];
             let gz = read_verified("MNIST", file, sha, data_dir)?;
-            let mut raw = Vec::new();
-            flate2::read::GzDecoder::new(&gz[..])
-                .read_to_end(&mut raw)
-                .map_err(|source| DataError::Io { path: file.into(), source })?;
-            Ok((PathBuf::from(file), raw))
+            let path = PathBuf::from(file);
+            idx::parse_exact(&path, gunzip(&path, &gz)?, dims)
         };
-        let train_images = idx(read(0)?, 0x803, &[60_000, 28, 28])?;
-        let train_labels = idx(read(1)?, 0x801, &[60_000])?;
-        let test_images = idx(read(2)?, 0x803, &[10_000, 28, 28])?;
-        let test_labels = idx(read(3)?, 0x801, &[10_000])?;
-        let cut = TRAIN_SIZE * PIXELS;
-        Ok(Labelled {
-            classes: CLASSES,
-            sequences: Vec::new(),
-            train: Split { images: train_images[..cut].to_vec(), labels: train_labels[..TRAIN_SIZE].to_vec() },
-            validation: Split { images: train_images[cut..].to_vec(), labels: train_labels[TRAIN_SIZE..].to_vec() },
-            test: Split { images: test_images, labels: test_labels },
-        })
+        let train = Split { images: read(0, &[60_000, 28, 28])?, labels: read(1, &[60_000])? };
+        let test = Split { images: read(2, &[10_000, 28, 28])?, labels: read(3, &[10_000])? };
+        let (train, validation) = train.hold_out_last(60_000 - TRAIN_SIZE);
+        Ok(Labelled { classes: CLASSES, sequences: Vec::new(), train, validation, test })
     }
-}
-
-/// Checks an IDX header and returns the payload.
-fn idx((path, raw): (PathBuf, Vec<u8>), magic: u32, dims: &[u32]) -> Result<Vec<u8>, DataError> {
-    let header = 4 * (1 + dims.len());
-    let word = |i: usize| u32::from_be_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]]);
-    let bad = |reason: String| DataError::Format { path: path.clone(), reason };
-    if raw.len() < header || word(0) != magic {
-        return Err(bad(format!("not an IDX file with magic {magic:#010x}")));
-    }
-    let got: Vec<u32> = (1..=dims.len()).map(word).collect();
-    if got != dims {
-        return Err(bad(format!("dimensions {got:?}, expected {dims:?}")));
-    }
-    let payload = dims.iter().map(|&d| d as usize).product::<usize>();
-    if raw.len() != header + payload {
-        return Err(bad(format!("{} bytes, expected {}", raw.len(), header + payload)));
-    }
-    Ok(raw[header..].to_vec())
 }
 
 /// Copies image `src` shifted by `(dy, dx)` pixels into `dst` as floats in [0,1], zero fill.
@@ -103,13 +74,5 @@ mod tests {
         shifted_into(&src, 2, -1, &mut dst);
         assert_eq!(dst[7 * 28 + 6], 1.0);
         assert_eq!(dst.iter().filter(|&&v| v != 0.0).count(), 1);
-    }
-
-    #[test]
-    fn truncated_idx_is_a_format_error() {
-        let mut raw = vec![0, 0, 8, 1, 0, 0, 0, 3];
-        raw.extend([1, 2]);
-        let err = idx((PathBuf::from("x"), raw), 0x801, &[3]).unwrap_err();
-        assert!(err.to_string().contains("expected 11"), "{err}");
     }
 }

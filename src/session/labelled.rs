@@ -16,8 +16,8 @@ use crate::backprop::Backprop;
 use crate::boring_video::{Join, Repeat};
 use crate::checkpoint;
 use crate::config::build::{build_backprop, build_head, build_sink, build_stages, row_shape};
-use crate::config::{Dataset, PipelineConfig, Trainer};
-use crate::data::{aesop, Labelled as Rows, Split};
+use crate::config::{Dataset, PipelineConfig, SourceSpec, Trainer};
+use crate::data::{aesop, idx, Labelled as Rows, Split};
 use crate::head::LabelledHead;
 use crate::record::{CurvePoint, ErrorsPct};
 use crate::runtime::{self, Ending, EpochReport, Mode, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
@@ -25,12 +25,23 @@ use crate::sink::{Classify, Tally};
 use crate::source::DatasetSource;
 use crate::stage::Stage;
 
-/// Loads MNIST or Aesop's rows and cuts the splits to the sizes the pipeline asks for.
+/// Loads the labelled rows (MNIST, CIFAR-10, an IDX folder, Aesop) and cuts the splits to the
+/// sizes the pipeline asks for. An `idx` folder must hold the shape its pipeline was resolved
+/// with ([`PipelineConfig::resolved`]), if it was.
 pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Rows>> {
-    let mut data = match config.dataset() {
-        Dataset::Aesop => aesop::Aesop::load(data_dir)?.labelled(),
-        Dataset::Mnist => Rows::mnist(data_dir)?,
-        other => bail!("`{}` is a frame stream, not labelled rows", other.name()),
+    let mut data = match &config.source {
+        SourceSpec::Aesop(_) => aesop::Aesop::load(data_dir)?.labelled(),
+        SourceSpec::Mnist(_) => Rows::mnist(data_dir)?,
+        SourceSpec::Cifar10(_) => Rows::cifar10(data_dir)?,
+        SourceSpec::Idx(s) => {
+            let folder = idx::locate(&s.path, data_dir)?;
+            let (data, shape) = idx::load(&folder, s.classes, s.validation)?;
+            if s.shape.is_some_and(|resolved| resolved != shape) {
+                bail!("`{}` changed while the run started: {shape:?}, not {:?}", folder.display(), s.shape);
+            }
+            data
+        }
+        other => bail!("`{}` is a frame stream, not labelled rows", other.dataset().name()),
     };
     let cut = |split: &mut Split, n: usize| {
         if n > 0 {
@@ -223,7 +234,8 @@ fn backprop_error_pct(net: &Backprop, split: &Split) -> f64 {
 pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
     let text = std::fs::read_to_string(run_dir.join("pipeline.toml"))
         .with_context(|| format!("`{}` is not a run folder (no pipeline.toml)", run_dir.display()))?;
-    let mut config = PipelineConfig::parse(&text, &run_dir.join("pipeline.toml").display().to_string(), &[])?;
+    let mut config =
+        PipelineConfig::parse(&text, &run_dir.join("pipeline.toml").display().to_string(), &[])?.resolved(data_dir)?;
     if config.is_frame_stream() {
         bail!(
             "`ffstream eval` scores MNIST runs; a frame-stream run is scored while it runs (see {})",

@@ -37,6 +37,9 @@ pub(crate) type Trained = (bool, Vec<StageRates>, u64);
 
 /// Runs a pipeline to its end (or to Ctrl-C), checkpointing every epoch.
 pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
+    // An idx folder's image size and classes come from its files: read them before anything
+    // is built for them.
+    let config = &config.resolved(options.data_dir.as_deref())?;
     let (dir, mut state) = open_run(config, options)?;
     if state.epochs_done >= config.data.epochs {
         bail!("run {} already finished all {} epochs", dir.display(), config.data.epochs);

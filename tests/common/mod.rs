@@ -51,3 +51,37 @@ pub fn mnist() -> &'static Labelled {
     static MNIST: OnceLock<Labelled> = OnceLock::new();
     MNIST.get_or_init(|| Labelled::mnist(Some(&data_dir())).unwrap())
 }
+
+/// A small FF pipeline on labelled rows whose `[source]` table holds `source` (e.g.
+/// `kind = "cifar10"`): two 8-unit stages, one epoch of batches of 2, lockstep; `--set` can
+/// change the rest.
+pub fn labelled_pipeline(source: &str) -> String {
+    format!(
+        r#"
+name = "tiny"
+trainer = "ff"
+seed = 0
+[data]
+epochs = 1
+batch = 2
+[source]
+{source}
+[model]
+layers = [8, 8]
+[optimizer]
+rule = {{ kind = "matlab" }}
+lr = 0.01
+[sink]
+kind = "readout"
+lr = 0.1
+[head]
+kind = "labelled"
+labels = "hard"
+[pipeline]
+mode = "lockstep"
+[eval]
+every = 1
+batch = 2
+"#
+    )
+}
