@@ -113,8 +113,10 @@ fn mean_spread(values: &[f64]) -> String {
 /// How the run was executed, from its resolved pipeline: "threaded, d=8", "lockstep, d=0", "backprop".
 fn run_kind(pipeline: &serde_json::Value) -> String {
     let mode = pipeline.get("pipeline").and_then(|p| p.get("mode")).and_then(|m| m.as_str());
-    let delay = pipeline.get("negatives").and_then(|n| n.get("prediction_delay")).and_then(|d| d.as_u64());
-    let labels = pipeline.get("negatives").and_then(|n| n.get("labels")).and_then(|l| l.as_str());
+    // `[head]` of today's files; `[negatives]` of records written before it.
+    let head = pipeline.get("head").or_else(|| pipeline.get("negatives"));
+    let delay = head.and_then(|n| n.get("prediction_delay")).and_then(|d| d.as_u64());
+    let labels = head.and_then(|n| n.get("labels")).and_then(|l| l.as_str());
     let kind = match (mode, delay, labels) {
         (Some(m), Some(d), Some("hard")) => format!("{m}, d={d}"),
         (Some(m), _, Some(l)) => format!("{m}, {l} negatives"),
@@ -185,12 +187,15 @@ pub fn results_markdown(records: &[Record]) -> String {
 
 /// The dataset a record ran on.
 fn dataset(r: &Record) -> &str {
-    r.pipeline.get("data").and_then(|d| d.get("dataset")).and_then(|d| d.as_str()).unwrap_or("mnist")
+    // `[source] kind` of today's files; `data.dataset` of records written before it.
+    let kind = r.pipeline.get("source").and_then(|s| s.get("kind"));
+    let old = r.pipeline.get("data").and_then(|d| d.get("dataset"));
+    kind.or(old).and_then(|d| d.as_str()).unwrap_or("mnist")
 }
 
 /// Whether a record is of a frame stream (Moving MNIST, video) rather than labelled data.
 fn is_frame_stream(r: &Record) -> bool {
-    !matches!(dataset(r), "mnist" | "aesop")
+    !matches!(dataset(r), "mnist" | "aesop" | "cifar10" | "idx")
 }
 
 /// The unsupervised frame-stream records: frozen-probe errors per stage against the same net at

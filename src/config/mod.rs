@@ -537,15 +537,8 @@ impl PipelineConfig {
     /// text or windows of several frames.
     pub fn input_map(&self) -> Option<MapShape> {
         let window = self.frame_head().map_or(1, |h| h.window);
-        match &self.source {
-            SourceSpec::Mnist(_) => Some(MapShape::new(28, 28, 1)),
-            SourceSpec::MovingMnist(_) if window == 1 => {
-                let side = crate::data::moving_mnist::CANVAS;
-                Some(MapShape::new(side, side, 1))
-            }
-            SourceSpec::Video(v) if window == 1 => Some(MapShape::new(v.height, v.width, v.color.channels())),
-            _ => None,
-        }
+        let (height, width, channels) = self.image_shape().filter(|_| window == 1)?;
+        Some(MapShape::new(height, width, channels))
     }
 
     /// Each stage's input map, units and map, bottom up; an error names the `[[stage]]` key.

@@ -143,7 +143,9 @@ impl StageSpec {
                 let Some(map) = below else {
                     return Err((
                         "kind",
-                        "needs a map below: an image or frame source (window 1) or an ff_local stage".into(),
+                        "needs a map below: an image or frame source (window 1) or an ff_local stage (an idx \
+                         folder's size is only known when its data loads: not yet supported there)"
+                            .into(),
                     ));
                 };
                 if s.channels == 0 {
