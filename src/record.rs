@@ -219,7 +219,14 @@ fn frame_stream_table(by_exp: &BTreeMap<&str, Vec<&Record>>) -> String {
             for (k, v) in test {
                 if let Some(layer) = k.strip_prefix("probe.").filter(|l| *l != "pixels") {
                     let random = test.get(&format!("probe_random.{layer}")).map_or("–".into(), |x| format!("{x:.1}"));
-                    probes.push(format!("{layer} {v:.1} / {random}"));
+                    let pooled = match (
+                        test.get(&format!("probe_pooled.{layer}")),
+                        test.get(&format!("probe_random_pooled.{layer}")),
+                    ) {
+                        (Some(p), Some(q)) => format!(" (max-pooled {p:.1} / {q:.1})"),
+                        _ => String::new(),
+                    };
+                    probes.push(format!("{layer} {v:.1} / {random}{pooled}"));
                 }
             }
             for (k, v) in &r.metrics.val_error_pct {

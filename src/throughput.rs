@@ -185,7 +185,8 @@ fn local_stages(batch: usize, peak1: f64, table: &mut dyn Write) -> Result<serde
             seed: 1,
             threads: 1,
         };
-        let mut stage = crate::stage::FfLocalConfig { name: name.into(), layer: 1, fields, channels, ff }.build()?;
+        let mut stage =
+            crate::stage::FfLocalConfig { name: name.into(), layer: 1, fields, channels, shared: false, ff }.build()?;
         let map = stage.output();
         let on_map: usize =
             (0..map.height).flat_map(|y| (0..map.width).map(move |x| (y, x))).map(|(y, x)| fields.fan_in(y, x)).sum();

@@ -57,7 +57,9 @@ fn close(a: &Array2<f32>, b: &Array2<f32>, what: &str) {
 
 fn equals_masked_dense(fields: Fields, channels: usize, threads: usize) {
     let mut local =
-        FfLocalConfig { name: "layer1".into(), layer: 1, fields, channels, ff: settings(threads) }.build().unwrap();
+        FfLocalConfig { name: "layer1".into(), layer: 1, fields, channels, shared: false, ff: settings(threads) }
+            .build()
+            .unwrap();
     let (inputs, units) = (fields.input.len(), local.output().len());
     let mut dense = FfDenseConfig { name: "layer1".into(), layer: 1, inputs, units, ff: settings(1) }.build();
     let start = local.dense_weights();
@@ -94,7 +96,7 @@ fn a_local_layer_is_a_dense_layer_masked_to_its_fields() {
 #[test]
 fn a_field_that_does_not_fit_is_an_error_naming_the_stage() {
     let fields = Fields { input: MapShape::new(4, 4, 1), size: 5, stride: 1, padding: 0 };
-    let err = FfLocalConfig { name: "layer2".into(), layer: 2, fields, channels: 2, ff: settings(1) }
+    let err = FfLocalConfig { name: "layer2".into(), layer: 2, fields, channels: 2, shared: false, ff: settings(1) }
         .build()
         .err()
         .expect("a 5x5 field on a 4x4 map");
@@ -104,8 +106,11 @@ fn a_field_that_does_not_fit_is_an_error_naming_the_stage() {
 #[test]
 fn a_snapshot_restores_the_same_layer() {
     let fields = Fields { input: MapShape::new(6, 6, 1), size: 3, stride: 3, padding: 0 };
-    let build =
-        || FfLocalConfig { name: "layer1".into(), layer: 1, fields, channels: 2, ff: settings(1) }.build().unwrap();
+    let build = || {
+        FfLocalConfig { name: "layer1".into(), layer: 1, fields, channels: 2, shared: false, ff: settings(1) }
+            .build()
+            .unwrap()
+    };
     let mut a = build();
     a.process(packet(rows(4, 36, 1), 2, 2)).unwrap();
     a.learn();
@@ -113,4 +118,41 @@ fn a_snapshot_restores_the_same_layer() {
     b.restore(&a.snapshot()).unwrap();
     let x = rows(3, 36, 2);
     assert_eq!(a.process(packet(x.clone(), 0, 0)).unwrap().x, b.process(packet(x, 0, 0)).unwrap().x);
+}
+
+/// `ff_conv` is `ff_local` with its weights tied across positions: with a local layer's
+/// weights set to the shared ones, both make the same activities, and one plain SGD step of the
+/// shared weights is the mean of the local layer's steps over the positions.
+#[test]
+fn a_conv_layer_is_a_local_layer_with_tied_weights() {
+    let fields = Fields { input: MapShape::new(7, 6, 2), size: 3, stride: 2, padding: 1 };
+    let ff = || FfSettings { rule: Rule::Sgd { momentum: 0.0 }, weight_cost: 0.0, ..settings(1) };
+    let build = |shared| {
+        FfLocalConfig { name: "layer1".into(), layer: 1, fields, channels: 3, shared, ff: ff() }.build().unwrap()
+    };
+    let (mut conv, mut local) = (build(true), build(false));
+    let positions = local.output().positions();
+    let shared = conv.weights().clone();
+    let mut tied = Array2::zeros(local.weights().dim());
+    for p in 0..positions {
+        tied.slice_mut(ndarray::s![p * 3..(p + 1) * 3, ..]).assign(&shared);
+    }
+    // Off-map weights of a local unit stay zero; the tied copy keeps only its on-map ones.
+    let on_map = local.weights().mapv(|w| if w != 0.0 { 1.0 } else { 0.0 });
+    let tied = &tied * &on_map;
+    local.restore(&with_weights(local.snapshot(), &tied)).unwrap();
+    let x = rows(6, fields.input.len(), 9);
+    let (a, b) = (conv.process(packet(x.clone(), 3, 3)).unwrap(), local.process(packet(x, 3, 3)).unwrap());
+    close(&a.x, &b.x, "activities");
+    conv.learn();
+    local.learn();
+    let local_steps = local.weights() - &tied;
+    let mut mean = Array2::<f32>::zeros(shared.dim());
+    for p in 0..positions {
+        mean += &local_steps.slice(ndarray::s![p * 3..(p + 1) * 3, ..]);
+    }
+    mean /= positions as f32;
+    let conv_step = conv.weights() - &shared;
+    close(&conv_step, &mean, "the shared step");
+    assert!(conv_step.iter().any(|v| *v != 0.0), "the conv layer learned nothing");
 }

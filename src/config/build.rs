@@ -86,13 +86,13 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
                         .build(),
                 )
             }
-            StageSpec::FfLocal(s) => {
-                // Invariant: `stage_shapes` gave every ff_local stage the map below it.
-                let below = shapes[i].below.expect("an ff_local stage has a map below");
-                let fields = s.fields(below);
-                let channels = s.channels;
+            StageSpec::FfLocal(s) | StageSpec::FfConv(s) => {
+                // Invariant: `stage_shapes` gave every ff_local and ff_conv stage the map below it.
+                let below = shapes[i].below.expect("a local stage has a map below");
+                let (fields, channels) = (s.fields(below), s.channels);
+                let shared = matches!(spec, StageSpec::FfConv(_));
                 // Invariant: `stage_shapes` checked that the fields fit the map.
-                Box::new(FfLocalConfig { name, layer, fields, channels, ff }.build().expect("the fields fit"))
+                Box::new(FfLocalConfig { name, layer, fields, channels, shared, ff }.build().expect("the fields fit"))
             }
         };
         stages.push(stage);

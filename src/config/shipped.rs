@@ -6,7 +6,7 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 24] = [
+pub const PIPELINES: [(&str, &str); 25] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
@@ -14,6 +14,7 @@ pub const PIPELINES: [(&str, &str); 24] = [
     ("moving-mnist-recurrent", include_str!("../../pipeline/moving-mnist-recurrent.toml")),
     ("moving-mnist-recurrent-ff", include_str!("../../pipeline/moving-mnist-recurrent-ff.toml")),
     ("moving-mnist-local", include_str!("../../pipeline/moving-mnist-local.toml")),
+    ("moving-mnist-conv", include_str!("../../pipeline/moving-mnist-conv.toml")),
     ("camera", include_str!("../../pipeline/camera.toml")),
     ("video-sleep", include_str!("../../pipeline/video-sleep.toml")),
     ("mnist-quick", include_str!("../../pipeline/mnist-quick.toml")),

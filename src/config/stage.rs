@@ -31,6 +31,9 @@ pub enum StageSpec {
     /// A locally connected FF layer: a map of positions, each unit with its own weights on a
     /// square field of the map below (`src/stage/ff_local.rs`, paper §3.2 and §4).
     FfLocal(LocalSpec),
+    /// The same with one set of weights for every position: convolutional (not in the paper,
+    /// which has no weight sharing; for video, where a digit moves).
+    FfConv(LocalSpec),
 }
 
 /// An `ff_dense` stage.
@@ -130,6 +133,7 @@ impl StageSpec {
             StageSpec::FfDense(_) => "ff_dense",
             StageSpec::FfRecurrent(_) => "ff_recurrent",
             StageSpec::FfLocal(_) => "ff_local",
+            StageSpec::FfConv(_) => "ff_conv",
         }
     }
 
@@ -139,7 +143,7 @@ impl StageSpec {
         match self {
             StageSpec::FfDense(s) => Ok(StageShape { below, units: s.units, map: None }),
             StageSpec::FfRecurrent(s) => Ok(StageShape { below, units: s.units, map: None }),
-            StageSpec::FfLocal(s) => {
+            StageSpec::FfLocal(s) | StageSpec::FfConv(s) => {
                 let Some(map) = below else {
                     return Err((
                         "kind",
@@ -171,7 +175,7 @@ impl StageSpec {
         match self {
             StageSpec::FfDense(s) => s.threads,
             StageSpec::FfRecurrent(s) => s.threads,
-            StageSpec::FfLocal(s) => s.threads,
+            StageSpec::FfLocal(s) | StageSpec::FfConv(s) => s.threads,
         }
     }
 
@@ -180,7 +184,7 @@ impl StageSpec {
         match self {
             StageSpec::FfDense(s) => (s.goodness, s.threshold),
             StageSpec::FfRecurrent(s) => (s.goodness, s.threshold),
-            StageSpec::FfLocal(s) => (s.goodness, s.threshold),
+            StageSpec::FfLocal(s) | StageSpec::FfConv(s) => (s.goodness, s.threshold),
         }
     }
 

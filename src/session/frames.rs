@@ -24,7 +24,7 @@ use crate::runtime::{self, Ending, EpochReport, OnEpoch, PipelineError, Pipeline
 use crate::stage::Stage;
 use crate::video::feed::{Feed, FrameFeed, FrameShape};
 use crate::video::head::{frame_values, VideoHead, VideoHeadConfig};
-use crate::video::probe::{probe_error_pct, stage_features, windows_of, BLOCKS};
+use crate::video::probe::{max_over_positions, probe_error_pct, stage_features, windows_of, BLOCKS};
 use crate::video::sink::VideoSink;
 use crate::video::Frame;
 
@@ -217,10 +217,19 @@ fn final_probes(
     let trained_features = stage_features(stages, x.clone(), chunk)?;
     let random_features = stage_features(&mut random, x.clone(), chunk)?;
     let names: Vec<String> = config.stage_names().into_iter().skip(config.model.readout_from - 1).collect();
+    // Invariant: `PipelineConfig::parse` resolved the shapes of the stages it accepted.
+    let shapes = config.stage_shapes().unwrap_or_else(|(key, message)| panic!("validated stages: `{key}` {message}"));
+    let maps = shapes.iter().skip(config.model.readout_from - 1).map(|s| s.map);
     let mut test = ErrorsPct::new();
-    for ((name, trained), random) in names.iter().zip(&trained_features).zip(&random_features) {
+    for (((name, trained), random), map) in names.iter().zip(&trained_features).zip(&random_features).zip(maps) {
         test.insert(format!("probe.{name}"), probe_error_pct(trained, &labels));
         test.insert(format!("probe_random.{name}"), probe_error_pct(random, &labels));
+        // A map's units pooled over its positions: what a digit anywhere on the frame makes.
+        if let Some(map) = map {
+            test.insert(format!("probe_pooled.{name}"), probe_error_pct(&max_over_positions(trained, map), &labels));
+            let random_pooled = max_over_positions(random, map);
+            test.insert(format!("probe_random_pooled.{name}"), probe_error_pct(&random_pooled, &labels));
+        }
     }
     // The raw pixels through the same probe: the floor any representation should beat.
     test.insert("probe.pixels".into(), probe_error_pct(&crate::ff::normalize::normalize_rows(&x.view()), &labels));

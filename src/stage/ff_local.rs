@@ -40,6 +40,9 @@ pub struct FfLocalConfig {
     pub fields: Fields,
     /// Units per position.
     pub channels: usize,
+    /// One set of `channels` weight rows for every position (`ff_conv`: convolutional, not in
+    /// the paper) instead of a set of its own at each (`ff_local`).
+    pub shared: bool,
     /// The FF step's settings.
     pub ff: FfSettings,
 }
@@ -51,6 +54,8 @@ pub struct FfLocalConfig {
 pub struct Local {
     fields: Fields,
     channels: usize,
+    /// One set of weight rows for all positions (`W (channels, patch)`).
+    shared: bool,
     output: MapShape,
     /// The on-map runs of each position's field.
     runs: Vec<Vec<Run>>,
@@ -90,7 +95,7 @@ impl FfLocalConfig {
                 field.iter().flat_map(|r| (0..r.len).map(move |k| ((r.from + k) as u32, (r.to + k) as u32))).collect()
             })
             .collect();
-        let local = Local { fields: self.fields, channels: self.channels, output, runs, pairs };
+        let local = Local { fields: self.fields, channels: self.channels, shared: self.shared, output, runs, pairs };
         Ok(FfLayer::new(&self.name, self.layer, local, self.ff))
     }
 }
@@ -116,6 +121,12 @@ impl Local {
     /// The map this layer makes.
     pub fn output(&self) -> MapShape {
         self.output
+    }
+
+    /// The weight rows of position `p`'s units.
+    fn unit_rows<'w>(&self, weights: &'w Array2<f32>, p: usize) -> ndarray::ArrayView2<'w, f32> {
+        let first = if self.shared { 0 } else { p * self.channels };
+        weights.slice(s![first..first + self.channels, ..])
     }
 
     /// Position `p`'s field of every row of `x`, gathered `(rows, patch)` (zero off the map).
@@ -144,8 +155,9 @@ impl FfLocal {
         for (p, field) in local.runs.iter().enumerate() {
             for r in field {
                 for k in 0..r.len {
+                    let first = if local.shared { 0 } else { p * channels };
                     for c in 0..channels {
-                        dense[[r.from + k, p * channels + c]] = weights[[p * channels + c, r.to + k]];
+                        dense[[r.from + k, p * channels + c]] = weights[[first + c, r.to + k]];
                     }
                 }
             }
@@ -164,6 +176,13 @@ impl Connectivity for Local {
     }
 
     fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32> {
+        if self.shared {
+            // Every weight meets the map at some position: N(0, 1)/√(the whole field).
+            let mut rng = Rng::derive(seed, "ff_conv.init", layer as u64);
+            let patch = self.fields.patch_len();
+            let scale = 1.0 / (patch as f32).sqrt();
+            return Array2::from_shape_simple_fn((self.channels, patch), || rng.normal() * scale);
+        }
         let mut rng = Rng::derive(seed, "ff_local.init", layer as u64);
         let channels = self.channels;
         let mut weights = Array2::zeros((self.runs.len() * channels, self.fields.patch_len()));
@@ -185,13 +204,13 @@ impl Connectivity for Local {
         if channels >= WIDE {
             let x = x.view();
             by_position(pool, columns, |p, mut out| {
-                let w = weights.slice(s![p * channels..(p + 1) * channels, ..]);
+                let w = self.unit_rows(weights, p);
                 gemm(1.0, &self.patch(&x, p).view(), &w.t(), 1.0, &mut out, Threads::One);
             });
         } else {
             let x = Lanes::of(&x.view());
             by_position(pool, columns, |p, mut out| {
-                let w = weights.slice(s![p * channels..(p + 1) * channels, ..]);
+                let w = self.unit_rows(weights, p);
                 field_forward(&x, &self.pairs[p], &w, &mut out);
             });
         }
@@ -207,6 +226,25 @@ impl Connectivity for Local {
         buffer: &mut Array2<f32>,
     ) {
         let channels = self.channels;
+        if self.shared {
+            // The positions' gradients, averaged (not summed: the step of a shared weight
+            // stays the size of an unshared one's), one position after the other.
+            let alpha = alpha / self.runs.len() as f32;
+            let lanes = (channels < WIDE).then(|| (Lanes::of(x), Lanes::of(&d.view())));
+            for p in 0..self.runs.len() {
+                let decay = if p == 0 { beta } else { 1.0 };
+                match &lanes {
+                    Some((xl, dl)) => {
+                        field_backward(alpha, dl, p * channels, xl, &self.pairs[p], decay, &mut buffer.view_mut())
+                    }
+                    None => {
+                        let dp = d.slice(s![.., p * channels..(p + 1) * channels]);
+                        gemm(alpha, &dp.t(), &self.patch(x, p).view(), decay, &mut buffer.view_mut(), Threads::One);
+                    }
+                }
+            }
+            return;
+        }
         let blocks = buffer.axis_chunks_iter_mut(Axis(0), channels);
         if channels >= WIDE {
             by_position(pool, blocks, |p, mut grad| {

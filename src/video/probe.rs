@@ -89,6 +89,20 @@ pub fn stage_features(
     Ok(out)
 }
 
+/// Each channel's largest value over the positions of `map`: `(rows, map.len())` features
+/// → `(rows, map.channels)` (channels-last rows, [`crate::ff::fields`]).
+pub fn max_over_positions(features: &Array2<f32>, map: crate::ff::fields::MapShape) -> Array2<f32> {
+    let channels = map.channels;
+    let mut pooled = Array2::from_elem((features.nrows(), channels), f32::MIN);
+    for (row, mut out) in features.outer_iter().zip(pooled.outer_iter_mut()) {
+        for (k, &v) in row.iter().enumerate() {
+            let c = k % channels;
+            out[c] = out[c].max(v);
+        }
+    }
+    pooled
+}
+
 /// Test-then-train ridge-probe error (percent) of `features` `(rows, units)` against `labels`
 /// (one or two labels per row; with two, the probe's top two classes are compared with the
 /// pair, and each digit missed counts half).
