@@ -86,7 +86,7 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
             if parsed.stages.iter().any(|s| s.kind() != "ff_dense") {
                 o.retain(|s| !s.starts_with("model.layers"));
                 o.extend(parsed.stages.iter().enumerate().map(|(i, s)| match s.kind() {
-                    "ff_local" => format!("stage.{}.channels=4", i + 1),
+                    "ff_local" | "ff_conv" => format!("stage.{}.channels=4", i + 1),
                     _ => format!("stage.{}.units=64", i + 1),
                 }));
             }
