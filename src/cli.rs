@@ -1,5 +1,5 @@
-//! The command line: `run`, `eval`, `list`, `report`, `bench`, `data fetch`. The only user of
-//! `anyhow`.
+//! The command line: `run`, `eval`, `list`, `report`, `bench`, `data fetch`, `figure`. The only
+//! user of `anyhow`.
 //!
 //! A command's own output (tables, summaries, the run folder) goes to the writer the binary
 //! passes in (stdout); progress and warnings are `tracing` events; the live line goes to the
@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::PipelineConfig;
 use crate::data::fetch::{self, Fetchable};
+use crate::figure;
 use crate::metrics::LiveView;
 use crate::record;
 use crate::session::{self, RunOptions};
@@ -94,6 +95,49 @@ pub enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// The paper's image figures as grey PNGs (`ffstream figure hybrid`, `ffstream figure
+    /// fields RUN`).
+    Figure {
+        /// Which figure.
+        #[command(subcommand)]
+        figure: FigureCommand,
+    },
+}
+
+/// `ffstream figure ...`.
+#[derive(Debug, Subcommand)]
+pub enum FigureCommand {
+    /// Paper Fig. 1: a hybrid mask, two MNIST training digits of different classes and their
+    /// hybrid negative (digit A x mask + digit B x (1 - mask)), made by the pipelines' own code.
+    Hybrid {
+        /// The PNG to write.
+        #[arg(long, default_value = "results/figures/fig1-hybrid.png")]
+        out: PathBuf,
+        /// Picks the mask and the digits (same seed, same figure).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Blur passes of the mask (the pipelines' default, `head.mask_blurs`, is 8).
+        #[arg(long, default_value_t = 8)]
+        blurs: usize,
+        /// Folder with the datasets.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Paper Fig. 2: the incoming weights of a trained run's first units, one tile each, on a
+    /// diverging grey map (0 mid grey, each tile scaled to its own max |w|).
+    Fields {
+        /// The run folder (its pipeline.toml and checkpoint).
+        run: PathBuf,
+        /// The stage whose weights to draw (a first stage: its input is the image).
+        #[arg(long, default_value = "layer1")]
+        stage: String,
+        /// How many units, from the first (100: a 10x10 grid).
+        #[arg(long, default_value_t = 100)]
+        units: usize,
+        /// The PNG to write (default: <RUN>/fields-<STAGE>.png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// `ffstream data ...`.
@@ -165,6 +209,27 @@ fn fetch_data(
     } else {
         writeln!(out, " Every command finds it there.")?;
     }
+    Ok(())
+}
+
+/// `ffstream figure`: makes the figure, writes its PNG (creating the folder) and names it.
+fn make_figure(figure: FigureCommand, out: &mut dyn Write) -> Result<()> {
+    let (image, path) = match figure {
+        FigureCommand::Hybrid { out: path, seed, blurs, data_dir } => {
+            let data = crate::data::Labelled::mnist(data_dir.as_deref())?;
+            let settings = figure::HybridFigure { seed, blurs, ..figure::HybridFigure::default() };
+            (figure::hybrid_figure(&data, settings)?, path)
+        }
+        FigureCommand::Fields { run, stage, units, out: path } => {
+            let path = path.unwrap_or_else(|| run.join(format!("fields-{stage}.png")));
+            (figure::fields_figure(&run, &stage, units)?, path)
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    }
+    std::fs::write(&path, image.png()?).with_context(|| format!("cannot write `{}`", path.display()))?;
+    writeln!(out, "Wrote {} ({}x{}).", path.display(), image.width, image.height)?;
     Ok(())
 }
 
@@ -307,5 +372,6 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
         Command::Data { command: DataCommand::Fetch { dataset, to, from } } => {
             fetch_data(dataset.into(), to, from, &stop, out)
         }
+        Command::Figure { figure } => make_figure(figure, out),
     }
 }

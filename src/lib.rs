@@ -36,6 +36,7 @@ pub mod data;
 pub mod dots;
 pub mod error;
 pub mod ff;
+pub mod figure;
 pub mod head;
 pub mod matmul;
 pub mod metrics;

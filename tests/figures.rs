@@ -1,0 +1,127 @@
+//! The paper's image figures (issue 10, part 8): Figure 1's hybrid and Figure 2's receptive
+//! fields, decoded back from their PNGs. Real MNIST through $FFSTREAM_DATA; no network.
+
+use std::path::{Path, PathBuf};
+
+use ffstream::config::PipelineConfig;
+use ffstream::data::Labelled;
+use ffstream::figure::{fields_figure, hybrid_figure, FigureError, HybridFigure};
+use ffstream::session::{self, RunOptions};
+
+fn data_dir() -> PathBuf {
+    let dir =
+        std::env::var_os("FFSTREAM_DATA").expect("set FFSTREAM_DATA to the folder holding mnist/ (CI: ../shared/data)");
+    PathBuf::from(dir)
+}
+
+/// `(width, height, grey pixels)` of an 8-bit greyscale PNG.
+fn decode(bytes: &[u8]) -> (usize, usize, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Grayscale, png::BitDepth::Eight));
+    pixels.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, pixels)
+}
+
+#[test]
+fn the_hybrid_figure_is_a_times_mask_plus_b_times_the_rest() {
+    let data = Labelled::mnist(Some(&data_dir())).unwrap();
+    let figure = HybridFigure::default();
+    let bytes = hybrid_figure(&data, figure).unwrap().png().unwrap();
+    let (width, height, pixels) = decode(&bytes);
+    let side = 28 * figure.scale;
+    assert_eq!((width, height), (4 * side + 3 * figure.gap, side));
+
+    // Panels: mask, digit A, digit B, hybrid; compare at each image pixel's block centre.
+    let at = |panel: usize, y: usize, x: usize| -> f32 {
+        let (py, px) = (y * figure.scale + figure.scale / 2, panel * (side + figure.gap) + x * figure.scale);
+        pixels[py * width + px] as f32 / 255.0
+    };
+    let (mut from_a, mut from_b) = (0, 0);
+    for y in 0..28 {
+        for x in 0..28 {
+            let (m, a, b, hybrid) = (at(0, y, x), at(1, y, x), at(2, y, x), at(3, y, x));
+            assert!(m == 0.0 || m == 1.0, "the mask is binary, got {m} at ({y}, {x})");
+            let want = a * m + b * (1.0 - m);
+            assert!((hybrid - want).abs() <= 1.0 / 255.0, "hybrid {hybrid}, A·m + B·(1−m) {want} at ({y}, {x})");
+            if m == 1.0 {
+                from_a += 1
+            } else {
+                from_b += 1
+            }
+        }
+    }
+    // Both digits contribute large regions (the mask is not all one value).
+    assert!(from_a > 100 && from_b > 100, "{from_a} pixels from A, {from_b} from B");
+
+    // Deterministic for a seed, and the seed matters.
+    assert_eq!(hybrid_figure(&data, figure).unwrap().png().unwrap(), bytes);
+    let other = HybridFigure { seed: 1, ..figure };
+    assert_ne!(hybrid_figure(&data, other).unwrap().png().unwrap(), bytes);
+}
+
+#[test]
+fn the_cli_writes_the_hybrid_figure_where_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("figures/fig1.png");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["figure", "hybrid", "--seed", "3", "--blurs", "6", "--out"])
+        .arg(&out)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("fig1.png (920x224)"));
+    let (width, height, _) = decode(&std::fs::read(&out).unwrap());
+    assert_eq!((width, height), (4 * 224 + 3 * 8, 224));
+}
+
+/// A tiny mnist-quick run (two layers of 16 units), its run folder.
+fn tiny_run(runs: &Path) -> PathBuf {
+    let overrides: Vec<String> = [
+        "data.epochs=1",
+        "data.train_size=200",
+        "data.validation_size=100",
+        "data.test_size=100",
+        "eval.train_size=0",
+        "model.layers=[16, 16]",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let config =
+        PipelineConfig::parse(include_str!("../pipeline/mnist-quick.toml"), "mnist-quick.toml", &overrides).unwrap();
+    let options =
+        RunOptions { data_dir: Some(data_dir()), runs_dir: runs.to_path_buf(), quiet: true, ..Default::default() };
+    session::run(&config, &options).unwrap().run_dir
+}
+
+#[test]
+fn the_fields_figure_tiles_a_trained_stage_and_names_what_is_wrong() {
+    let runs = tempfile::tempdir().unwrap();
+    let run = tiny_run(runs.path());
+
+    // 9 units: a 3x3 grid of 28x28 tiles at x2, 2 pixels apart.
+    let (width, height, pixels) = decode(&fields_figure(&run, "layer1", 9).unwrap().png().unwrap());
+    assert_eq!((width, height), (3 * 56 + 2 * 2, 3 * 56 + 2 * 2));
+    // Each tile reaches its own max |w|: the first tile has a pixel at one end of the grey map.
+    let first: Vec<u8> = (0..56).flat_map(|y| pixels[y * width..y * width + 56].to_vec()).collect();
+    assert!(first.contains(&1) || first.contains(&255));
+    // Asking for more units than the stage has draws them all: 16 units, 4x4.
+    let (width, height, _) = decode(&fields_figure(&run, "layer1", 100).unwrap().png().unwrap());
+    assert_eq!((width, height), (4 * 56 + 3 * 2, 4 * 56 + 3 * 2));
+
+    let err = fields_figure(&run, "layer9", 100).unwrap_err();
+    assert!(matches!(err, FigureError::NoStage { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("`layer9`") && message.contains("layer1, layer2"), "{message}");
+
+    let err = fields_figure(&run, "layer2", 100).unwrap_err().to_string();
+    assert!(err.contains("layer2") && err.contains("not an image"), "{err}");
+
+    let err = fields_figure(runs.path(), "layer1", 100).unwrap_err().to_string();
+    assert!(err.contains("not a run folder"), "{err}");
+}
