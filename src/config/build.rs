@@ -40,8 +40,7 @@ pub fn build_stages(config: &PipelineConfig) -> Vec<Box<dyn Stage>> {
 pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn Stage>> {
     let m = &config.model;
     let specs = config.stage_specs();
-    // Invariant: `PipelineConfig::parse` resolved the shapes of the stages it accepted.
-    let shapes = config.stage_shapes().unwrap_or_else(|(key, message)| panic!("validated stages: `{key}` {message}"));
+    let shapes = config.shapes();
     let recurrent = config.recurrent_settings();
     let mut inputs = inputs;
     let mut stages: Vec<Box<dyn Stage>> = Vec::new();

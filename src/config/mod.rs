@@ -553,6 +553,12 @@ impl PipelineConfig {
         Ok(shapes)
     }
 
+    /// [`Self::stage_shapes`] of a parsed file, which `parse` already checked.
+    pub fn shapes(&self) -> Vec<StageShape> {
+        // Invariant: `PipelineConfig::parse` resolved the shapes of the stages it accepted.
+        self.stage_shapes().unwrap_or_else(|(key, message)| panic!("validated stages: `{key}` {message}"))
+    }
+
     /// The stages in order: the `[[stage]]` tables, or `model.layers` as `ff_dense` stages.
     pub fn stage_specs(&self) -> Vec<StageSpec> {
         if self.stages.is_empty() {

@@ -217,8 +217,7 @@ fn final_probes(
     let trained_features = stage_features(stages, x.clone(), chunk)?;
     let random_features = stage_features(&mut random, x.clone(), chunk)?;
     let names: Vec<String> = config.stage_names().into_iter().skip(config.model.readout_from - 1).collect();
-    // Invariant: `PipelineConfig::parse` resolved the shapes of the stages it accepted.
-    let shapes = config.stage_shapes().unwrap_or_else(|(key, message)| panic!("validated stages: `{key}` {message}"));
+    let shapes = config.shapes();
     let maps = shapes.iter().skip(config.model.readout_from - 1).map(|s| s.map);
     let mut test = ErrorsPct::new();
     for (((name, trained), random), map) in names.iter().zip(&trained_features).zip(&random_features).zip(maps) {

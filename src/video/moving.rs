@@ -18,8 +18,8 @@ use super::Frame;
 use crate::data::moving_mnist::{MovingMnist, MovingMnistConfig, MovingSplit, Sequence, FRAMES_PER_SEQUENCE};
 use crate::data::Labelled;
 
-/// Canvas side in pixels.
-pub const SIDE: usize = 64;
+/// Canvas side in pixels (the recipe's, [`crate::data::moving_mnist::CANVAS`]).
+pub const SIDE: usize = crate::data::moving_mnist::CANVAS;
 /// First test sequence of the probe stream.
 const PROBE_FIRST_SEQUENCE: u64 = 1_000_000;
 
