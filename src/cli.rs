@@ -288,7 +288,11 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 summary += &format!("; test error: {}", fmt(&metrics.test_error_pct));
             }
             if !metrics.val_error_pct.is_empty() {
-                let name = if config.is_frame_stream() { "held-out separation error" } else { "validation error" };
+                let name = if config.is_frame_stream() && !config.is_still_stream() {
+                    "held-out separation error"
+                } else {
+                    "validation error"
+                };
                 summary += &format!("; {name}: {}", fmt(&metrics.val_error_pct));
             }
             writeln!(out, "{summary}")?;

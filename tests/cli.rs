@@ -88,14 +88,17 @@ fn a_head_that_does_not_fit_the_source_is_named_with_its_line() {
     let path = dir.path().join("mixed.toml");
     let text = include_str!("../pipeline/mnist-quick.toml");
     let line = text.lines().position(|l| l == "kind = \"labelled\"").unwrap() + 1;
-    // A frames head on MNIST: each kind parses, the pairing does not.
-    std::fs::write(
-        &path,
-        text.replace("kind = \"labelled\"\nlabels = \"hard\"\nprediction_delay = 8", "kind = \"frames\""),
-    )
-    .unwrap();
+    let frames_head = text.replace("kind = \"labelled\"\nlabels = \"hard\"\nprediction_delay = 8", "kind = \"frames\"");
+    // A frames head on MNIST plays the images as still frames, and wants the probes sink.
+    std::fs::write(&path, &frames_head).unwrap();
     let out = ffstream(&["run", path.to_str().unwrap()]);
-    assert_user_error(&out, "`head.kind` must be \"labelled\" for the mnist source");
+    assert_user_error(&out, "`sink.kind` must be \"probes\" with a frames head");
+    let sink_line = frames_head.lines().position(|l| l == "kind = \"readout\"").unwrap() + 1;
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("line {sink_line}")), "{out:?}");
+    // A frames head on Aesop: each kind parses, the pairing does not.
+    std::fs::write(&path, frames_head.replace("kind = \"mnist\"", "kind = \"aesop\"")).unwrap();
+    let out = ffstream(&["run", path.to_str().unwrap()]);
+    assert_user_error(&out, "`head.kind` must be \"labelled\" for the aesop source");
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("line {line}")), "{out:?}");
     // A setting of another kind of head does not parse, and its table's line is named.
     std::fs::write(&path, text.replace("kind = \"labelled\"", "kind = \"labelled\"\nwindow = 2")).unwrap();

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use sections::{
     Cifar10Source, FrameHeadSpec, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings,
-    ProbeSettings, ReadoutSettings, Roles, SinkSpec, SourceSpec,
+    ProbeSettings, ReadoutSettings, Roles, SinkSpec, SoftmaxProbeSettings, SourceSpec,
 };
 pub use stage::{DenseSpec, LocalSpec, RecurrentConfig, RecurrentSpec, StageShape, StageSpec};
 
@@ -153,6 +153,12 @@ impl Dataset {
     /// Whether it is a frame stream (the video head and sink) rather than labelled rows.
     pub fn is_frame_stream(self) -> bool {
         matches!(self, Dataset::MovingMnist | Dataset::Video)
+    }
+
+    /// Whether its labelled rows are images, which a frames head can also play as still
+    /// frames ([`crate::video::still`]).
+    pub fn has_images(self) -> bool {
+        matches!(self, Dataset::Mnist | Dataset::Cifar10 | Dataset::Idx)
     }
 }
 
@@ -694,13 +700,16 @@ impl PipelineConfig {
             }
             SourceSpec::Cifar10(_) | SourceSpec::Aesop(_) => {}
         }
-        if self.data.frames_per_epoch.is_some() && !frames {
+        // A still-image stream's epoch is its training split, and its test is the softmax on
+        // the splits, so the stream-only keys do not apply to it.
+        let stream = self.dataset().is_frame_stream();
+        if self.data.frames_per_epoch.is_some() && !stream {
             return fail("data.frames_per_epoch", "applies to frame streams (moving_mnist, video) only: remove it");
         }
         if self.data.frames_per_epoch == Some(0) {
             return fail("data.frames_per_epoch", "must be at least 1");
         }
-        if self.eval.probe_frames != 0 && !frames {
+        if self.eval.probe_frames != 0 && !stream {
             return fail("eval.probe_frames", "applies to frame streams (moving_mnist, video) only: remove it");
         }
         if let Some(h) = self.frame_head() {
@@ -711,7 +720,31 @@ impl PipelineConfig {
                 return fail("head.negatives", "shuffle and cut need windows of 2 or more frames (head.window)");
             }
         }
+        if self.is_still_stream() {
+            if self.frame_head().is_some_and(|h| h.window != 1) {
+                return fail("head.window", "must be 1 for still images (every image is its own frame)");
+            }
+            if matches!(&self.sink, Some(SinkSpec::Probes(p)) if p.backprop_twin) {
+                return fail(
+                    "sink.backprop_twin",
+                    "applies to Moving MNIST; the backprop twin of an image dataset is a pipeline of its own (trainer = \"backprop\")",
+                );
+            }
+        }
         if let Some(SinkSpec::Probes(p)) = &self.sink {
+            let softmax = &p.softmax;
+            if softmax.epochs == 0 || softmax.batch == 0 {
+                return fail("sink.softmax.epochs", "and sink.softmax.batch must be at least 1");
+            }
+            if !positive(softmax.lr) {
+                return fail("sink.softmax.lr", "must be positive");
+            }
+            if !non_negative(softmax.weight_cost) {
+                return fail("sink.softmax.weight_cost", "must be zero or positive");
+            }
+            if softmax.from.is_some_and(|f| f < self.model.readout_from || f > self.model.layers.len()) {
+                return fail("sink.softmax.from", "must be a stage from model.readout_from to the last");
+            }
             if !positive(p.probe_lr) {
                 return fail("sink.probe_lr", "must be positive");
             }
@@ -812,10 +845,16 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// True for the unsupervised frame streams (Moving MNIST, video), false for the labelled
-    /// datasets (MNIST, CIFAR-10, IDX, Aesop).
+    /// True for what plays as an unsupervised frame stream: Moving MNIST, video, and labelled
+    /// images through a frames head (still frames); false for labelled rows (MNIST, CIFAR-10,
+    /// IDX and Aesop with a labelled head, and every backprop twin of them).
     pub fn is_frame_stream(&self) -> bool {
-        self.dataset().is_frame_stream()
+        self.dataset().is_frame_stream() || self.is_still_stream()
+    }
+
+    /// True for labelled images played as still frames through a frames head.
+    pub fn is_still_stream(&self) -> bool {
+        self.dataset().has_images() && matches!(self.head, Some(HeadSpec::Frames(_)))
     }
 
     /// The dataset the source reads.

@@ -7,7 +7,7 @@
 //! input = "samples/cockatoo.mp4"
 //!
 //! [head]
-//! kind = "frames"         # labelled (rows with labels: MNIST, CIFAR-10, IDX, Aesop) | frames (frame streams)
+//! kind = "frames"         # labelled (rows with labels: MNIST, CIFAR-10, IDX, Aesop) | frames (frame streams, or images as still frames)
 //! window = 2
 //!
 //! [sink]
@@ -29,6 +29,7 @@ use crate::data::{cifar10, moving_mnist, DataError};
 use crate::head::NegativeLabels;
 use crate::negative::NegativeKind;
 use crate::source::video::VideoConfig;
+pub use crate::video::softmax_probe::SoftmaxProbeSettings;
 
 /// What feeds the first stage (`[source]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -249,6 +250,10 @@ pub struct ProbeSettings {
     /// The quick twin's optimizer (one pass over its frames).
     #[serde(default)]
     pub twin: TwinSettings,
+    /// The softmax trained on the frozen stages at the end, for a still-image stream
+    /// (MNIST, CIFAR-10, IDX through a frames head; paper §3.2).
+    #[serde(default)]
+    pub softmax: SoftmaxProbeSettings,
 }
 
 impl Default for ProbeSettings {
@@ -258,6 +263,7 @@ impl Default for ProbeSettings {
             probe_lr: default_probe_lr(),
             backprop_twin: false,
             twin: TwinSettings::default(),
+            softmax: SoftmaxProbeSettings::default(),
         }
     }
 }
@@ -315,7 +321,9 @@ impl<'a> Roles<'a> {
         let fail = |key: &str, message: String| Err((key.to_string(), message));
         let dataset = config.source.dataset();
         let frames = dataset.is_frame_stream();
-        let (head_kind, sink_kind) = if frames { ("frames", "probes") } else { ("labelled", "readout") };
+        // Labelled images also play as still frames, unlabelled, through a frames head (E1, E2).
+        let stills = dataset.has_images() && matches!(config.head, Some(HeadSpec::Frames(_)));
+        let (head_kind, sink_kind) = if frames || stills { ("frames", "probes") } else { ("labelled", "readout") };
         match (config.trainer, &config.head, &config.sink) {
             (Trainer::Backprop, None, None) => Ok(Roles::Backprop),
             (Trainer::Backprop, Some(_), _) => {
@@ -330,14 +338,22 @@ impl<'a> Roles<'a> {
             (Trainer::Ff, Some(_), None) => {
                 fail("sink", format!("is required for the ff trainer: [sink] kind = \"{sink_kind}\""))
             }
-            (Trainer::Ff, Some(head), Some(sink)) => match (head, sink, frames) {
+            (Trainer::Ff, Some(head), Some(sink)) => match (head, sink, frames || stills) {
                 (HeadSpec::Labelled(head), SinkSpec::Readout(readout), false) => {
                     Ok(Roles::LabelledFf { head, readout })
                 }
                 (HeadSpec::Frames(head), SinkSpec::Probes(probes), true) => Ok(Roles::FramesFf { head, probes }),
-                (HeadSpec::Labelled(_), _, true) | (HeadSpec::Frames(_), _, false) => {
+                (HeadSpec::Labelled(_), _, true) => {
                     fail("head.kind", format!("must be \"{head_kind}\" for the {} source", dataset.name()))
                 }
+                (HeadSpec::Frames(_), _, false) => fail(
+                    "head.kind",
+                    format!(
+                        "must be \"labelled\" for the {} source (\"frames\" plays mnist, cifar10, idx, moving_mnist and video)",
+                        dataset.name()
+                    ),
+                ),
+                _ if stills => fail("sink.kind", "must be \"probes\" with a frames head (images as still frames)".into()),
                 _ => fail("sink.kind", format!("must be \"{sink_kind}\" for the {} source", dataset.name())),
             },
         }

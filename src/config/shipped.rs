@@ -6,7 +6,7 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 25] = [
+pub const PIPELINES: [(&str, &str); 27] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
@@ -20,6 +20,8 @@ pub const PIPELINES: [(&str, &str); 25] = [
     ("mnist-quick", include_str!("../../pipeline/mnist-quick.toml")),
     ("mnist-sleep", include_str!("../../pipeline/mnist-sleep.toml")),
     ("mnist-supervised", include_str!("../../pipeline/mnist-supervised.toml")),
+    ("mnist-unsupervised", include_str!("../../pipeline/mnist-unsupervised.toml")),
+    ("mnist-unsupervised-local", include_str!("../../pipeline/mnist-unsupervised-local.toml")),
     ("mnist-supervised-2xlr", include_str!("../../pipeline/mnist-supervised-2xlr.toml")),
     ("mnist-matlab", include_str!("../../pipeline/mnist-matlab.toml")),
     ("mnist-jitter", include_str!("../../pipeline/mnist-jitter.toml")),

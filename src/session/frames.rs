@@ -15,7 +15,7 @@ use super::twin::{self, Batch, TwinData};
 use super::{RunOptions, RunState, Session};
 use crate::backprop::{Backprop, BackpropConfig};
 use crate::config::build::{build_backprop_for, build_stages_for};
-use crate::config::{FrameHeadSpec, PipelineConfig, ProbeSettings, Roles, TwinSettings};
+use crate::config::{FrameHeadSpec, PipelineConfig, ProbeSettings, Roles, SoftmaxProbeSettings, TwinSettings};
 use crate::data::mnist::CLASSES;
 use crate::matmul::Threads;
 use crate::metrics::Latency;
@@ -26,6 +26,7 @@ use crate::video::feed::{Feed, FrameFeed, FrameShape};
 use crate::video::head::{frame_values, VideoHead, VideoHeadConfig};
 use crate::video::probe::{max_over_positions, probe_error_pct, stage_features, windows_of, BLOCKS};
 use crate::video::sink::VideoSink;
+use crate::video::softmax_probe::{self, Features};
 use crate::video::Frame;
 
 /// The workload of a frame stream.
@@ -36,6 +37,8 @@ pub struct Frames {
     /// Labelled frames for the final probes, and for the one-pass backprop twin beside them.
     probe: Option<Vec<Frame>>,
     twin_frames: Option<Vec<Frame>>,
+    /// The splits of a still-image stream, for the frozen softmax at the end.
+    splits: Option<Arc<crate::data::Labelled>>,
     spec: FrameHeadSpec,
     probes: ProbeSettings,
     sink: VideoSink,
@@ -61,8 +64,8 @@ impl Frames {
             .skip(config.model.readout_from - 1)
             .unzip();
         let sink = VideoSink::new(names, &units, probes.probe_lr);
-        let Feed { feed: frames, shape, probe, twin: twin_frames } = feed;
-        Ok(Frames { frames: Some(frames), shape, probe, twin_frames, spec, probes, sink, head: None, inputs })
+        let Feed { feed: frames, shape, probe, twin: twin_frames, splits } = feed;
+        Ok(Frames { frames: Some(frames), shape, probe, twin_frames, splits, spec, probes, sink, head: None, inputs })
     }
 }
 
@@ -190,8 +193,90 @@ impl Workload for Frames {
             )?;
             crate::run_folder::save_state(session.dir, state)?;
         }
+        if let (Ending::Finished, Some(data)) = (ending, self.splits.take()) {
+            final_softmax(session.config, &self.spec, &self.probes.softmax, self.inputs, &mut stages, &data, state)?;
+            crate::run_folder::save_state(session.dir, state)?;
+        }
         Ok(())
     }
+}
+
+/// The still-image test (paper §3.2): a softmax trained on the frozen stages' normalized
+/// activities of the training split, its epochs chosen on validation, scored once on the test
+/// split: on the layers from `sink.softmax.from` (E1: 2-4), on those from `model.readout_from`
+/// when that differs, on the same layers of a random-init net of the same shape, and on the raw
+/// pixels.
+fn final_softmax(
+    config: &PipelineConfig,
+    spec: &FrameHeadSpec,
+    settings: &SoftmaxProbeSettings,
+    inputs: usize,
+    stages: &mut [Box<dyn Stage>],
+    data: &crate::data::Labelled,
+    state: &mut RunState,
+) -> Result<()> {
+    let started = Instant::now();
+    let rows = |split: &crate::data::Split| {
+        let mut values = Vec::with_capacity(split.len() * split.width());
+        for i in 0..split.len() {
+            frame_values(split.image(i), spec.center, &mut values);
+        }
+        // Invariant: `StillFeed::new` checked every split's width against the source's shape.
+        Array2::from_shape_vec((split.len(), split.width()), values).expect("rows of the image width")
+    };
+    let splits = [rows(&data.train), rows(&data.validation), rows(&data.test)];
+    let labels = [&data.train.labels[..], &data.validation.labels[..], &data.test.labels[..]];
+    let first = config.model.readout_from;
+    let last = config.model.layers.len();
+    let from = settings.from.unwrap_or(first);
+    let span = |from: usize| if from == last { format!("layer{last}") } else { format!("layers{from}-{last}") };
+    let mut sets = vec![from];
+    if first != from {
+        sets.push(first);
+    }
+    let mut test = ErrorsPct::new();
+    let mut validation = ErrorsPct::new();
+    let mut fits = serde_json::Map::new();
+    let mut score = |key: String, blocks: [&[Array2<f32>]; 3]| {
+        let features = |k: usize| Features { blocks: blocks[k].iter().collect(), labels: labels[k] };
+        let fit = softmax_probe::fit(settings, data.classes, config.seed, &features(0), &features(1), &features(2));
+        test.insert(key.clone(), fit.test_pct);
+        validation.insert(key.clone(), fit.validation_pct);
+        fits.insert(key, serde_json::to_value(&fit).unwrap_or_default());
+    };
+    // The trained net, then a random one: one net's features of all three splits at a time.
+    for (net, prefix) in [(None, "softmax"), (Some(build_stages_for(config, inputs)), "softmax_random")] {
+        let mut net = net;
+        let stages: &mut [Box<dyn Stage>] = match net.as_mut() {
+            Some(random) => random,
+            None => &mut *stages,
+        };
+        let features = splits.iter().map(|x| stage_features(stages, x.clone(), 500)).collect::<Result<Vec<_>, _>>()?;
+        for &set in if prefix == "softmax" { &sets[..] } else { &sets[..1] } {
+            let skip = set - first;
+            score(
+                format!("{prefix}.{}", span(set)),
+                [&features[0][skip..], &features[1][skip..], &features[2][skip..]],
+            );
+        }
+    }
+    let pixels = splits.map(|x| crate::ff::normalize::normalize_rows(&x.view()));
+    score(
+        "softmax.pixels".into(),
+        [std::slice::from_ref(&pixels[0]), std::slice::from_ref(&pixels[1]), std::slice::from_ref(&pixels[2])],
+    );
+    tracing::info!(
+        "frozen softmax ({:.0} s; trained on {} images, epochs chosen on {}, tested on {}): {}",
+        started.elapsed().as_secs_f64(),
+        data.train.len(),
+        data.validation.len(),
+        data.test.len(),
+        test.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ")
+    );
+    state.details.insert("softmax".into(), serde_json::Value::Object(fits));
+    state.metrics.val_error_pct.extend(validation);
+    state.metrics.test_error_pct = test;
+    Ok(())
 }
 
 /// Scores the frozen trained stages, a random-init net of the same shape, and (if asked) the

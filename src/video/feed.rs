@@ -232,4 +232,7 @@ pub struct Feed {
     pub probe: Option<Vec<Frame>>,
     /// Labelled training frames for the backprop twin, if asked for.
     pub twin: Option<Vec<Frame>>,
+    /// The splits of a still-image source ([`super::still`]), for the frozen softmax readout
+    /// at the end; `None` for a video or Moving MNIST.
+    pub splits: Option<std::sync::Arc<crate::data::Labelled>>,
 }

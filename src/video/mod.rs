@@ -7,7 +7,8 @@
 //! - [`feed`]: frame feeds by epoch (files, Moving MNIST, live streams, memory).
 //! - [`head`]: windows of frames as positive rows, and their negatives ([`negatives`]).
 //! - [`sink`]: goodness separation per stage and live probes while streaming; [`probe`]: the
-//!   linear probes on frozen stages, against a random-init net.
+//!   linear probes on frozen stages, against a random-init net; [`softmax_probe`]: the softmax
+//!   readout on frozen stages of a still-image stream ([`still`]: a labelled dataset as frames).
 
 #[cfg(feature = "video")]
 pub mod input;
@@ -21,6 +22,8 @@ pub mod negatives;
 pub mod open;
 pub mod probe;
 pub mod sink;
+pub mod softmax_probe;
+pub mod still;
 
 use std::time::Instant;
 

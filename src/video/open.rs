@@ -1,5 +1,5 @@
-//! Opening the frame feed a pipeline file describes: Moving MNIST or a video input. The one
-//! place that knows every kind of feed.
+//! Opening the frame feed a pipeline file describes: Moving MNIST, a video input, or a labelled
+//! image dataset as still frames. The one place that knows every kind of feed.
 
 use super::feed::{Feed, FrameShape};
 use crate::config::{ProbeSettings, Roles, SourceSpec};
@@ -28,9 +28,17 @@ pub fn open(
             let twin = backprop_twin.then(|| feed.train_frames(twin_frames));
             let side = super::moving::SIDE;
             let shape = FrameShape { width: side, height: side, channels: 1 };
-            Ok(Feed { feed: Box::new(feed), shape, probe, twin })
+            Ok(Feed { feed: Box::new(feed), shape, probe, twin, splits: None })
         }
         SourceSpec::Video(video) => open_video(video, frames_per_epoch, stop),
+        SourceSpec::Mnist(_) | SourceSpec::Cifar10(_) | SourceSpec::Idx(_) => {
+            let data = crate::session::labelled::load_data(config, data_dir)?;
+            // Invariant: every image source has a shape once resolved (`PipelineConfig::resolved`).
+            let (height, width, channels) = config.image_shape().expect("an image source has a shape");
+            let shape = FrameShape { width, height, channels };
+            let feed = super::still::StillFeed::new(std::sync::Arc::clone(&data), shape, config.seed)?;
+            Ok(Feed { feed: Box::new(feed), shape, probe: None, twin: None, splits: Some(data) })
+        }
         other => anyhow::bail!("`{}` is not a frame stream", other.dataset().name()),
     }
 }
@@ -54,7 +62,7 @@ fn open_video(
     video.input = resolve_input(&video);
     let feed = super::feed::VideoFeed::open(video.clone(), frames_per_epoch, stop)?;
     let shape = FrameShape { width: video.width, height: video.height, channels: video.color.channels() };
-    Ok(Feed { feed: Box::new(feed), shape, probe: None, twin: None })
+    Ok(Feed { feed: Box::new(feed), shape, probe: None, twin: None, splits: None })
 }
 
 /// A relative file path that does not exist from here is looked up in the crate's own folder,
