@@ -148,7 +148,7 @@ pub fn results_markdown(records: &[Record]) -> String {
          | experiment | paper | ours: goodness | ours: softmax | ours: backprop | validation | epochs | run | wall time | machine | seeds | commit |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (exp, rs) in by_exp.iter().filter(|(_, rs)| dataset(rs[0]) == "mnist") {
+    for (exp, rs) in by_exp.iter().filter(|(_, rs)| dataset(rs[0]) == "mnist" && !is_still_stream(rs[0])) {
         let pick = |f: &dyn Fn(&Record) -> Option<f64>| rs.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
         let paper = rs[0]
             .pipeline
@@ -178,6 +178,7 @@ pub fn results_markdown(records: &[Record]) -> String {
             commits.join(", ")
         );
     }
+    out += &still_table(&by_exp);
     out += &sequence_table(&by_exp);
     out += &frame_stream_table(&by_exp);
     out += "\nDeviations from the paper and choices where it is silent are listed at the top of each \
@@ -196,6 +197,69 @@ fn dataset(r: &Record) -> &str {
 /// Whether a record is of a frame stream (Moving MNIST, video) rather than labelled data.
 fn is_frame_stream(r: &Record) -> bool {
     !matches!(dataset(r), "mnist" | "aesop" | "cifar10" | "idx")
+}
+
+/// Whether a record is of labelled images played unlabelled as still frames (a frames head).
+fn is_still_stream(r: &Record) -> bool {
+    let head = r.pipeline.get("head").and_then(|h| h.get("kind")).and_then(|k| k.as_str());
+    matches!(dataset(r), "mnist" | "cifar10" | "idx") && head == Some("frames")
+}
+
+/// Unsupervised FF on still images (E1, E2): the frozen softmax on the paper's layers, with
+/// the first layer too, on the same layers at random init, and on the pixels.
+fn still_table(by_exp: &BTreeMap<&str, Vec<&Record>>) -> String {
+    let rows: Vec<(&&str, &Vec<&Record>)> = by_exp.iter().filter(|(_, rs)| is_still_stream(rs[0])).collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n## Unsupervised FF on still images (E1, E2): a softmax on the frozen layers\n\n\
+         The images play unlabelled through the frames head with hybrid negatives; after the last epoch a linear \
+         softmax is trained with the labels on the frozen layers' normalized activities (the training split), its \
+         epoch chosen on validation, and scored once on the test split: on the layers the pipeline names \
+         (`sink.softmax.from`), with every layer, on the same layers of the net at random init, and on the pixels.\n\n\
+         | experiment | paper | test: softmax on | with layer 1 | random init | pixels | validation | epochs | wall time | machine | seeds | commit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (exp, rs) in rows {
+        // The paper's layer set is the key of `softmax.*` that the random-init net shares.
+        let key = rs[0]
+            .metrics
+            .test_error_pct
+            .keys()
+            .find_map(|k| k.strip_prefix("softmax_random.").map(str::to_string))
+            .unwrap_or_default();
+        let all = rs[0]
+            .metrics
+            .test_error_pct
+            .keys()
+            .filter_map(|k| k.strip_prefix("softmax."))
+            .find(|l| l.starts_with("layers1-"))
+            .map(str::to_string);
+        let stat =
+            |f: &dyn Fn(&Record) -> Option<f64>| mean_spread(&rs.iter().filter_map(|r| f(r)).collect::<Vec<_>>());
+        let test = |k: String| stat(&move |r: &Record| r.metrics.test_error_pct.get(&k).copied());
+        let paper = rs[0].pipeline.get("paper").and_then(|p| p.get("test_error_pct")).and_then(|v| v.as_f64());
+        let first_layer = match all.filter(|a| *a != key) {
+            Some(a) => format!("{} ({a})", test(format!("softmax.{a}"))),
+            None => "–".into(),
+        };
+        let val_key = format!("softmax.{key}");
+        let wall = rs.iter().map(|r| r.wall_time_s).sum::<f64>() / rs.len() as f64 / 60.0;
+        out += &format!(
+            "| {exp} | {} | {} ({key}) | {first_layer} | {} | {} | {} | {} | {wall:.0} min | {} | {} | {} |\n",
+            paper.map_or("–".into(), |p| format!("{p:.2}")),
+            test(format!("softmax.{key}")),
+            test(format!("softmax_random.{key}")),
+            test("softmax.pixels".into()),
+            stat(&|r: &Record| r.metrics.val_error_pct.get(&val_key).copied()),
+            rs[0].epochs,
+            rs[0].machine,
+            rs.iter().map(|r| r.seed.to_string()).collect::<Vec<_>>().join(", "),
+            rs.iter().map(|r| r.commit.chars().take(8).collect::<String>()).collect::<Vec<_>>().join(", "),
+        );
+    }
+    out
 }
 
 /// The unsupervised frame-stream records: frozen-probe errors per stage against the same net at

@@ -80,6 +80,8 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
                     .iter()
                     .filter(|f| !f.starts_with("source.max_frames") || parsed.dataset() == Dataset::Video)
                     .filter(|f| !f.starts_with("sink.") || parsed.sink.is_some())
+                    // Still images: an epoch is the training split, the test is the softmax on it.
+                    .filter(|f| !parsed.is_still_stream() || !f.starts_with("data.") && !f.starts_with("eval."))
                     .map(|s| s.to_string()),
             );
             // Stages with settings of their own are resized table by table.
@@ -108,6 +110,59 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
         assert!(!measured.is_empty(), "{name}: nothing measured");
         assert!(ffstream::checkpoint::load_run(&outcome.run_dir).is_ok(), "{name}: no checkpoint");
         assert!(outcome.run_dir.join("metrics.jsonl").is_file() || outcome.record.wall_time_s < 1.0, "{name}");
+    }
+}
+
+/// E1's path at a small size: MNIST unlabelled through the frames head, then the frozen
+/// softmax on the splits. The softmax must read features that beat chance by far, choose its
+/// epoch on validation, and score the paper's layers, all layers, random init and pixels.
+#[test]
+fn unlabelled_mnist_as_still_frames_gives_features_a_frozen_softmax_reads() {
+    let runs = tempfile::tempdir().unwrap();
+    let o: Vec<String> = [
+        "data.train_size=2000",
+        "data.validation_size=500",
+        "data.test_size=500",
+        "data.epochs=2",
+        "model.layers=[100, 100, 100]",
+        "sink.eval_windows=200",
+        "sink.softmax.epochs=4",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let text = include_str!("../pipeline/mnist-unsupervised.toml");
+    let config = PipelineConfig::parse(text, "mnist-unsupervised", &o).unwrap();
+    assert!(config.is_still_stream() && config.is_frame_stream());
+    let outcome = session::run(&config, &options(runs.path())).unwrap();
+    assert!(outcome.completed);
+    let test = &outcome.record.metrics.test_error_pct;
+    let keys: Vec<&str> = test.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["softmax.layers1-3", "softmax.layers2-3", "softmax.pixels", "softmax_random.layers2-3"]);
+    for (k, v) in test.iter().filter(|(k, _)| !k.starts_with("softmax_random")) {
+        assert!(*v < 35.0, "{k}: {v}% on 500 test digits (chance: 90%)");
+    }
+    // Two epochs already make features better than the same net's at random init.
+    assert!(test["softmax.layers2-3"] < test["softmax_random.layers2-3"], "{test:?}");
+    let val = &outcome.record.metrics.val_error_pct;
+    assert!(val.contains_key("softmax.layers2-3") && val.contains_key("separation.layer1"), "{val:?}");
+    let fit = &outcome.record.details["softmax"]["softmax.layers2-3"];
+    let curve = fit["validation_pct_by_epoch"].as_array().unwrap();
+    assert_eq!(curve.len(), 4);
+    let best = fit["best_epoch"].as_u64().unwrap() as usize;
+    let lowest = curve.iter().map(|v| v.as_f64().unwrap()).fold(f64::MAX, f64::min);
+    assert_eq!(curve[best - 1].as_f64().unwrap(), lowest);
+    // Every training image played once per epoch, none dropped.
+    assert_eq!(outcome.record.details["source"]["decoded"].as_u64(), Some(4000));
+    // What does not apply to still images is refused with its key.
+    for (bad, key) in [
+        ("head.window=2", "head.window"),
+        ("sink.backprop_twin=true", "sink.backprop_twin"),
+        ("data.frames_per_epoch=100", "data.frames_per_epoch"),
+        ("sink.softmax.from=9", "sink.softmax.from"),
+    ] {
+        let err = PipelineConfig::parse(text, "mnist-unsupervised", &[bad.to_string()]).unwrap_err().to_string();
+        assert!(err.contains(key), "{bad}: {err}");
     }
 }
 

@@ -33,6 +33,13 @@ pub struct Dense {
 /// A fully connected FF layer.
 pub type FfDense = FfLayer<Dense>;
 
+impl Dense {
+    /// `units` units on `inputs` inputs.
+    pub fn new(inputs: usize, units: usize) -> Dense {
+        Dense { inputs, units }
+    }
+}
+
 impl FfDenseConfig {
     /// Builds the layer with Matlab's initialization: `W ~ N(0, 1)/√fan-in`, `b = 0`.
     pub fn build(self) -> FfDense {
@@ -49,10 +56,17 @@ impl Connectivity for Dense {
         self.units
     }
 
-    fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32> {
-        let mut rng = Rng::derive(seed, "ff_dense.init", layer as u64);
-        let scale = 1.0 / (self.inputs as f32).sqrt();
+    fn init_purpose(&self) -> &'static str {
+        "ff_dense.init"
+    }
+
+    fn draw_weights(&self, rng: &mut Rng, extra_fan_in: usize) -> Array2<f32> {
+        let scale = 1.0 / ((self.inputs + extra_fan_in) as f32).sqrt();
         Array2::from_shape_simple_fn((self.inputs, self.units), || rng.normal() * scale)
+    }
+
+    fn fan_in(&self) -> usize {
+        self.inputs
     }
 
     fn forward(&self, pool: &StagePool, weights: &Array2<f32>, x: &Array2<f32>, y: &mut Array2<f32>) {

@@ -85,9 +85,18 @@ impl FfLocalConfig {
                 input = self.fields.input
             ),
         })?;
+        let local = Local::new(self.fields, self.channels, self.shared, output);
+        Ok(FfLayer::new(&self.name, self.layer, local, self.ff))
+    }
+}
+
+impl Local {
+    /// `channels` units at each position of the `output` grid of `fields` (which must be the
+    /// fields' grid), with weights of their own or `shared` by all positions.
+    pub fn new(fields: Fields, channels: usize, shared: bool, output: MapShape) -> Local {
         let runs: Vec<Vec<Run>> = (0..output.height)
             .flat_map(|fy| (0..output.width).map(move |fx| (fy, fx)))
-            .map(|(fy, fx)| self.fields.runs(fy, fx))
+            .map(|(fy, fx)| fields.runs(fy, fx))
             .collect();
         let pairs = runs
             .iter()
@@ -95,8 +104,7 @@ impl FfLocalConfig {
                 field.iter().flat_map(|r| (0..r.len).map(move |k| ((r.from + k) as u32, (r.to + k) as u32))).collect()
             })
             .collect();
-        let local = Local { fields: self.fields, channels: self.channels, shared: self.shared, output, runs, pairs };
-        Ok(FfLayer::new(&self.name, self.layer, local, self.ff))
+        Local { fields, channels, shared, output, runs, pairs }
     }
 }
 
@@ -175,19 +183,30 @@ impl Connectivity for Local {
         self.output.len()
     }
 
-    fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32> {
+    fn init_purpose(&self) -> &'static str {
+        if self.shared {
+            "ff_conv.init"
+        } else {
+            "ff_local.init"
+        }
+    }
+
+    fn fan_in(&self) -> usize {
+        self.fields.patch_len()
+    }
+
+    fn draw_weights(&self, rng: &mut Rng, extra_fan_in: usize) -> Array2<f32> {
         if self.shared {
             // Every weight meets the map at some position: N(0, 1)/√(the whole field).
-            let mut rng = Rng::derive(seed, "ff_conv.init", layer as u64);
             let patch = self.fields.patch_len();
-            let scale = 1.0 / (patch as f32).sqrt();
+            let scale = 1.0 / ((patch + extra_fan_in) as f32).sqrt();
             return Array2::from_shape_simple_fn((self.channels, patch), || rng.normal() * scale);
         }
-        let mut rng = Rng::derive(seed, "ff_local.init", layer as u64);
         let channels = self.channels;
         let mut weights = Array2::zeros((self.runs.len() * channels, self.fields.patch_len()));
         for (p, field) in self.runs.iter().enumerate() {
-            let scale = 1.0 / (field.iter().map(|r| r.len).sum::<usize>().max(1) as f32).sqrt();
+            let seen = field.iter().map(|r| r.len).sum::<usize>() + extra_fan_in;
+            let scale = 1.0 / (seen.max(1) as f32).sqrt();
             for c in 0..channels {
                 let mut unit = weights.row_mut(p * channels + c);
                 for run in field {

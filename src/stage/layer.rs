@@ -13,6 +13,7 @@ use crate::ff::objective::Objective;
 use crate::ff::optim::ParamOptimizer;
 use crate::matmul::StagePool;
 use crate::packet::{Packet, Purpose, StageState};
+use crate::rng::Rng;
 
 /// How a layer's units connect to its inputs: the one thing a kind of feed-forward FF stage
 /// adds to the step every FF stage takes ([`FfLayer`]).
@@ -21,8 +22,18 @@ pub trait Connectivity: Send {
     fn inputs(&self) -> usize;
     /// Units of the layer.
     fn units(&self) -> usize;
-    /// The initial weights, in the connectivity's own layout.
-    fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32>;
+    /// The name of the random stream its weights are drawn from (with the layer's index).
+    fn init_purpose(&self) -> &'static str;
+    /// Weights drawn from `rng` in the connectivity's own layout: `N(0, 1)/√fan-in` on the
+    /// inputs each unit sees, where a unit also gets `extra_fan_in` inputs through another
+    /// connectivity (a recurrent layer's top-down weights), zero where it sees nothing.
+    fn draw_weights(&self, rng: &mut Rng, extra_fan_in: usize) -> Array2<f32>;
+    /// The inputs a unit sees (the most, where fields are cut by the map's border).
+    fn fan_in(&self) -> usize;
+    /// The initial weights of layer `layer` alone.
+    fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32> {
+        self.draw_weights(&mut Rng::derive(seed, self.init_purpose(), layer as u64), 0)
+    }
     /// `y += x̂·W`: the total inputs of normalized rows `x` `(rows, inputs)` into `y` `(rows, units)`.
     fn forward(&self, pool: &StagePool, weights: &Array2<f32>, x: &Array2<f32>, y: &mut Array2<f32>);
     /// `buffer = beta·buffer + alpha·x̂ᵀD`, in the weights' layout, for the learning rows `x`

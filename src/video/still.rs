@@ -89,3 +89,49 @@ impl FrameFeed for StillFeed {
         FeedCounters { decoded: self.played, ..Default::default() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(n: usize, first: u8) -> Split {
+        Split {
+            images: (0..n).flat_map(|i| [first + i as u8; 4]).collect(),
+            labels: (0..n).map(|i| first + i as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn every_epoch_plays_each_training_image_once_in_an_order_of_its_own() {
+        let data = Labelled {
+            train: split(50, 0),
+            validation: split(5, 100),
+            test: split(5, 200),
+            classes: 255,
+            sequences: vec![],
+        };
+        let shape = FrameShape { width: 2, height: 2, channels: 1 };
+        let mut feed = StillFeed::new(Arc::new(data), shape, 3).unwrap();
+        let play = |feed: &mut StillFeed, epoch| {
+            feed.start_epoch(epoch).unwrap();
+            std::iter::from_fn(|| feed.next_frame().unwrap())
+                .map(|f| {
+                    assert_eq!(f.pixels, vec![f.labels[0]; 4]);
+                    f.labels[0]
+                })
+                .collect::<Vec<u8>>()
+        };
+        let (one, two, again) = (play(&mut feed, 1), play(&mut feed, 2), play(&mut feed, 1));
+        let mut sorted = one.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<u8>>());
+        assert_ne!(one, two);
+        assert_eq!(one, again, "an epoch's order is the seed's and the epoch's, so a resume replays it");
+        let held: Vec<u8> = feed.holdout().unwrap().unwrap().iter().map(|f| f.labels[0]).collect();
+        assert_eq!(held, (100..105).collect::<Vec<u8>>());
+        let wrong = FrameShape { width: 3, height: 2, channels: 1 };
+        let data =
+            Labelled { train: split(5, 0), validation: split(1, 0), test: split(1, 0), classes: 5, sequences: vec![] };
+        assert!(StillFeed::new(Arc::new(data), wrong, 3).err().unwrap().to_string().contains("not the 2x3x1"));
+    }
+}
