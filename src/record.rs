@@ -164,9 +164,7 @@ pub fn results_markdown(records: &[Record]) -> String {
         let wall = pick(&|r: &Record| Some(r.wall_time_s));
         let wall = format!("{:.0} min", wall.iter().sum::<f64>() / wall.len().max(1) as f64 / 60.0);
         let seeds: Vec<String> = rs.iter().map(|r| r.seed.to_string()).collect();
-        // A resumed run names each session's commit: "abc+def".
-        let short = |c: &str| c.split('+').map(|p| p.chars().take(8).collect::<String>()).collect::<Vec<_>>().join("+");
-        let commits: Vec<String> = rs.iter().map(|r| short(&r.commit)).collect();
+        let commits: Vec<String> = rs.iter().map(|r| short_commit(&r.commit)).collect();
         out += &format!(
             "| {exp} | {paper} | {} | {} | {} | {val} | {} | {run} | {wall} | {} | {} | {} |\n",
             test("goodness"),
@@ -184,6 +182,11 @@ pub fn results_markdown(records: &[Record]) -> String {
     out += "\nDeviations from the paper and choices where it is silent are listed at the top of each \
             pipeline file in `pipeline/` and in the README.\n";
     out
+}
+
+/// A record's commit, shortened; a resumed run names each session's commit: "abc+def".
+fn short_commit(commit: &str) -> String {
+    commit.split('+').map(|p| p.chars().take(8).collect::<String>()).collect::<Vec<_>>().join("+")
 }
 
 /// The dataset a record ran on.
@@ -256,7 +259,7 @@ fn still_table(by_exp: &BTreeMap<&str, Vec<&Record>>) -> String {
             rs[0].epochs,
             rs[0].machine,
             rs.iter().map(|r| r.seed.to_string()).collect::<Vec<_>>().join(", "),
-            rs.iter().map(|r| r.commit.chars().take(8).collect::<String>()).collect::<Vec<_>>().join(", "),
+            rs.iter().map(|r| short_commit(&r.commit)).collect::<Vec<_>>().join(", "),
         );
     }
     out
@@ -312,7 +315,7 @@ fn frame_stream_table(by_exp: &BTreeMap<&str, Vec<&Record>>) -> String {
                 r.wall_time_s / 60.0,
                 r.machine,
                 r.seed,
-                r.commit.split('+').map(|p| p.chars().take(8).collect::<String>()).collect::<Vec<_>>().join("+"),
+                short_commit(&r.commit),
             );
         }
     }

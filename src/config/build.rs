@@ -1,12 +1,15 @@
 //! From a parsed pipeline file to the components of a run: the one place that knows every
 //! kind of stage, head, sink and twin.
 
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use anyhow::{bail, Result};
+
 use super::{LabelledHeadSpec, PipelineConfig, ReadoutSettings, Roles, SourceSpec, StageSpec};
 use crate::backprop::{Backprop, BackpropConfig};
-use crate::data::{aesop, cifar10, mnist, Labelled};
+use crate::data::{aesop, cifar10, idx, mnist, Labelled, Split};
 use crate::head::{HeadConfig, LabelledHead};
 use crate::sink::{Classify, Readout, ReadoutConfig};
 use crate::source::DatasetSource;
@@ -179,4 +182,33 @@ pub fn build_head(
         data,
         stop,
     )
+}
+
+/// Loads the labelled rows (MNIST, CIFAR-10, an IDX folder, Aesop) and cuts the splits to the
+/// sizes the pipeline asks for. An `idx` folder must hold the shape its pipeline was resolved
+/// with ([`PipelineConfig::resolved`]), if it was.
+pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Labelled>> {
+    let mut data = match &config.source {
+        SourceSpec::Aesop(_) => aesop::Aesop::load(data_dir)?.labelled(),
+        SourceSpec::Mnist(_) => Labelled::mnist(data_dir)?,
+        SourceSpec::Cifar10(_) => Labelled::cifar10(data_dir)?,
+        SourceSpec::Idx(s) => {
+            let folder = idx::locate(&s.path, data_dir)?;
+            let (data, shape) = idx::load(&folder, s.classes, s.validation)?;
+            if s.shape.is_some_and(|resolved| resolved != shape) {
+                bail!("`{}` changed while the run started: {shape:?}, not {:?}", folder.display(), s.shape);
+            }
+            data
+        }
+        other => bail!("`{}` is a frame stream, not labelled rows", other.dataset().name()),
+    };
+    let cut = |split: &mut Split, n: usize| {
+        if n > 0 {
+            *split = split.head(n);
+        }
+    };
+    cut(&mut data.train, config.data.train_size);
+    cut(&mut data.validation, config.data.validation_size);
+    cut(&mut data.test, config.data.test_size);
+    Ok(Arc::new(data))
 }

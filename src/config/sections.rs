@@ -29,7 +29,6 @@ use crate::data::{cifar10, moving_mnist, DataError};
 use crate::head::NegativeLabels;
 use crate::negative::NegativeKind;
 use crate::source::video::VideoConfig;
-pub use crate::video::softmax_probe::SoftmaxProbeSettings;
 
 /// What feeds the first stage (`[source]`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -268,6 +267,54 @@ impl Default for ProbeSettings {
     }
 }
 
+/// `[sink.softmax]`: the frozen softmax readout of a still-image stream.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SoftmaxProbeSettings {
+    /// Passes over the training split (the best on validation is kept).
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    /// ε of the smoothed-gradient rule (Matlab's softmax: 0.1).
+    #[serde(default = "default_lr")]
+    pub lr: f32,
+    /// Weight cost (Matlab's softmax: 0.003).
+    #[serde(default = "default_weight_cost")]
+    pub weight_cost: f32,
+    /// Rows per step.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// First stage (1-based) whose activities the readout reads, up to the last (paper E1: 2,
+    /// layers 2-4; default `model.readout_from`). The readout from `model.readout_from` is
+    /// scored too when it differs, to check the paper's claim that the first layer does not help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<usize>,
+}
+
+impl Default for SoftmaxProbeSettings {
+    fn default() -> SoftmaxProbeSettings {
+        SoftmaxProbeSettings {
+            epochs: default_epochs(),
+            lr: default_lr(),
+            weight_cost: default_weight_cost(),
+            batch: default_batch(),
+            from: None,
+        }
+    }
+}
+
+fn default_epochs() -> u32 {
+    20
+}
+fn default_lr() -> f32 {
+    0.1
+}
+fn default_weight_cost() -> f32 {
+    0.003
+}
+fn default_batch() -> usize {
+    100
+}
+
 fn one() -> usize {
     1
 }
@@ -322,7 +369,7 @@ impl<'a> Roles<'a> {
         let dataset = config.source.dataset();
         let frames = dataset.is_frame_stream();
         // Labelled images also play as still frames, unlabelled, through a frames head (E1, E2).
-        let stills = dataset.has_images() && matches!(config.head, Some(HeadSpec::Frames(_)));
+        let stills = config.is_still_stream();
         let (head_kind, sink_kind) = if frames || stills { ("frames", "probes") } else { ("labelled", "readout") };
         match (config.trainer, &config.head, &config.sink) {
             (Trainer::Backprop, None, None) => Ok(Roles::Backprop),

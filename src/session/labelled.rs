@@ -15,44 +15,15 @@ use super::{RunOptions, RunState};
 use crate::backprop::Backprop;
 use crate::boring_video::{Join, Repeat};
 use crate::checkpoint;
-use crate::config::build::{build_backprop, build_head, build_sink, build_stages, row_shape};
-use crate::config::{Dataset, PipelineConfig, SourceSpec, Trainer};
-use crate::data::{aesop, idx, Labelled as Rows, Split};
+use crate::config::build::{build_backprop, build_head, build_sink, build_stages, load_data, row_shape};
+use crate::config::{Dataset, PipelineConfig, Trainer};
+use crate::data::{aesop, Labelled as Rows, Split};
 use crate::head::LabelledHead;
 use crate::record::{CurvePoint, ErrorsPct};
 use crate::runtime::{self, Ending, EpochReport, Mode, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
 use crate::sink::{Classify, Tally};
 use crate::source::DatasetSource;
 use crate::stage::Stage;
-
-/// Loads the labelled rows (MNIST, CIFAR-10, an IDX folder, Aesop) and cuts the splits to the
-/// sizes the pipeline asks for. An `idx` folder must hold the shape its pipeline was resolved
-/// with ([`PipelineConfig::resolved`]), if it was.
-pub fn load_data(config: &PipelineConfig, data_dir: Option<&Path>) -> Result<Arc<Rows>> {
-    let mut data = match &config.source {
-        SourceSpec::Aesop(_) => aesop::Aesop::load(data_dir)?.labelled(),
-        SourceSpec::Mnist(_) => Rows::mnist(data_dir)?,
-        SourceSpec::Cifar10(_) => Rows::cifar10(data_dir)?,
-        SourceSpec::Idx(s) => {
-            let folder = idx::locate(&s.path, data_dir)?;
-            let (data, shape) = idx::load(&folder, s.classes, s.validation)?;
-            if s.shape.is_some_and(|resolved| resolved != shape) {
-                bail!("`{}` changed while the run started: {shape:?}, not {:?}", folder.display(), s.shape);
-            }
-            data
-        }
-        other => bail!("`{}` is a frame stream, not labelled rows", other.dataset().name()),
-    };
-    let cut = |split: &mut Split, n: usize| {
-        if n > 0 {
-            *split = split.head(n);
-        }
-    };
-    cut(&mut data.train, config.data.train_size);
-    cut(&mut data.validation, config.data.validation_size);
-    cut(&mut data.test, config.data.test_size);
-    Ok(Arc::new(data))
-}
 
 /// The workload of a labelled dataset.
 pub struct Labelled {

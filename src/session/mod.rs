@@ -28,8 +28,9 @@ use crate::record::{Record, Throughput};
 pub use crate::run_folder::{git_commit, Outcome, RunOptions, RunState};
 use crate::run_folder::{machine, open_run, save_state};
 
+pub use crate::config::build::load_data;
 pub use ff::Workload;
-pub use labelled::{evaluate, load_data, run_labelled};
+pub use labelled::{evaluate, run_labelled};
 
 /// What a trainer hands back: whether the run reached its last epoch, the whole run's
 /// per-stage rates, and the frames that reached the sink.

@@ -32,7 +32,7 @@ pub fn open(
         }
         SourceSpec::Video(video) => open_video(video, frames_per_epoch, stop),
         SourceSpec::Mnist(_) | SourceSpec::Cifar10(_) | SourceSpec::Idx(_) => {
-            let data = crate::session::labelled::load_data(config, data_dir)?;
+            let data = crate::config::build::load_data(config, data_dir)?;
             // Invariant: every image source has a shape once resolved (`PipelineConfig::resolved`).
             let (height, width, channels) = config.image_shape().expect("an image source has a shape");
             let shape = FrameShape { width, height, channels };
