@@ -1,4 +1,5 @@
-//! The backprop twin: a dense ReLU network trained end to end by backpropagation, as a baseline.
+//! The backprop twin: a ReLU network trained end to end by backpropagation, as a baseline; its
+//! hidden layers dense, or locally connected like `ff_local` stages (the paper's CIFAR-10 nets).
 //!
 //! Forward-Forward's claim is measured against what backpropagation reaches on the same data, so
 //! this module trains an ordinary multilayer perceptron beside the FF pipeline: it reads the same
@@ -15,15 +16,21 @@
 //! `δ_L = P − Y`; for each layer `l` (top down) `∂W_l = a_{l−1}ᵀ·δ_l`, `∂b_l = Σ_rows δ_l`, and
 //! `δ_{l−1} = (δ_l·W_lᵀ) ⊙ [a_{l−1} > 0]`. Hidden layers are plain ReLU, with no normalization
 //! between them. The optimizers ascend, so they are fed `−∂` (the ascent direction of the
-//! log-likelihood). Weight cost applies to weights only, as in the FF layers.
+//! log-likelihood). Weight cost applies to weights only, as in the FF layers. A local layer
+//! ([`Local`], the FF stages' own connectivity) computes the same three products through its
+//! fields: its forward pass, its gradient `a_{l−1}ᵀ·δ_l` in its own weight layout, and
+//! `δ_l·W_lᵀ` scattered back onto the inputs of each field ([`Local::backward_input`]).
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis, Ix1, Ix2, Zip};
 
 use crate::ff::normalize::normalize_rows_in_place;
 use crate::ff::optim::{ParamOptimizer, Rule, Schedule};
-use crate::matmul::{gemm, Threads};
+use crate::matmul::{gemm, StagePool, Threads};
 use crate::rng::Rng;
 use crate::source::FrameBatch;
+use crate::stage::ff_local::Local;
+use crate::stage::layer::Connectivity;
+use std::sync::Arc;
 
 /// Rows per forward pass in the evaluation methods ([`Backprop::error_pct`], [`Backprop::loss`]),
 /// to bound the memory of the activations on a whole test set.
@@ -36,6 +43,10 @@ pub struct BackpropConfig {
     pub inputs: usize,
     /// Widths of the hidden ReLU layers, bottom first; may be empty (softmax regression).
     pub hidden: Vec<usize>,
+    /// The fields of the hidden layers that are locally connected, by hidden layer (bottom
+    /// first; `None` or missing: dense). Each must read the level below's width and make the
+    /// layer's.
+    pub local: Vec<Option<Local>>,
     /// Number of classes (width of the logits).
     pub classes: usize,
     /// The update rule, shared by every tensor.
@@ -55,12 +66,12 @@ pub struct BackpropConfig {
 }
 
 impl BackpropConfig {
-    /// Builds the network: hidden weights `N(0,1)·√(2/fan_in)` (He), output weights
-    /// `N(0,1)/√fan_in`, biases zero. Layer `l` (1-based) draws from
-    /// `Rng::derive(seed, "backprop.init", l)`.
+    /// Builds the network: hidden weights `N(0,1)·√(2/fan_in)` (He; a local unit's fan-in is its
+    /// field on the map), output weights `N(0,1)/√fan_in`, biases zero. Layer `l` (1-based)
+    /// draws from `Rng::derive(seed, "backprop.init", l)`.
     ///
     /// # Panics
-    /// If `inputs`, `classes` or a hidden width is zero.
+    /// If `inputs`, `classes` or a hidden width is zero, or a local layer does not fit its widths.
     pub fn build(self) -> Backprop {
         assert!(self.inputs > 0, "backprop: inputs must be positive");
         assert!(self.classes > 0, "backprop: classes must be positive");
@@ -72,38 +83,53 @@ impl BackpropConfig {
         let layers = (0..count)
             .map(|l| {
                 let (fan_in, fan_out) = (widths[l], widths[l + 1]);
-                let scale = if l + 1 < count { (2.0 / fan_in as f32).sqrt() } else { 1.0 / (fan_in as f32).sqrt() };
                 let mut rng = Rng::derive(self.seed, "backprop.init", (l + 1) as u64);
-                let weights = Array2::from_shape_simple_fn((fan_in, fan_out), || rng.normal() * scale);
+                let local = self.local.get(l).cloned().flatten().filter(|_| l + 1 < count);
+                let weights = match &local {
+                    Some(fields) => {
+                        assert_eq!((fields.inputs(), fields.units()), (fan_in, fan_out), "backprop: local layer {l}");
+                        fields.draw_weights(&mut rng, 0) * std::f32::consts::SQRT_2
+                    }
+                    None => {
+                        let scale =
+                            if l + 1 < count { (2.0 / fan_in as f32).sqrt() } else { 1.0 / (fan_in as f32).sqrt() };
+                        Array2::from_shape_simple_fn((fan_in, fan_out), || rng.normal() * scale)
+                    }
+                };
                 Layer {
+                    weight_optimizer: ParamOptimizer::new(self.rule, self.lr, self.weight_cost, weights.raw_dim()),
                     weights,
+                    local,
                     bias: Array1::zeros(fan_out),
-                    weight_optimizer: ParamOptimizer::new(self.rule, self.lr, self.weight_cost, Ix2(fan_in, fan_out)),
                     bias_optimizer: ParamOptimizer::new(self.rule, self.lr, 0.0, Ix1(fan_out)),
                 }
             })
             .collect();
-        Backprop { config: self, layers, threads: Threads::One }
+        Backprop { config: self, layers, threads: Threads::One, pool: Arc::new(StagePool::new("backprop", 1)) }
     }
 }
 
-/// One fully connected layer and the optimizer state of its two tensors.
+/// One layer and the optimizer state of its two tensors.
 #[derive(Clone, Debug)]
 struct Layer {
-    /// `(in, out)`, row-major.
+    /// Dense: `(in, out)`, row-major; local: its fields' layout.
     weights: Array2<f32>,
+    /// The fields of a locally connected layer.
+    local: Option<Local>,
     /// `(out)`.
     bias: Array1<f32>,
     weight_optimizer: ParamOptimizer<Ix2>,
     bias_optimizer: ParamOptimizer<Ix1>,
 }
 
-/// A dense ReLU network trained with softmax cross-entropy by backpropagation.
+/// A ReLU network trained with softmax cross-entropy by backpropagation.
 #[derive(Clone, Debug)]
 pub struct Backprop {
     config: BackpropConfig,
     layers: Vec<Layer>,
     threads: Threads,
+    /// The same threads, for the local layers' products.
+    pool: Arc<StagePool>,
 }
 
 impl Backprop {
@@ -116,6 +142,11 @@ impl Backprop {
     /// on the machine may take [`Threads::Pool`]).
     pub fn set_threads(&mut self, threads: Threads) {
         self.threads = threads;
+        let n = match threads {
+            Threads::One => 1,
+            Threads::Pool(n) => n,
+        };
+        self.pool = Arc::new(StagePool::new("backprop", n));
     }
 
     /// Logits `(rows, classes)` for input rows `(rows, inputs)`. If `normalize_input`, the
@@ -150,20 +181,13 @@ impl Backprop {
         for (l, layer) in self.layers.iter_mut().enumerate().rev() {
             let below = &activations[l];
             let (alpha, beta) = layer.weight_optimizer.gradient_target(rows);
-            gemm(
-                alpha,
-                &below.t(),
-                &direction.view(),
-                beta,
-                &mut layer.weight_optimizer.buffer_mut().view_mut(),
-                threads,
-            );
+            layer.weight_gradient(below, &direction, alpha, beta, threads, &self.pool);
             let (alpha, beta) = layer.bias_optimizer.gradient_target(rows);
             let bias_sum = direction.sum_axis(Axis(0));
             layer.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
             if l > 0 {
                 // Uses this layer's weights before their update.
-                direction = back_through(&direction.view(), &layer.weights.view(), below, threads);
+                direction = layer.back_through(&direction.view(), below, threads, &self.pool);
             }
             layer.weight_optimizer.apply(&mut layer.weights, gain);
             layer.bias_optimizer.apply(&mut layer.bias, gain);
@@ -208,11 +232,11 @@ impl Backprop {
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let below = &activations[l];
             let mut dw = Array2::zeros(layer.weights.raw_dim());
-            gemm(1.0 / rows, &below.t(), &delta.view(), 0.0, &mut dw.view_mut(), self.threads);
+            gradient_into(layer.local.as_ref(), below, &delta, 1.0 / rows, 0.0, self.threads, &self.pool, &mut dw);
             let db = delta.sum_axis(Axis(0)) / rows;
             out.push((dw, db));
             if l > 0 {
-                delta = back_through(&delta.view(), &layer.weights.view(), below, self.threads);
+                delta = layer.back_through(&delta.view(), below, self.threads, &self.pool);
             }
         }
         out.reverse();
@@ -344,7 +368,10 @@ impl Backprop {
             let shape = (below.nrows(), layer.bias.len());
             // Invariant: the bias has `layer.bias.len()` values, the last axis of `shape`.
             let mut y = layer.bias.broadcast(shape).expect("bias broadcasts over rows").to_owned();
-            gemm(1.0, &below.view(), &layer.weights.view(), 1.0, &mut y.view_mut(), self.threads);
+            match &layer.local {
+                Some(fields) => fields.forward(&self.pool, &layer.weights, below, &mut y),
+                None => gemm(1.0, &below.view(), &layer.weights.view(), 1.0, &mut y.view_mut(), self.threads),
+            }
             if l < top {
                 y.mapv_inplace(|v| v.max(0.0));
             }
@@ -354,21 +381,68 @@ impl Backprop {
     }
 }
 
-/// `(δ·Wᵀ) ⊙ [below > 0]`: the error signal at the ReLU outputs `below` of the level beneath.
-fn back_through(
-    delta: &ArrayView2<f32>,
-    weights: &ArrayView2<f32>,
+/// `buffer = beta·buffer + alpha·belowᵀ·δ`, in the weights' layout of a layer with `local`
+/// fields (dense without).
+#[allow(clippy::too_many_arguments)]
+fn gradient_into(
+    local: Option<&Local>,
     below: &Array2<f32>,
+    delta: &Array2<f32>,
+    alpha: f32,
+    beta: f32,
     threads: Threads,
-) -> Array2<f32> {
-    let mut out = Array2::zeros(below.raw_dim());
-    gemm(1.0, delta, &weights.t(), 0.0, &mut out.view_mut(), threads);
-    Zip::from(&mut out).and(below).for_each(|d, &a| {
-        if a <= 0.0 {
-            *d = 0.0;
+    pool: &StagePool,
+    buffer: &mut Array2<f32>,
+) {
+    match local {
+        Some(fields) => fields.gradient(pool, &below.view(), delta, alpha, beta, buffer),
+        None => gemm(alpha, &below.t(), &delta.view(), beta, &mut buffer.view_mut(), threads),
+    }
+}
+
+impl Layer {
+    /// [`gradient_into`] the weight optimizer's buffer.
+    fn weight_gradient(
+        &mut self,
+        below: &Array2<f32>,
+        delta: &Array2<f32>,
+        alpha: f32,
+        beta: f32,
+        threads: Threads,
+        pool: &StagePool,
+    ) {
+        gradient_into(
+            self.local.as_ref(),
+            below,
+            delta,
+            alpha,
+            beta,
+            threads,
+            pool,
+            self.weight_optimizer.buffer_mut(),
+        );
+    }
+
+    /// `(δ·Wᵀ) ⊙ [below > 0]`: the error signal at the ReLU outputs `below` of the level beneath.
+    fn back_through(
+        &self,
+        delta: &ArrayView2<f32>,
+        below: &Array2<f32>,
+        threads: Threads,
+        pool: &StagePool,
+    ) -> Array2<f32> {
+        let mut out = Array2::zeros(below.raw_dim());
+        match &self.local {
+            Some(fields) => fields.backward_input(pool, &self.weights, delta, &mut out),
+            None => gemm(1.0, delta, &self.weights.t(), 0.0, &mut out.view_mut(), threads),
         }
-    });
-    out
+        Zip::from(&mut out).and(below).for_each(|d, &a| {
+            if a <= 0.0 {
+                *d = 0.0;
+            }
+        });
+        out
+    }
 }
 
 /// Mean cross-entropy and `δ = softmax(logits) − onehot(labels)` per row (not divided by rows).
@@ -428,6 +502,7 @@ mod tests {
         BackpropConfig {
             inputs,
             hidden,
+            local: Vec::new(),
             classes,
             rule,
             lr,
@@ -450,10 +525,26 @@ mod tests {
         activations[1..activations.len() - 1].iter().flat_map(|a| a.iter().map(|&v| v > 0.0)).collect()
     }
 
+    /// A net of two local layers on a 4x3 image: 3x3 fields (padding 1) with 2 units at each
+    /// position, then 3x3 fields of that map with 1 unit at each: 12 → 24 → 12 → 3.
+    fn local_net() -> Backprop {
+        use crate::ff::fields::{Fields, MapShape};
+        let image = MapShape::new(4, 3, 1);
+        let map1 = MapShape::new(4, 3, 2);
+        let first = Local::new(Fields { input: image, size: 3, stride: 1, padding: 1 }, 2, false, map1);
+        let second =
+            Local::new(Fields { input: map1, size: 3, stride: 1, padding: 1 }, 1, false, MapShape::new(4, 3, 1));
+        BackpropConfig { local: vec![Some(first), Some(second)], ..config(12, vec![24, 12], 3, Rule::Matlab, 0.1) }
+            .build()
+    }
+
     #[test]
     fn gradients_match_central_differences() {
-        for normalize_input in [false, true] {
-            let mut net = config(12, vec![7, 5], 3, Rule::Matlab, 0.1).build();
+        for (normalize_input, shape) in [(false, "dense"), (true, "dense"), (false, "local"), (true, "local")] {
+            let mut net = match shape {
+                "local" => local_net(),
+                _ => config(12, vec![7, 5], 3, Rule::Matlab, 0.1).build(),
+            };
             net.config.normalize_input = normalize_input;
             // Non-zero biases, so the bias gradients see more than the zero-bias case.
             for (l, layer) in net.layers.iter_mut().enumerate() {
@@ -504,7 +595,7 @@ mod tests {
                     worst = worst.max(error);
                     assert!(
                         error < 2e-2,
-                        "layer {} param {p}: analytic {exact}, numeric {numeric} (normalize {normalize_input})",
+                        "{shape} layer {} param {p}: analytic {exact}, numeric {numeric} (normalize {normalize_input})",
                         l + 1
                     );
                     checked += 1;
@@ -513,7 +604,7 @@ mod tests {
             assert!(skipped * 10 <= checked, "{skipped} of {} parameters straddled a ReLU kink", checked + skipped);
             assert!(checked > 100, "only {checked} parameters checked");
             eprintln!(
-                "normalize {normalize_input}: checked {checked}, skipped {skipped}, worst relative error {worst}"
+                "{shape}, normalize {normalize_input}: checked {checked}, skipped {skipped}, worst relative error {worst}"
             );
         }
     }

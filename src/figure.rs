@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, load_run};
-use crate::config::{ConfigError, PipelineConfig, StageSpec};
+use crate::config::{ConfigError, LocalRecurrentSpec, LocalSpec, PipelineConfig, StageSpec};
 use crate::data::{DataError, Labelled};
 use crate::error::CheckpointError;
 use crate::rng::Rng;
@@ -236,8 +236,10 @@ pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyIm
                 .collect();
             (tiles, map.height, map.width)
         }
-        StageSpec::FfLocal(s) | StageSpec::FfConv(s) => {
-            let (size, c) = (s.field, map.channels);
+        StageSpec::FfLocal(LocalSpec { field, .. })
+        | StageSpec::FfConv(LocalSpec { field, .. })
+        | StageSpec::FfLocalRecurrent(LocalRecurrentSpec { field, .. }) => {
+            let (size, c) = (*field, map.channels);
             if cols != size * size * c {
                 return Err(FigureError::Weights {
                     reason: format!(

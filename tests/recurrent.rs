@@ -199,3 +199,88 @@ fn a_recurrent_stage_restored_from_its_snapshot_continues_exactly() {
     let err = wrong[0].restore(&state).unwrap_err().to_string();
     assert!(err.contains("layer1.weights"), "{err}");
 }
+
+/// The same net with `ff_local_recurrent` stages on the 28x28 image: 5x5 fields up (padding 2)
+/// with `channels` units at each position, 5x5 fields down from the map above, the label layer
+/// into the top one (the paper's CIFAR-10 nets, small).
+fn local_config(channels: [usize; 2], extra: &[&str]) -> PipelineConfig {
+    let text = include_str!("../pipeline/mnist-recurrent.toml");
+    let dense = "[[stage]]\nkind = \"ff_recurrent\"\nunits = 2000\ndamping = 0.3\n";
+    assert_eq!(text.matches(dense).count(), 2);
+    let mut local = text.to_string();
+    for c in channels {
+        let table = format!(
+            "[[stage]]\nkind = \"ff_local_recurrent\"\nchannels = {c}\nfield = 5\npadding = 2\ntop_down_field = 5\n"
+        );
+        local = local.replacen(dense, &table, 1);
+    }
+    let mut overrides: Vec<String> = [
+        "data.epochs=2",
+        "data.batch=50",
+        "recurrent.iterations=4",
+        "recurrent.learn_steps=[1, 4]",
+        "recurrent.goodness_steps=[2, 3]",
+        "head.prediction_delay=2",
+        "eval.every=1",
+        "eval.batch=50",
+    ]
+    .map(String::from)
+    .to_vec();
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    PipelineConfig::parse(&local, "local-recurrent.toml", &overrides).unwrap()
+}
+
+#[test]
+fn a_local_recurrent_net_runs_threaded_as_lockstep_and_learns_top_down() {
+    let c = local_config([1, 1], &[]);
+    assert_eq!(c.model.layers, vec![784, 784], "a 28x28 map of 1 unit a position in each layer");
+    for delay in [1, 2] {
+        let (threaded, reports_t, _) = run(&c, Mode::Threaded, delay);
+        let (lockstep, reports_l, _) = run(&c, Mode::Lockstep, delay);
+        for (a, b) in threaded.iter().zip(&lockstep) {
+            assert_eq!(a.tensors, b.tensors, "d={delay}: stage {} differs", a.stage);
+        }
+        for (a, b) in reports_t.iter().zip(&reports_l) {
+            assert_eq!(a.measures, b.measures, "d={delay}");
+        }
+        // Layer 1's top-down fields (5x5 on layer 2's 28x28 map) and layer 2's label weights
+        // (10 per unit, dense) both learned; off-field weights stayed zero.
+        let fresh = build_stages(&c);
+        let tensor = |s: &StageState, name: &str| s.tensors.iter().find(|t| t.0 == name).unwrap().clone();
+        for (stage, (name, shape)) in [(0, ("layer1.top_down", vec![784, 25])), (1, ("layer2.top_down", vec![10, 784]))]
+        {
+            let (before, after) = (tensor(&fresh[stage].snapshot(), name), tensor(&threaded[stage], name));
+            assert_eq!(after.1, shape, "{name}");
+            assert_ne!(before.2, after.2, "{name} learned nothing");
+            let zeros = |t: &(String, Vec<usize>, Vec<f32>)| t.2.iter().filter(|v| **v == 0.0).count();
+            assert_eq!(zeros(&before), zeros(&after), "{name}: the weights off the map stay zero");
+        }
+    }
+}
+
+#[test]
+fn the_local_recurrent_net_learns_the_synthetic_classes() {
+    let c = local_config([2, 2], &["data.epochs=4", "optimizer.lr=0.01"]);
+    let (_, reports, _) = run(&c, Mode::Threaded, 1);
+    let last = &reports.last().unwrap().measures;
+    assert!(last["test.goodness"] < 50.0, "goodness test error {}%", last["test.goodness"]);
+    assert!(last["test.softmax"] < 50.0, "softmax test error {}%", last["test.softmax"]);
+}
+
+#[test]
+fn local_top_down_fields_must_fit_the_map_above() {
+    let text = include_str!("../pipeline/cifar10-ff-2layer-minssq.toml");
+    for (set, key) in [
+        ("stage.1.top_down_field=10", "stage.1.top_down_field"), // an even side has no centre
+        ("stage.2.stride=2", "stage.1.top_down_field"),          // layer 2 makes a 16x16 map
+    ] {
+        let err = PipelineConfig::parse(text, "c.toml", &[set.to_string()]).unwrap_err().to_string();
+        assert!(err.contains(key), "{set}: {err}");
+    }
+    let table =
+        "kind = \"ff_local_recurrent\"\nchannels = 3\nfield = 11\npadding = 5\ntop_down_field = 11\ndamping = 0.3\n";
+    assert_eq!(text.matches(table).count(), 2);
+    let mixed = text.replacen(table, "kind = \"ff_local\"\nchannels = 3\nfield = 11\npadding = 5\n", 1);
+    let err = PipelineConfig::parse(&mixed, "c.toml", &[]).unwrap_err().to_string();
+    assert!(err.contains("stage.1.kind"), "{err}");
+}

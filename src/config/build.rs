@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::{LabelledHeadSpec, PipelineConfig, ReadoutSettings, Roles, SourceSpec, StageSpec};
+use super::{
+    LabelledHeadSpec, LocalRecurrentSpec, PipelineConfig, ReadoutSettings, Roles, SourceSpec, StageShape, StageSpec,
+};
 use crate::backprop::{Backprop, BackpropConfig};
 use crate::data::{aesop, cifar10, idx, mnist, Labelled, Split};
 use crate::head::{HeadConfig, LabelledHead};
 use crate::sink::{Classify, Readout, ReadoutConfig};
 use crate::source::DatasetSource;
+use crate::stage::ff_dense::Dense;
+use crate::stage::ff_local::Local;
 use crate::stage::{Above, FfDenseConfig, FfLocalConfig, FfRecurrentConfig, FfSettings, Stage};
 
 /// `(row width, classes)` of a labelled dataset: MNIST or CIFAR-10 images, an IDX folder's
@@ -70,7 +74,7 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
         };
         let stage: Box<dyn Stage> = match spec {
             StageSpec::FfDense(_) => Box::new(FfDenseConfig { name, layer, inputs, units, ff }.build()),
-            StageSpec::FfRecurrent(s) => {
+            StageSpec::FfRecurrent(_) | StageSpec::FfLocalRecurrent(_) => {
                 // The top stage's top-down input is the clamped label layer (paper §3.4); a
                 // frame stream has no labels, so its top stage has nothing above.
                 let above = match specs.get(i + 1) {
@@ -80,13 +84,21 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
                 };
                 // A frame stream plays every frame once, as one step that learns.
                 let [learn_from, learn_to] = if config.is_frame_stream() { [0, 0] } else { recurrent.learn_steps };
-                let learn_steps = learn_from..=learn_to;
-                let carry_state = recurrent.carry_state;
-                let damping = s.damping;
-                Box::new(
-                    FfRecurrentConfig { name, layer, inputs, units, above, damping, learn_steps, carry_state, ff }
-                        .build(),
-                )
+                let recurrent = FfRecurrentConfig {
+                    name,
+                    layer,
+                    inputs,
+                    units,
+                    above,
+                    damping: spec.damping().expect("a recurrent stage has a damping"),
+                    learn_steps: learn_from..=learn_to,
+                    carry_state: recurrent.carry_state,
+                    ff,
+                };
+                match spec {
+                    StageSpec::FfLocalRecurrent(s) => local_recurrent(recurrent, s, &shapes, i),
+                    _ => Box::new(recurrent.build()),
+                }
             }
             StageSpec::FfLocal(s) | StageSpec::FfConv(s) => {
                 // Invariant: `stage_shapes` gave every ff_local and ff_conv stage the map below it.
@@ -101,6 +113,31 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
         inputs = units;
     }
     stages
+}
+
+/// An `ff_local_recurrent` stage, the `i`-th (0-based) of a net of `shapes`: local fields of the
+/// map below; local fields of the map above, or the whole label layer for the top stage (the
+/// paper's CIFAR-10 nets: "10 top-down inputs" from the labels).
+fn local_recurrent(
+    config: FfRecurrentConfig,
+    spec: &LocalRecurrentSpec,
+    shapes: &[StageShape],
+    i: usize,
+) -> Box<dyn Stage> {
+    // Invariant: `PipelineConfig::validate_stages` gave every ff_local_recurrent stage a map
+    // below, fields that fit it, and a map above (if any) of this stage's grid.
+    let (below, map) = (shapes[i].below.expect("a map below"), shapes[i].map.expect("a map"));
+    let up = Local::new(spec.fields(below), spec.channels, false, map);
+    match shapes.get(i + 1) {
+        Some(above) => {
+            let down = Local::new(spec.top_down_fields(above.map.expect("a map above")), spec.channels, false, map);
+            Box::new(config.build_with(up, down))
+        }
+        None => {
+            let down = Dense::new(config.above.width(), config.units);
+            Box::new(config.build_with(up, down))
+        }
+    }
 }
 
 /// The labelled head and readout of an FF pipeline on labelled rows.
@@ -139,9 +176,26 @@ pub fn build_backprop(config: &PipelineConfig) -> Backprop {
 
 /// The backprop twin a pipeline file describes, reading rows of `inputs` values.
 pub fn build_backprop_for(config: &PipelineConfig, inputs: usize) -> Backprop {
+    // The twin of a net of local stages has their fields (the paper's CIFAR-10 nets are
+    // locally connected for BP as for FF); every other stage is dense.
+    let local = config
+        .stage_specs()
+        .iter()
+        .zip(config.shapes())
+        .map(|(spec, shape)| {
+            let (below, map) = (shape.below?, shape.map?);
+            match spec {
+                StageSpec::FfLocal(s) => Some(Local::new(s.fields(below), s.channels, false, map)),
+                StageSpec::FfConv(s) => Some(Local::new(s.fields(below), s.channels, true, map)),
+                StageSpec::FfLocalRecurrent(s) => Some(Local::new(s.fields(below), s.channels, false, map)),
+                _ => None,
+            }
+        })
+        .collect();
     BackpropConfig {
         inputs,
         hidden: config.model.layers.clone(),
+        local,
         classes: row_shape(config).1,
         rule: config.optimizer.rule,
         lr: config.optimizer.lr,

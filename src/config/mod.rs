@@ -18,7 +18,7 @@ pub use sections::{
     Cifar10Source, FrameHeadSpec, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings,
     ProbeSettings, ReadoutSettings, Roles, SinkSpec, SoftmaxProbeSettings, SourceSpec,
 };
-pub use stage::{DenseSpec, LocalSpec, RecurrentConfig, RecurrentSpec, StageShape, StageSpec};
+pub use stage::{DenseSpec, LocalRecurrentSpec, LocalSpec, RecurrentConfig, RecurrentSpec, StageShape, StageSpec};
 
 use crate::ff::fields::MapShape;
 use crate::ff::goodness::Goodness;
@@ -584,6 +584,31 @@ impl PipelineConfig {
         self.recurrent.clone().unwrap_or_default()
     }
 
+    /// The top-down fields of the `i`-th (0-based) stage, an `ff_local_recurrent` one, on the
+    /// map of the stage above: there must be one, with this stage's grid.
+    fn validate_top_down(&self, i: usize, spec: &LocalRecurrentSpec) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("stage.{}.{k}", i + 1);
+        let shapes = self.stage_shapes()?;
+        let (Some(above), Some(map)) = (shapes.get(i + 1), shapes[i].map) else {
+            return Ok(()); // the top stage: the label layer, dense
+        };
+        let Some(above_map) = above.map else {
+            return Err((key("kind"), "needs a map above for its top-down fields: an ff_local_recurrent stage".into()));
+        };
+        let fields = spec.top_down_fields(above_map);
+        if fields.size.is_multiple_of(2) || fields.grid() != Some((map.height, map.width)) {
+            return Err((
+                key("top_down_field"),
+                format!(
+                    "{0}x{0} centred top-down fields on the {above_map} map above must make this stage's {1}x{2} grid \
+                     (an odd side, and a map above of the same grid)",
+                    fields.size, map.height, map.width
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks of the `[[stage]]` tables and `[recurrent]`, as `(dotted key, complaint)`.
     fn validate_stages(&self) -> Result<(), (String, String)> {
         let fail = |key: String, message: String| Err((key, message));
@@ -592,21 +617,29 @@ impl PipelineConfig {
             if !(1..=256).contains(&spec.threads()) {
                 return fail(key("threads"), "must be between 1 and 256".into());
             }
-            if let StageSpec::FfRecurrent(r) = spec {
-                if !(r.damping.is_finite() && (0.0..1.0).contains(&r.damping)) {
+            if let Some(damping) = spec.damping() {
+                if !(damping.is_finite() && (0.0..1.0).contains(&damping)) {
                     return fail(key("damping"), "must be in [0, 1) (the share of the old state kept)".into());
                 }
+            }
+            if let StageSpec::FfLocalRecurrent(r) = spec {
+                self.validate_top_down(i, r)?;
             }
         }
         if self.is_recurrent() {
             if let Some(i) = self.stages.iter().position(|s| !s.is_recurrent()) {
                 return fail(
                     format!("stage.{}.kind", i + 1),
-                    "must be \"ff_recurrent\" like the other stages: a net mixes no kinds yet".into(),
+                    "must be \"ff_recurrent\" or \"ff_local_recurrent\" like the other stages: a recurrent \
+                     net has top-down input everywhere"
+                        .into(),
                 );
             }
-            if !matches!(self.dataset(), Dataset::Mnist | Dataset::MovingMnist) {
-                return fail("source.kind".into(), "must be mnist or moving_mnist for ff_recurrent stages".into());
+            if !matches!(self.dataset(), Dataset::Mnist | Dataset::MovingMnist | Dataset::Cifar10 | Dataset::Idx) {
+                return fail(
+                    "source.kind".into(),
+                    "must be mnist, cifar10, idx or moving_mnist for recurrent stages".into(),
+                );
             }
             if self.trainer != Trainer::Ff {
                 return fail("trainer".into(), "must be \"ff\" for ff_recurrent stages".into());

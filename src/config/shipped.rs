@@ -6,7 +6,7 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 27] = [
+pub const PIPELINES: [(&str, &str); 33] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
@@ -34,6 +34,12 @@ pub const PIPELINES: [(&str, &str); 27] = [
     ("aesop-sleep", include_str!("../../pipeline/aesop-sleep.toml")),
     ("aesop-random-features", include_str!("../../pipeline/aesop-random-features.toml")),
     ("aesop-backprop", include_str!("../../pipeline/aesop-backprop.toml")),
+    ("cifar10-ff-2layer-minssq", include_str!("../../pipeline/cifar10-ff-2layer-minssq.toml")),
+    ("cifar10-ff-2layer-maxssq", include_str!("../../pipeline/cifar10-ff-2layer-maxssq.toml")),
+    ("cifar10-ff-3layer-minssq", include_str!("../../pipeline/cifar10-ff-3layer-minssq.toml")),
+    ("cifar10-ff-3layer-maxssq", include_str!("../../pipeline/cifar10-ff-3layer-maxssq.toml")),
+    ("cifar10-backprop-2layer", include_str!("../../pipeline/cifar10-backprop-2layer.toml")),
+    ("cifar10-backprop-3layer", include_str!("../../pipeline/cifar10-backprop-3layer.toml")),
 ];
 
 /// What `ffstream run` runs without a name: unsupervised FF on the bundled clip.

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [[stage]]
-//! kind = "ff_recurrent"   # or "ff_dense"
+//! kind = "ff_recurrent"   # or "ff_dense", "ff_local", "ff_conv", "ff_local_recurrent"
 //! units = 2000
 //! threads = 1             # a stage may own a small thread pool for its products
 //! ```
@@ -34,6 +34,10 @@ pub enum StageSpec {
     /// The same with one set of weights for every position: convolutional (not in the paper,
     /// which has no weight sharing; for video, where a digit moves).
     FfConv(LocalSpec),
+    /// A recurrent FF layer on local fields of the map below and of the map above (or the
+    /// label layer, for the top one): the paper's CIFAR-10 nets (`src/stage/ff_recurrent.rs`
+    /// with `ff_local`'s fields, §4).
+    FfLocalRecurrent(LocalRecurrentSpec),
 }
 
 /// An `ff_dense` stage.
@@ -101,6 +105,72 @@ impl LocalSpec {
     }
 }
 
+/// An `ff_local_recurrent` stage: an `ff_local` map whose units also see a square field of the
+/// map above, one step earlier (the top stage: the label layer, every unit all of it).
+///
+/// ```toml
+/// [[stage]]
+/// kind = "ff_local_recurrent"
+/// channels = 3          # units per position
+/// field = 11            # bottom-up fields, 11x11 positions of the map below
+/// padding = 5           # so a 32x32 map below makes a 32x32 map
+/// top_down_field = 11   # top-down fields on the map above (default: field)
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRecurrentSpec {
+    /// Units per position.
+    pub channels: usize,
+    /// Side of the bottom-up field, in positions of the map below.
+    pub field: usize,
+    /// Positions between neighbouring bottom-up fields.
+    #[serde(default = "one_thread")]
+    pub stride: usize,
+    /// Positions of the first bottom-up field off the map.
+    #[serde(default)]
+    pub padding: usize,
+    /// Side of the top-down field on the map above (default: `field`). The top-down fields
+    /// move one position of the map above per position of this map, centred: the map above
+    /// must have this map's grid.
+    pub top_down_field: Option<usize>,
+    /// Share of the previous state kept at each step (paper: 0.3 old + 0.7 new).
+    #[serde(default = "default_damping")]
+    pub damping: f32,
+    /// Goodness function (default: `model.goodness`).
+    pub goodness: Option<Goodness>,
+    /// θ (default: `model.threshold`, else the goodness's own).
+    pub threshold: Option<f32>,
+    /// Threads of the stage's own pool, which share out its positions.
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+impl LocalRecurrentSpec {
+    /// Its bottom-up fields over the map `below`.
+    pub fn fields(&self, below: MapShape) -> Fields {
+        Fields { input: below, size: self.field, stride: self.stride, padding: self.padding }
+    }
+
+    /// Its top-down fields over the map `above`: stride 1, centred (padding `(side − 1)/2`),
+    /// so a map above of this map's grid gives every position one field.
+    pub fn top_down_fields(&self, above: MapShape) -> Fields {
+        let size = self.top_down_field.unwrap_or(self.field);
+        Fields { input: above, size, stride: 1, padding: size.saturating_sub(1) / 2 }
+    }
+
+    fn local(&self) -> LocalSpec {
+        LocalSpec {
+            channels: self.channels,
+            field: self.field,
+            stride: self.stride,
+            padding: self.padding,
+            goodness: self.goodness,
+            threshold: self.threshold,
+            threads: self.threads,
+        }
+    }
+}
+
 /// What a stage reads and makes: the map below (for stages over images or maps), its unit
 /// count, and the map it makes (map-making kinds only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +204,7 @@ impl StageSpec {
             StageSpec::FfRecurrent(_) => "ff_recurrent",
             StageSpec::FfLocal(_) => "ff_local",
             StageSpec::FfConv(_) => "ff_conv",
+            StageSpec::FfLocalRecurrent(_) => "ff_local_recurrent",
         }
     }
 
@@ -143,6 +214,7 @@ impl StageSpec {
         match self {
             StageSpec::FfDense(s) => Ok(StageShape { below, units: s.units, map: None }),
             StageSpec::FfRecurrent(s) => Ok(StageShape { below, units: s.units, map: None }),
+            StageSpec::FfLocalRecurrent(s) => StageSpec::FfLocal(s.local()).shape(below),
             StageSpec::FfLocal(s) | StageSpec::FfConv(s) => {
                 let Some(map) = below else {
                     return Err((
@@ -176,6 +248,7 @@ impl StageSpec {
             StageSpec::FfDense(s) => s.threads,
             StageSpec::FfRecurrent(s) => s.threads,
             StageSpec::FfLocal(s) | StageSpec::FfConv(s) => s.threads,
+            StageSpec::FfLocalRecurrent(s) => s.threads,
         }
     }
 
@@ -185,12 +258,22 @@ impl StageSpec {
             StageSpec::FfDense(s) => (s.goodness, s.threshold),
             StageSpec::FfRecurrent(s) => (s.goodness, s.threshold),
             StageSpec::FfLocal(s) | StageSpec::FfConv(s) => (s.goodness, s.threshold),
+            StageSpec::FfLocalRecurrent(s) => (s.goodness, s.threshold),
         }
     }
 
     /// True for stages with top-down input.
     pub fn is_recurrent(&self) -> bool {
-        matches!(self, StageSpec::FfRecurrent(_))
+        matches!(self, StageSpec::FfRecurrent(_) | StageSpec::FfLocalRecurrent(_))
+    }
+
+    /// The damping of a recurrent stage.
+    pub fn damping(&self) -> Option<f32> {
+        match self {
+            StageSpec::FfRecurrent(s) => Some(s.damping),
+            StageSpec::FfLocalRecurrent(s) => Some(s.damping),
+            _ => None,
+        }
     }
 }
 

@@ -353,6 +353,7 @@ fn one_pass_twin(
     let mut net = BackpropConfig {
         inputs,
         hidden: config.model.layers.clone(),
+        local: Vec::new(),
         classes: CLASSES,
         rule: settings.rule,
         lr: settings.lr,

@@ -50,7 +50,7 @@ pub struct FfLocalConfig {
 /// Units on square fields of the map below, `channels` of them at each position, each with
 /// weights of its own: `W (units, patch)`, unit `c` of position `p` in row `p·channels + c`, its
 /// weights on its field in patch order (zero, and never moved, off the map).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Local {
     fields: Fields,
     channels: usize,
@@ -135,6 +135,42 @@ impl Local {
     fn unit_rows<'w>(&self, weights: &'w Array2<f32>, p: usize) -> ndarray::ArrayView2<'w, f32> {
         let first = if self.shared { 0 } else { p * self.channels };
         weights.slice(s![first..first + self.channels, ..])
+    }
+
+    /// `dx += d·Wᵀ` through the fields: what every input of the rows `dx` `(rows, inputs)` gets
+    /// back from the units' signals `d` `(rows, units)` (a backprop twin's backward pass).
+    /// Rows are shared out among the pool's threads; units whose signal is zero (off ReLUs)
+    /// are skipped.
+    pub fn backward_input(&self, pool: &StagePool, weights: &Array2<f32>, d: &ArrayView2<f32>, dx: &mut Array2<f32>) {
+        let channels = self.channels;
+        let one_row = |d: ndarray::ArrayView1<f32>, mut dx: ndarray::ArrayViewMut1<f32>| {
+            // Invariant: rows of standard-layout arrays are contiguous.
+            let dx = dx.as_slice_mut().expect("contiguous rows");
+            for (p, field) in self.runs.iter().enumerate() {
+                let w = self.unit_rows(weights, p);
+                for c in 0..channels {
+                    let v = d[p * channels + c];
+                    if v == 0.0 {
+                        continue;
+                    }
+                    let unit = w.row(c);
+                    let unit = unit.as_slice().expect("contiguous rows");
+                    for r in field {
+                        let (out, w) = (&mut dx[r.from..r.from + r.len], &unit[r.to..r.to + r.len]);
+                        out.iter_mut().zip(w).for_each(|(o, &w)| *o += v * w);
+                    }
+                }
+            }
+        };
+        match pool.threads() {
+            1 => d.outer_iter().zip(dx.outer_iter_mut()).for_each(|(d, dx)| one_row(d, dx)),
+            _ => pool.install(|| {
+                d.outer_iter()
+                    .into_par_iter()
+                    .zip(dx.outer_iter_mut().into_par_iter())
+                    .for_each(|(d, dx)| one_row(d, dx))
+            }),
+        }
     }
 
     /// Position `p`'s field of every row of `x`, gathered `(rows, patch)` (zero off the map).

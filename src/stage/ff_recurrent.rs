@@ -22,6 +22,11 @@
 //! the 0.7 that this step's input contributes, into `W_up`, `W_down` and `b`; the update is
 //! applied after the packet has been sent on, as in [`super::ff_dense`].
 //!
+//! How a unit sees the layer below and the layer above is a [`Connectivity`] each: dense on
+//! both sides for E5 (`ff_recurrent`), local fields on both for the paper's CIFAR-10 nets
+//! (`ff_local_recurrent`, §4: 11×11 fields up and down), local below and dense from the label
+//! layer for their top layer.
+//!
 //! Choices where the paper is silent: separate `W_down` (not tied to `W_upᵀ`); the label
 //! layer is normalized like a hidden layer (one-hot: √N at the label; neutral: 1 everywhere);
 //! every step in `learn_steps` updates the weights (an update per step, not one per batch).
@@ -29,6 +34,8 @@
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2, Zip};
 
 use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
+use super::ff_dense::Dense;
+use super::layer::Connectivity;
 use super::Stage;
 use crate::error::{RestoreError, StageError};
 use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
@@ -55,7 +62,8 @@ pub enum Above {
 }
 
 impl Above {
-    fn width(self) -> usize {
+    /// Values of the top-down input.
+    pub fn width(self) -> usize {
         match self {
             Above::Stage(units) => units,
             Above::Label { classes, .. } => classes,
@@ -89,23 +97,35 @@ pub struct FfRecurrentConfig {
 }
 
 impl FfRecurrentConfig {
-    /// Builds the layer: `W_up ~ N(0, 1)/√fan-in` and `W_down ~ N(0, 1)/√fan-in` (fan-in of
-    /// both together), `b = 0`.
+    /// Builds the dense layer (E5): every unit on every value below and above.
     pub fn build(self) -> FfRecurrent {
+        let (up, down) = (Dense::new(self.inputs, self.units), Dense::new(self.above.width(), self.units));
+        self.build_with(up, down)
+    }
+
+    /// Builds the layer with `up` on the layer below and `down` on the layer above: weights
+    /// `N(0, 1)/√fan-in`, the fan-in of both together (what a unit sees below and above),
+    /// drawn `W_up` first from one stream; `b = 0`.
+    ///
+    /// # Panics
+    /// If the connectivities disagree with the config's widths (a builder's bug).
+    pub fn build_with<U: Connectivity, D: Connectivity>(self, up: U, down: D) -> FfRecurrent<U, D> {
+        assert_eq!((up.inputs(), up.units()), (self.inputs, self.units), "{}: bottom-up connectivity", self.name);
+        assert_eq!((down.inputs(), down.units()), (self.above.width(), self.units), "{}: top-down", self.name);
         let ff = &self.ff;
         let mut rng = Rng::derive(ff.seed, "ff_recurrent.init", self.layer as u64);
-        let above = self.above.width();
-        let scale = 1.0 / ((self.inputs + above) as f32).sqrt();
-        let w_up = Array2::from_shape_simple_fn((self.inputs, self.units), || rng.normal() * scale);
-        let w_down = Array2::from_shape_simple_fn((above, self.units), || rng.normal() * scale);
+        let w_up = up.draw_weights(&mut rng, down.fan_in());
+        let w_down = down.draw_weights(&mut rng, up.fan_in());
         let objective = ff.objective(self.units);
         let optimizer = |shape: Ix2| ParamOptimizer::new(ff.rule, ff.lr, ff.weight_cost, shape);
         FfRecurrent {
-            up_optimizer: optimizer(Ix2(self.inputs, self.units)),
-            down_optimizer: optimizer(Ix2(above, self.units)),
+            up_optimizer: optimizer(w_up.raw_dim()),
+            down_optimizer: optimizer(w_down.raw_dim()),
             bias_optimizer: ParamOptimizer::new(ff.rule, ff.lr, 0.0, Ix1(self.units)),
             w_up,
             w_down,
+            up,
+            down,
             bias: Array1::zeros(self.units),
             peer_means: Array1::from_elem(self.units, 0.5),
             above: None,
@@ -118,13 +138,16 @@ impl FfRecurrentConfig {
     }
 }
 
-/// A recurrent FF layer; owns its weights, optimizer state and its current state.
-pub struct FfRecurrent {
+/// A recurrent FF layer; owns its weights, optimizer state and its current state. `U` is how
+/// its units see the layer below, `D` how they see the layer above.
+pub struct FfRecurrent<U = Dense, D = Dense> {
     config: FfRecurrentConfig,
     objective: Objective,
-    /// `(inputs, units)`.
+    up: U,
+    down: D,
+    /// In `up`'s layout (dense: `(inputs, units)`).
     w_up: Array2<f32>,
-    /// `(above, units)`.
+    /// In `down`'s layout (dense: `(above, units)`).
     w_down: Array2<f32>,
     /// `(units,)`.
     bias: Array1<f32>,
@@ -151,15 +174,16 @@ struct Pending {
     epoch: u32,
 }
 
-impl FfRecurrent {
-    /// The bottom-up weights `(inputs, units)`.
+impl<U: Connectivity, D: Connectivity> FfRecurrent<U, D> {
+    /// The bottom-up weights, in the bottom-up connectivity's layout.
     pub fn w_up(&self) -> &Array2<f32> {
         &self.w_up
     }
 
     /// The top-down input of a packet: the label rows for the top layer, else the state the
-    /// layer above sent, normalized, when it belongs to these rows (zeros otherwise).
-    fn top_down(&mut self, packet: &Packet) -> Array2<f32> {
+    /// layer above sent, normalized, when it belongs to these rows (zeros otherwise); and
+    /// whether there is any (zeros add nothing to the total input: their product is skipped).
+    fn top_down(&mut self, packet: &Packet) -> (Array2<f32>, bool) {
         let rows = packet.rows();
         match self.config.above {
             Above::Label { classes, strength } => {
@@ -175,9 +199,9 @@ impl FfRecurrent {
                 // normalized state from below (measured: the goodness test stayed near chance
                 // on the synthetic test set; normalized, it learns as E3's label pixels do).
                 normalize_rows_in_place(&mut a);
-                a
+                (a, true)
             }
-            Above::Nothing => Array2::zeros((rows, 0)),
+            Above::Nothing => (Array2::zeros((rows, 0)), false),
             Above::Stage(width) => {
                 let fresh = self.above.take().and_then(|t| {
                     let same = t.seq == packet.seq || self.config.carry_state;
@@ -186,9 +210,9 @@ impl FfRecurrent {
                 match fresh {
                     Some(mut a) => {
                         normalize_rows_in_place(&mut a);
-                        a
+                        (a, true)
                     }
-                    None => Array2::zeros((rows, width)),
+                    None => (Array2::zeros((rows, width)), false),
                 }
             }
         }
@@ -214,15 +238,13 @@ impl FfRecurrent {
     fn apply(&mut self, pending: Pending) {
         let Pending { below, above, direction, cases, epoch } = pending;
         let gain = self.config.ff.schedule.gain(epoch, self.config.ff.epochs);
-        for (optimizer, inputs, weights) in
-            [(&mut self.up_optimizer, &below, &mut self.w_up), (&mut self.down_optimizer, &above, &mut self.w_down)]
-        {
-            if inputs.ncols() == 0 {
-                continue; // no layer above: no W_down
-            }
-            let (alpha, beta) = optimizer.gradient_target(cases);
-            self.pool.gemm(alpha, &inputs.t(), &direction.view(), beta, &mut optimizer.buffer_mut().view_mut());
-            optimizer.apply(weights, gain);
+        let (alpha, beta) = self.up_optimizer.gradient_target(cases);
+        self.up.gradient(&self.pool, &below.view(), &direction, alpha, beta, self.up_optimizer.buffer_mut());
+        self.up_optimizer.apply(&mut self.w_up, gain);
+        if above.ncols() > 0 {
+            let (alpha, beta) = self.down_optimizer.gradient_target(cases);
+            self.down.gradient(&self.pool, &above.view(), &direction, alpha, beta, self.down_optimizer.buffer_mut());
+            self.down_optimizer.apply(&mut self.w_down, gain);
         }
         let (alpha, beta) = self.bias_optimizer.gradient_target(cases);
         let bias_sum = direction.sum_axis(Axis(0));
@@ -231,7 +253,7 @@ impl FfRecurrent {
     }
 }
 
-impl Stage for FfRecurrent {
+impl<U: Connectivity, D: Connectivity> Stage for FfRecurrent<U, D> {
     fn name(&self) -> &str {
         &self.config.name
     }
@@ -247,13 +269,13 @@ impl Stage for FfRecurrent {
         }
         let rows = packet.rows();
         let observed = packet.observed();
-        let above = self.top_down(&packet);
+        let (above, fresh) = self.top_down(&packet);
         let mut below = std::mem::take(&mut packet.x);
         normalize_rows_in_place(&mut below);
         let mut z = Array2::from_shape_fn((rows, self.config.units), |(_, j)| self.bias[j]);
-        self.pool.gemm(1.0, &below.view(), &self.w_up.view(), 1.0, &mut z.view_mut());
-        if above.ncols() > 0 {
-            self.pool.gemm(1.0, &above.view(), &self.w_down.view(), 1.0, &mut z.view_mut());
+        self.up.forward(&self.pool, &self.w_up, &below, &mut z);
+        if fresh {
+            self.down.forward(&self.pool, &self.w_down, &above, &mut z);
         }
         let on = z.mapv(|v| if v > 0.0 { 1.0f32 } else { 0.0 });
         let mut y = z;
