@@ -54,6 +54,9 @@ pub enum Command {
         /// Also write the record to results/<experiment>/seed<N>.json.
         #[arg(long)]
         record: bool,
+        /// With --record: replace a record of other settings (fewer epochs, other overrides).
+        #[arg(long, requires = "record")]
+        replace_record: bool,
         /// No progress: no live line and no per-epoch lines (warnings still show).
         #[arg(long)]
         quiet: bool,
@@ -242,11 +245,12 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
         data_dir: None,
         runs_dir: "runs".into(),
         record: false,
+        replace_record: false,
         quiet: false,
         threads: 0,
     });
     match command {
-        Command::Run { pipeline, overrides, resume, data_dir, runs_dir, record, quiet, threads } => {
+        Command::Run { pipeline, overrides, resume, data_dir, runs_dir, record, replace_record, quiet, threads } => {
             let config = if let Some(dir) = &resume {
                 if pipeline.is_some() || !overrides.is_empty() {
                     bail!("--resume continues a run as it was set up; drop the pipeline and --set arguments");
@@ -263,6 +267,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 resume,
                 quiet,
                 results_dir: record.then(|| PathBuf::from("results")),
+                replace_record,
                 overrides,
                 stop: Some(Arc::clone(&stop)),
                 threads,

@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub live: Option<Arc<dyn LiveView>>,
     /// Also write the record to `<results>/<experiment>/seed<N>.json`.
     pub results_dir: Option<PathBuf>,
+    /// Replace a record there even when it is of another experiment (other settings).
+    pub replace_record: bool,
     /// The `--set` overrides (for the record).
     pub overrides: Vec<String>,
     /// Set by Ctrl-C.

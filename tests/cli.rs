@@ -110,3 +110,28 @@ fn a_head_that_does_not_fit_the_source_is_named_with_its_line() {
     assert_user_error(&twin_sink, "`sink` is read by the FF stages only");
     assert_user_error(&ffstream(&["run", "moving-mnist", "--set", "head.labels=\"hard\""]), "unknown field `labels`");
 }
+
+#[test]
+fn a_record_of_another_experiment_is_not_replaced_without_the_flag() {
+    // Issue 12: `--record --set data.epochs=1 --set model.layers=[100,100]` replaced the
+    // committed 60-epoch record. It now stops before training, and says how to go on.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("results/mnist-quick");
+    std::fs::create_dir_all(&folder).unwrap();
+    let committed = r#"{"experiment": "mnist-quick", "pipeline": {"data": {"epochs": 60}}}"#;
+    std::fs::write(folder.join("seed0.json"), committed).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .current_dir(dir.path())
+        .args(["run", "mnist-quick", "--record", "--quiet", "--set", "data.epochs=1"])
+        .output()
+        .unwrap();
+    assert_user_error(&out, "data.epochs = 60 there, 1 here");
+    assert_eq!(std::fs::read_to_string(folder.join("seed0.json")).unwrap(), committed);
+    assert!(!dir.path().join("runs").exists(), "stopped before a run folder was made");
+}
+
+#[test]
+fn a_name_that_leaves_the_results_folder_is_refused() {
+    let out = ffstream(&["run", "mnist-quick", "--set", "name=\"../x\""]);
+    assert_user_error(&out, "name");
+}

@@ -693,9 +693,14 @@ impl PipelineConfig {
 
     /// Range checks, as `(dotted key, complaint)`.
     fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
+        // The name is a folder under results/ and runs/: one plain path component.
+        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if !self.name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !self.name.chars().all(plain) {
+            return fail("name", "must be letters, digits, '-', '_' or '.', starting with a letter or digit");
+        }
         self.validate_stages()?;
         Roles::check(self)?;
-        let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
         if self.trainer == Trainer::Backprop && self.pipeline.is_some() {
             return fail(
                 "pipeline",

@@ -41,6 +41,13 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     // An idx folder's image size and classes come from its files: read them before anything
     // is built for them.
     let config = &config.resolved(options.data_dir.as_deref())?;
+    // A run that would replace a committed record of another experiment stops before it starts.
+    let record_path =
+        options.results_dir.as_ref().map(|r| r.join(&config.name).join(format!("seed{}.json", config.seed)));
+    let settings = serde_json::to_value(config)?;
+    if let Some(path) = &record_path {
+        crate::record::check_replaceable(path, &settings, options.replace_record).map_err(anyhow::Error::msg)?;
+    }
     let (dir, mut state) = open_run(config, options)?;
     if state.epochs_done >= config.data.epochs {
         bail!("run {} already finished all {} epochs", dir.display(), config.data.epochs);
@@ -95,10 +102,15 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     save_state(&dir, &state)?;
     if completed {
         std::fs::write(dir.join("record.json"), serde_json::to_string_pretty(&record)?)?;
-        if let Some(results) = &options.results_dir {
-            let folder = results.join(&config.name);
-            std::fs::create_dir_all(&folder)?;
-            std::fs::write(folder.join(format!("seed{}.json", config.seed)), serde_json::to_string_pretty(&record)?)?;
+        if let Some(path) = &record_path {
+            // Checked again: another run may have recorded meanwhile. The run folder keeps
+            // this run's record either way.
+            crate::record::check_replaceable(path, &settings, options.replace_record)
+                .map_err(|e| anyhow::anyhow!("{e}; this run's record is in {}", dir.join("record.json").display()))?;
+            if let Some(folder) = path.parent() {
+                std::fs::create_dir_all(folder)?;
+            }
+            std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
         }
     }
     Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates) })
