@@ -127,6 +127,18 @@ pub(crate) fn save_epoch(
     state: &mut RunState,
     epoch: u32,
 ) -> Result<()> {
+    // A non-finite weight (a NaN the ReLUs hid from the goodness check) never becomes a
+    // checkpoint or a finished run: the last good checkpoint stays, the run stops here.
+    for s in states {
+        if let Some((name, _, _)) = s.tensors.iter().find(|(_, _, values)| values.iter().any(|v| !v.is_finite())) {
+            anyhow::bail!(
+                "stage `{}`: tensor `{name}` is not finite after epoch {epoch}; the last good checkpoint (epoch {}) \
+                 is kept",
+                s.stage,
+                state.epochs_done
+            );
+        }
+    }
     state.epochs_done = epoch;
     let store = checkpoint::ShardStore::new(dir);
     let mut shards = written.to_vec();
@@ -142,6 +154,21 @@ pub(crate) fn save_epoch(
     ];
     store.commit(epoch, &shards, &meta)?;
     save_state(dir, state)
+}
+
+/// Creates `runs/<base>`, or `runs/<base>-2`, `-3`, … when a run started in the same second
+/// already has it: `create_dir` fails on an existing folder, so two runs never share one.
+fn new_run_folder(runs: &Path, base: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(runs).with_context(|| format!("cannot create the runs folder {}", runs.display()))?;
+    let mut n = 1u32;
+    loop {
+        let dir = if n == 1 { runs.join(base) } else { runs.join(format!("{base}-{n}")) };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,
+            Err(e) => return Err(e).with_context(|| format!("cannot create run folder {}", dir.display())),
+        }
+    }
 }
 
 pub(crate) fn save_state(dir: &Path, state: &RunState) -> Result<()> {
@@ -169,8 +196,7 @@ pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<
         return Ok((dir.clone(), state));
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let dir = options.runs_dir.join(format!("{}-seed{}-{stamp}", config.name, config.seed));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create run folder {}", dir.display()))?;
+    let dir = new_run_folder(&options.runs_dir, &format!("{}-seed{}-{stamp}", config.name, config.seed))?;
     std::fs::write(dir.join("pipeline.toml"), toml::to_string(config)?)?;
     let meta = serde_json::json!({
         "commit": git_commit(), "machine": machine(), "matmul": crate::matmul::backend_name(),
@@ -239,5 +265,36 @@ pub(crate) fn backprop_threads(options: &RunOptions) -> Threads {
         Threads::Pool(threads)
     } else {
         Threads::One
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_runs_started_in_the_same_second_get_folders_of_their_own() {
+        let runs = tempfile::tempdir().unwrap();
+        let first = new_run_folder(runs.path(), "mnist-quick-seed0-1700000000").unwrap();
+        let second = new_run_folder(runs.path(), "mnist-quick-seed0-1700000000").unwrap();
+        assert_ne!(first, second);
+        assert!(second.ends_with("mnist-quick-seed0-1700000000-2") && first.is_dir() && second.is_dir());
+    }
+
+    #[test]
+    fn a_stage_with_a_nan_weight_is_not_checkpointed() {
+        // Issue 12: NaN weights passed as a finished run (ReLU hides NaN from the goodness).
+        let dir = tempfile::tempdir().unwrap();
+        let config = PipelineConfig::parse(include_str!("../pipeline/mnist-quick.toml"), "q.toml", &[]).unwrap();
+        let mut state = RunState::default();
+        let good =
+            StageState { stage: "layer1".into(), tensors: vec![("layer1.weights".into(), vec![2], vec![0.5, 1.0])] };
+        save_epoch(dir.path(), std::slice::from_ref(&good), &[], &config, &mut state, 1).unwrap();
+        let mut bad = good.clone();
+        bad.tensors[0].2[1] = f32::NAN;
+        let err = save_epoch(dir.path(), &[bad], &[], &config, &mut state, 2).unwrap_err().to_string();
+        assert!(err.contains("layer1") && err.contains("layer1.weights") && err.contains("epoch 1"), "{err}");
+        assert_eq!(state.epochs_done, 1);
+        assert_eq!(checkpoint::load_run(dir.path()).unwrap().state.tensors, good.tensors, "the good epoch stays");
     }
 }

@@ -135,3 +135,18 @@ fn a_name_that_leaves_the_results_folder_is_refused() {
     let out = ffstream(&["run", "mnist-quick", "--set", "name=\"../x\""]);
     assert_user_error(&out, "name");
 }
+
+#[test]
+fn nan_settings_and_adam_without_eps_are_refused_with_the_setting_that_set_them() {
+    // Issue 12: each of these finished with NaN weights, exit 0 and a record.
+    for (set, key) in [
+        ("model.threshold=nan", "model.threshold"),
+        ("model.label_strength=nan", "model.label_strength"),
+        ("sink.weight_cost=inf", "sink.weight_cost"),
+        ("optimizer.rule={kind=\"adam\", beta1=0.9, beta2=0.999, eps=0.0}", "eps must be positive"),
+    ] {
+        let out = ffstream(&["run", "mnist-supervised", "--set", set]);
+        assert_user_error(&out, key);
+        assert_user_error(&out, &format!("--set {set}"));
+    }
+}

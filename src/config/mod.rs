@@ -47,7 +47,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A value out of range.
-    #[error("{origin}, line {line}: `{key}` {message}")]
+    #[error("{origin}{}: `{key}` {message}", at_line(*line))]
     Value {
         /// The file.
         origin: String,
@@ -437,6 +437,29 @@ fn drop_plain_stages(table: &mut toml::Table) -> Result<(), String> {
     Ok(())
 }
 
+/// `, line N` for a key set on line N, nothing for 0 (a key set by `--set` or left at its default).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(", line {line}")
+    }
+}
+
+/// The dotted key of the first nan or infinite number in a parsed file (with its overrides).
+fn non_finite(table: &toml::Table, prefix: &str) -> Option<String> {
+    fn walk(value: &toml::Value, key: String) -> Option<String> {
+        match value {
+            toml::Value::Float(f) if !f.is_finite() => Some(key),
+            toml::Value::Table(t) => non_finite(t, &key),
+            toml::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| walk(v, format!("{key}.{}", i + 1))),
+            _ => None,
+        }
+    }
+    let dotted = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    table.iter().find_map(|(k, v)| walk(v, dotted(k)))
+}
+
 /// The 1-based line where `dotted` is set in `text`, or 0.
 pub fn line_of(text: &str, dotted: &str) -> usize {
     let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
@@ -497,21 +520,25 @@ impl PipelineConfig {
                 set(&mut table).map_err(|message| ConfigError::Parse { origin: format!("--set {o}"), message })?;
             }
             config = table
+                .clone()
                 .try_into()
                 .map_err(|e| parse_error(&format!("{origin} with --set {}", overrides.join(" --set ")), e))?;
         }
-        config.resolve_stages().map_err(|(key, message)| ConfigError::Value {
-            origin: origin.to_string(),
-            line: line_of(text, &key),
-            key,
-            message,
-        })?;
-        config.validate().map_err(|(key, message)| ConfigError::Value {
-            origin: origin.to_string(),
-            line: line_of(text, &key),
-            key,
-            message,
-        })?;
+        // A value out of range is named where it was set: the `--set` that set it, else its
+        // line in the file (a default has neither).
+        let value_error = |(key, message): (String, String)| {
+            let set = overrides.iter().rev().find(|o| {
+                o.split_once('=').is_some_and(|(k, _)| key == k.trim() || key.starts_with(&format!("{}.", k.trim())))
+            });
+            match set {
+                Some(o) => ConfigError::Value { origin: format!("--set {o}"), line: 0, key, message },
+                None => ConfigError::Value { origin: origin.to_string(), line: line_of(text, &key), key, message },
+            }
+        };
+        non_finite(&table, "")
+            .map_or(Ok(()), |key| Err(value_error((key, "must be a finite number (not nan or inf)".to_string()))))?;
+        config.resolve_stages().map_err(value_error)?;
+        config.validate().map_err(value_error)?;
         Ok(config)
     }
 
@@ -861,6 +888,8 @@ impl PipelineConfig {
             Rule::Adam { beta1, beta2, .. } if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2)) => {
                 return fail("optimizer.rule", "beta1 and beta2 must be in [0, 1)")
             }
+            // eps = 0 divides by zero where a gradient is zero: NaN weights.
+            Rule::Adam { eps, .. } if !positive(eps) => return fail("optimizer.rule", "eps must be positive"),
             _ => {}
         }
         if let Some(SinkSpec::Readout(r)) = &self.sink {
