@@ -14,7 +14,6 @@ use crate::backprop::{Backprop, BackpropConfig};
 use crate::data::{aesop, cifar10, idx, mnist, Labelled, Split};
 use crate::head::{HeadConfig, LabelledHead};
 use crate::sink::{Classify, Readout, ReadoutConfig};
-use crate::source::DatasetSource;
 use crate::stage::ff_dense::Dense;
 use crate::stage::ff_local::Local;
 use crate::stage::{Above, FfDenseConfig, FfLocalConfig, FfRecurrentConfig, FfSettings, Stage};
@@ -218,7 +217,7 @@ pub fn build_head(
     let (negatives, _) = labelled_roles(config);
     LabelledHead::new(
         HeadConfig {
-            source: DatasetSource { batch: config.data.batch, jitter: config.jitter(), seed: config.seed },
+            source: config.dataset_source(),
             first_epoch,
             epochs: config.data.epochs,
             negatives: negatives.labels,

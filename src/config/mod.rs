@@ -735,6 +735,9 @@ impl PipelineConfig {
             );
         }
         let frames = self.is_frame_stream();
+        if matches!(&self.source, SourceSpec::Cifar10(c) if c.center) && frames {
+            return fail("source.center", "centres labelled rows only (a labelled head or the backprop twin)");
+        }
         match &self.source {
             SourceSpec::Video(v) => {
                 if let Err(e) = v.validate() {
@@ -941,6 +944,13 @@ impl PipelineConfig {
         let mut config = self.clone();
         config.source.resolve(data_dir)?;
         Ok(config)
+    }
+
+    /// How the training, validation and test rows are played: batches of `data.batch`, the
+    /// source's jitter and centring, the run's seed.
+    pub fn dataset_source(&self) -> crate::source::DatasetSource {
+        let center = matches!(&self.source, SourceSpec::Cifar10(c) if c.center);
+        crate::source::DatasetSource { batch: self.data.batch, jitter: self.jitter(), seed: self.seed, center }
     }
 
     /// The MNIST shift (0 for other sources).

@@ -57,10 +57,15 @@ pub struct MnistSource {
     pub jitter: i32,
 }
 
-/// `kind = "cifar10"` (no settings of its own yet).
+/// `kind = "cifar10"`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Cifar10Source {}
+pub struct Cifar10Source {
+    /// Subtract each image's own mean (over its pixels and channels) before the stages see it:
+    /// what is left is contrast, which RMS normalization then scales (an image standardized).
+    #[serde(default)]
+    pub center: bool,
+}
 
 /// `kind = "idx"`: a folder holding `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
 /// `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, each plain or `.gz`

@@ -22,7 +22,6 @@ use crate::head::LabelledHead;
 use crate::record::{CurvePoint, ErrorsPct};
 use crate::runtime::{self, Ending, EpochReport, Mode, OnEpoch, PipelineError, PipelineStats, Sink, Wiring};
 use crate::sink::{Classify, Tally};
-use crate::source::DatasetSource;
 use crate::stage::Stage;
 
 /// The workload of a labelled dataset.
@@ -162,8 +161,7 @@ impl TwinData for LabelledTwin {
     }
 
     fn epoch(&mut self, epoch: u32) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
-        let source =
-            DatasetSource { batch: self.config.data.batch, jitter: self.config.jitter(), seed: self.config.seed };
+        let source = self.config.dataset_source();
         Ok(Box::new(source.epoch_batches(&self.data.train, epoch).map(|b| Ok((b.pixels, b.labels)))))
     }
 
@@ -172,19 +170,19 @@ impl TwinData for LabelledTwin {
         let mut held_out = ErrorsPct::new();
         let mut said = String::new();
         if epoch.is_multiple_of(config.eval.every) || last {
-            held_out = twin::backprop(backprop_error_pct(net, &data.validation));
+            held_out = twin::backprop(backprop_error_pct(&self.config, net, &data.validation));
             said += &format!("  validation: backprop {:.2}%", held_out["backprop"]);
             state.metrics.val_error_pct = held_out.clone();
         }
         if last {
             if config.eval.test {
-                let test = backprop_error_pct(net, &data.test);
+                let test = backprop_error_pct(&self.config, net, &data.test);
                 said += &format!("  test: backprop {test:.2}%");
                 state.metrics.test_error_pct = twin::backprop(test);
             }
             if config.eval.train_size > 0 {
                 state.metrics.train_error_pct =
-                    twin::backprop(backprop_error_pct(net, &data.train.head(config.eval.train_size)));
+                    twin::backprop(backprop_error_pct(&self.config, net, &data.train.head(config.eval.train_size)));
             }
         }
         (held_out, said)
@@ -192,8 +190,8 @@ impl TwinData for LabelledTwin {
 }
 
 /// The backprop twin's error on a whole split, percent (unjittered, in stored order).
-fn backprop_error_pct(net: &Backprop, split: &Split) -> f64 {
-    let source = DatasetSource { batch: 1000, jitter: 0, seed: 0 };
+fn backprop_error_pct(config: &PipelineConfig, net: &Backprop, split: &Split) -> f64 {
+    let source = config.dataset_source();
     let wrong: f64 = source
         .ordered_batches(split, 1000)
         .map(|batch| net.error_pct(&batch.pixels, &batch.labels) * batch.labels.len() as f64 / 100.0)
@@ -221,7 +219,7 @@ pub fn evaluate(run_dir: &Path, data_dir: Option<&Path>) -> Result<String> {
         net.restore(&loaded.state.tensors).map_err(|e| anyhow::anyhow!(e))?;
         let mut out = format!("{} (epoch {epoch}):", run_dir.display());
         for (name, split) in [("validation", &data.validation), ("test", &data.test)] {
-            out += &format!(" {name} backprop {:.2}%", backprop_error_pct(&net, split));
+            out += &format!(" {name} backprop {:.2}%", backprop_error_pct(&config, &net, split));
         }
         return Ok(out);
     }

@@ -16,7 +16,8 @@ use crate::rng::Rng;
 /// One micro-batch of frames from a dataset.
 #[derive(Clone, Debug)]
 pub struct FrameBatch {
-    /// `(frames, width)` values in [0, 1], jittered if asked (MNIST).
+    /// `(frames, width)` values in [0, 1] (less each image's mean where the source centres),
+    /// jittered if asked (MNIST).
     pub pixels: Array2<f32>,
     /// Index of each frame in its split.
     pub index: Vec<u32>,
@@ -33,6 +34,8 @@ pub struct DatasetSource {
     pub jitter: i32,
     /// Seed of the run.
     pub seed: u64,
+    /// Subtract each image's own mean from its values (`source.center`, CIFAR-10).
+    pub center: bool,
 }
 
 impl DatasetSource {
@@ -53,14 +56,14 @@ impl DatasetSource {
             })
             .collect();
         let batches = split.len() / self.batch.max(1);
-        let batch = self.batch;
+        let (batch, center) = (self.batch, self.center);
         (0..batches).map(move |b| {
             let ids = &order[b * batch..(b + 1) * batch];
             let mut pixels = Array2::zeros((batch, split.width()));
             for (row, &id) in ids.iter().enumerate() {
                 let (dy, dx) = shifts[b * batch + row];
                 // Invariant: a row of a freshly made standard-layout array is contiguous.
-                row_into(split.image(id as usize), dy, dx, pixels.row_mut(row).as_slice_mut().expect("row"));
+                row_into(split.image(id as usize), dy, dx, center, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
             FrameBatch { pixels, index: ids.to_vec(), labels: ids.iter().map(|&i| split.labels[i as usize]).collect() }
         })
@@ -68,13 +71,13 @@ impl DatasetSource {
 
     /// The whole split in its stored order, unjittered, in batches (evaluation).
     pub fn ordered_batches<'a>(&self, split: &'a Split, batch: usize) -> impl Iterator<Item = FrameBatch> + 'a {
-        let n = split.len();
+        let (n, center) = (split.len(), self.center);
         (0..n.div_ceil(batch)).map(move |b| {
             let ids: Vec<u32> = (b * batch..((b + 1) * batch).min(n)).map(|i| i as u32).collect();
             let mut pixels = Array2::zeros((ids.len(), split.width()));
             for (row, &id) in ids.iter().enumerate() {
                 // Invariant: a row of a freshly made standard-layout array is contiguous.
-                row_into(split.image(id as usize), 0, 0, pixels.row_mut(row).as_slice_mut().expect("row"));
+                row_into(split.image(id as usize), 0, 0, center, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
             FrameBatch { labels: ids.iter().map(|&i| split.labels[i as usize]).collect(), pixels, index: ids }
         })
@@ -82,12 +85,16 @@ impl DatasetSource {
 }
 
 /// One stored row as floats in [0, 1]; MNIST images shifted by `(dy, dx)` (other rows are
-/// never jittered: the configuration refuses jitter for them).
-fn row_into(src: &[u8], dy: i32, dx: i32, dst: &mut [f32]) {
+/// never jittered: the configuration refuses jitter for them); less the row's mean if `center`.
+fn row_into(src: &[u8], dy: i32, dx: i32, center: bool, dst: &mut [f32]) {
     if src.len() == PIXELS {
         shifted_into(src, dy, dx, dst);
     } else {
         dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s as f32 / 255.0);
+    }
+    if center && !dst.is_empty() {
+        let mean = dst.iter().sum::<f32>() / dst.len() as f32;
+        dst.iter_mut().for_each(|v| *v -= mean);
     }
 }
 
@@ -105,7 +112,7 @@ mod tests {
     #[test]
     fn epochs_are_permutations_and_reproducible() {
         let split = tiny_split(50);
-        let src = DatasetSource { batch: 10, jitter: 2, seed: 3 };
+        let src = DatasetSource { batch: 10, jitter: 2, seed: 3, center: false };
         let a: Vec<u32> = src.epoch_batches(&split, 1).flat_map(|b| b.index).collect();
         let b: Vec<u32> = src.epoch_batches(&split, 1).flat_map(|b| b.index).collect();
         let c: Vec<u32> = src.epoch_batches(&split, 2).flat_map(|b| b.index).collect();
@@ -114,5 +121,18 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_centred_source_takes_each_image_its_own_mean() {
+        let split = Split { images: vec![0, 255, 51, 102, 10, 10], labels: vec![0, 1, 2] };
+        let plain = DatasetSource { batch: 2, jitter: 0, seed: 0, center: false };
+        let centred = DatasetSource { center: true, ..plain.clone() };
+        let (p, c) =
+            (plain.ordered_batches(&split, 3).next().unwrap(), centred.ordered_batches(&split, 3).next().unwrap());
+        assert_eq!(p.pixels.row(0).to_vec(), vec![0.0, 1.0]);
+        assert_eq!(c.pixels.row(0).to_vec(), vec![-0.5, 0.5]);
+        assert!((c.pixels[[1, 0]] + 0.1).abs() < 1e-6 && (c.pixels[[1, 1]] - 0.1).abs() < 1e-6);
+        assert_eq!(c.pixels.row(2).to_vec(), vec![0.0, 0.0], "a flat image is all zeros");
     }
 }
