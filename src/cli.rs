@@ -251,6 +251,9 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
     });
     match command {
         Command::Run { pipeline, overrides, resume, data_dir, runs_dir, record, replace_record, quiet, threads } => {
+            if let Some(dir) = data_dir.as_ref().filter(|d| !d.is_dir()) {
+                bail!("--data-dir {} is not a folder", dir.display());
+            }
             let config = if let Some(dir) = &resume {
                 if pipeline.is_some() || !overrides.is_empty() {
                     bail!("--resume continues a run as it was set up; drop the pipeline and --set arguments");

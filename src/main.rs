@@ -49,10 +49,26 @@ fn main() -> ExitCode {
         // A closed pipe (`ffstream list | head -1`) is not an error.
         Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ffstream: {err:#}");
+            eprintln!("ffstream: {}", one_sentence(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each said once: an error whose message already ends with its
+/// cause's (`cannot read X: it is a folder`) is not followed by that cause again.
+fn one_sentence(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !out.ends_with(&text) {
+            if !out.is_empty() {
+                out += ": ";
+            }
+            out += &text;
+        }
+    }
+    out
 }
 
 fn broken_pipe(err: &anyhow::Error) -> bool {

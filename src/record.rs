@@ -135,9 +135,11 @@ pub fn load_all(results: &Path) -> Vec<Record> {
         for f in files.flatten() {
             let p = f.path();
             if p.extension().is_some_and(|e| e == "json") {
-                if let Some(r) = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str::<Record>(&t).ok())
-                {
-                    out.push(r);
+                let read = std::fs::read_to_string(&p).map_err(|e| e.to_string());
+                match read.and_then(|t| serde_json::from_str::<Record>(&t).map_err(|e| e.to_string())) {
+                    Ok(r) => out.push(r),
+                    // Said, not skipped silently: a record the report leaves out is a row missing.
+                    Err(e) => tracing::warn!("{} is not a record and is left out of the report: {e}", p.display()),
                 }
             }
         }

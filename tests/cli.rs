@@ -150,3 +150,36 @@ fn nan_settings_and_adam_without_eps_are_refused_with_the_setting_that_set_them(
         assert_user_error(&out, &format!("--set {set}"));
     }
 }
+
+#[test]
+fn a_folder_as_the_pipeline_says_so_once() {
+    // Issue 12: "no pipeline file", and reasons printed twice.
+    let dir = tempfile::tempdir().unwrap();
+    let out = ffstream(&["run", dir.path().to_str().unwrap()]);
+    assert_user_error(&out, "it is a folder");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("it is a folder").count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_missing_data_dir_is_named_before_anything_runs() {
+    let out = ffstream(&["run", "mnist-quick", "--data-dir", "/nonexistent/ffstream-data"]);
+    assert_user_error(&out, "--data-dir /nonexistent/ffstream-data is not a folder");
+}
+
+#[test]
+fn mask_blurs_has_an_upper_bound() {
+    // Issue 12: `stream.mask_blurs` had none (a huge count blurred for ever before frame one).
+    let out = ffstream(&["run", "mnist-unsupervised", "--set", "head.mask_blurs=100000000"]);
+    assert_user_error(&out, "head.mask_blurs");
+}
+
+#[test]
+fn report_names_a_corrupt_record_instead_of_skipping_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("x")).unwrap();
+    std::fs::write(dir.path().join("x/seed0.json"), "garbage").unwrap();
+    let out = ffstream(&["report", "--results", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("seed0.json is not a record"), "{stderr}");
+}

@@ -787,6 +787,11 @@ impl PipelineConfig {
             if h.window == 1 && h.negatives != NegativeKind::Hybrid {
                 return fail("head.negatives", "shuffle and cut need windows of 2 or more frames (head.window)");
             }
+            // Each pass blurs the whole mask once: past a few dozen the mask is flat (and a
+            // huge count only burns time before the first frame).
+            if h.mask_blurs > 64 {
+                return fail("head.mask_blurs", "must be at most 64 (the paper's masks blur a few times)");
+            }
         }
         if self.is_still_stream() {
             if self.frame_head().is_some_and(|h| h.window != 1) {

@@ -48,6 +48,14 @@ pub const DEFAULT_PIPELINE: &str = "video-unsupervised";
 /// Finds a pipeline by name or path; returns its text and where it came from.
 pub fn pipeline_text(name: &str) -> Result<(String, String), ConfigError> {
     let path = Path::new(name);
+    if path.is_dir() {
+        return Err(ConfigError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(
+                "it is a folder; give a pipeline file (.toml) or a name from `ffstream list`",
+            ),
+        });
+    }
     if path.is_file() {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
