@@ -183,3 +183,16 @@ fn report_names_a_corrupt_record_instead_of_skipping_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("seed0.json is not a record"), "{stderr}");
 }
+
+#[test]
+fn a_net_that_cannot_fit_memory_is_refused_before_it_is_built() {
+    // Issue 12: `model.layers=[100000000]` aborted with "memory allocation failed".
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "mnist-quick", "--quiet", "--set", "model.layers=[100000000, 10]", "--runs-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_user_error(&out, "make it smaller");
+    assert_user_error(&out, "layer1 alone");
+}

@@ -114,6 +114,76 @@ pub fn build_stages_for(config: &PipelineConfig, inputs: usize) -> Vec<Box<dyn S
     stages
 }
 
+/// The bytes the stages of a net on rows of `inputs` values hold, by stage: weights with their
+/// optimizer state (and gradient buffer), and a packet's activities. An estimate, to refuse a
+/// net that cannot fit before it is built (an allocation failure aborts the process).
+pub fn stage_bytes(config: &PipelineConfig, inputs: usize) -> Vec<(String, f64)> {
+    let specs = config.stage_specs();
+    let shapes = config.shapes();
+    let classes = if config.is_frame_stream() { 0 } else { row_shape(config).1 };
+    // Weights, gradient buffer, optimizer state (Adam keeps two moments).
+    let copies = match config.optimizer.rule {
+        crate::ff::optim::Rule::Adam { .. } => 4.0,
+        _ => 3.0,
+    };
+    let rows = 3.0 * config.data.batch as f64; // positives, negatives and neutral rows
+    let mut below = inputs as f64;
+    let mut out = Vec::new();
+    for (i, (spec, shape)) in specs.iter().zip(&shapes).enumerate() {
+        let units = shape.units as f64;
+        let above = shapes.get(i + 1).map_or(classes as f64, |s| s.units as f64);
+        let weights = match spec {
+            StageSpec::FfDense(_) => below * units,
+            StageSpec::FfRecurrent(_) => (below + above) * units,
+            StageSpec::FfLocal(s) => {
+                (s.field * s.field) as f64 * shape.below.map_or(1.0, |m| m.channels as f64) * units
+            }
+            StageSpec::FfConv(s) => {
+                (s.field * s.field) as f64 * shape.below.map_or(1.0, |m| m.channels as f64) * s.channels as f64
+            }
+            StageSpec::FfLocalRecurrent(s) => {
+                let patch = (s.field * s.field) as f64 * shape.below.map_or(1.0, |m| m.channels as f64);
+                let down = shapes.get(i + 1).map_or(classes as f64, |a| {
+                    let side = s.top_down_field.unwrap_or(s.field);
+                    (side * side) as f64 * a.map.map_or(1.0, |m| m.channels as f64)
+                });
+                (patch + down) * units
+            }
+        };
+        out.push((format!("layer{}", i + 1), 4.0 * (copies * weights + 4.0 * rows * (below + units))));
+        below = units;
+    }
+    out
+}
+
+/// Refuses a net whose stages need more memory than the machine has available, with the
+/// largest stage named, before anything is built.
+pub fn check_memory(config: &PipelineConfig, inputs: usize) -> Result<()> {
+    let Some(available) = available_bytes() else { return Ok(()) };
+    let stages = stage_bytes(config, inputs);
+    let total: f64 = stages.iter().map(|(_, b)| b).sum();
+    if total > available {
+        let (name, bytes) = stages.iter().fold(("", 0.0), |m, (n, b)| if *b > m.1 { (n.as_str(), *b) } else { m });
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        bail!(
+            "the net needs about {:.1} GiB ({name} alone {:.1} GiB: its weights, their optimizer state and a \
+             packet's activities), more than the {:.1} GiB this machine has available: make it smaller",
+            gib(total),
+            gib(bytes),
+            gib(available)
+        );
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (None where there is none: no check).
+fn available_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
 /// An `ff_local_recurrent` stage, the `i`-th (0-based) of a net of `shapes`: local fields of the
 /// map below; local fields of the map above, or the whole label layer for the top stage (the
 /// paper's CIFAR-10 nets: "10 top-down inputs" from the labels).

@@ -70,6 +70,7 @@ pub trait Workload {
 /// Runs the FF stages of `session` on `workload` from the epoch after the last checkpoint.
 pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut RunState) -> Result<Trained> {
     let (config, dir, options) = (session.config, session.dir, session.options);
+    crate::config::build::check_memory(config, workload.inputs())?;
     let mut stages = build_stages_for(config, workload.inputs());
     if state.epochs_done > 0 {
         let loaded = checkpoint::load_run(dir)?;
