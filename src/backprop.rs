@@ -181,7 +181,8 @@ impl Backprop {
         for (l, layer) in self.layers.iter_mut().enumerate().rev() {
             let below = &activations[l];
             let (alpha, beta) = layer.weight_optimizer.gradient_target(rows);
-            layer.weight_gradient(below, &direction, alpha, beta, threads, &self.pool);
+            let buffer = layer.weight_optimizer.buffer_mut();
+            gradient_into(layer.local.as_ref(), below, &direction, alpha, beta, threads, &self.pool, buffer);
             let (alpha, beta) = layer.bias_optimizer.gradient_target(rows);
             let bias_sum = direction.sum_axis(Axis(0));
             layer.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
@@ -401,28 +402,6 @@ fn gradient_into(
 }
 
 impl Layer {
-    /// [`gradient_into`] the weight optimizer's buffer.
-    fn weight_gradient(
-        &mut self,
-        below: &Array2<f32>,
-        delta: &Array2<f32>,
-        alpha: f32,
-        beta: f32,
-        threads: Threads,
-        pool: &StagePool,
-    ) {
-        gradient_into(
-            self.local.as_ref(),
-            below,
-            delta,
-            alpha,
-            beta,
-            threads,
-            pool,
-            self.weight_optimizer.buffer_mut(),
-        );
-    }
-
     /// `(δ·Wᵀ) ⊙ [below > 0]`: the error signal at the ReLU outputs `below` of the level beneath.
     fn back_through(
         &self,

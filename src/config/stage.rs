@@ -146,9 +146,9 @@ pub struct LocalRecurrentSpec {
 }
 
 impl LocalRecurrentSpec {
-    /// Its bottom-up fields over the map `below`.
+    /// Its bottom-up fields over the map `below`: an `ff_local` stage's.
     pub fn fields(&self, below: MapShape) -> Fields {
-        Fields { input: below, size: self.field, stride: self.stride, padding: self.padding }
+        self.local().fields(below)
     }
 
     /// Its top-down fields over the map `above`: stride 1, centred (padding `(side − 1)/2`),

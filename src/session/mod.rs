@@ -93,7 +93,7 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
         metrics: state.metrics.clone(),
         throughput: Throughput { frames_per_s: frames as f64 / session.max(1e-9), stages: stage_rates.clone() },
         curve: state.curve.clone(),
-        pipeline: serde_json::to_value(config)?,
+        pipeline: settings.clone(),
         details: state.details.clone(),
     };
     if completed {
