@@ -9,6 +9,13 @@
 //! and units. Nothing is gathered: a field is a list of `(input, weight)` index pairs. The
 //! kernels are written once over a 16-lane vector type ([`Simd`]) and compiled for AVX-512
 //! (one register), AVX2 + FMA (two) and portably; the widest the CPU has is picked at run time.
+//!
+//! With few units a position, one position's products wait on memory: each vector of inputs
+//! loaded feeds only that position's few sums. So adjacent positions are made together as a
+//! [`Tile`] (E7: 4 positions, 12 units, whose fields share 8 of their 11 columns): one dense
+//! product over the union of their fields, with zero weights where an input is off a unit's
+//! field. Measured on E7's layer, 300 rows, AVX-512 EPYC: 10.0 ms against 20.5 ms one position
+//! at a time, 27% more multiply-adds counted in.
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -17,7 +24,10 @@ pub const LANES: usize = 16;
 
 /// A packet's rows on their side: value `i` of rows `16·v..16·v+16` is one vector.
 pub struct Lanes {
+    /// The values from `start` on; `start` puts every vector on a 64-byte line of its own
+    /// (a load that straddles two lines costs two).
     data: Vec<f32>,
+    start: usize,
     /// Rows, padded with zero rows to a multiple of [`LANES`].
     padded: usize,
     rows: usize,
@@ -28,13 +38,14 @@ impl Lanes {
     pub fn of(x: &ArrayView2<f32>) -> Lanes {
         let (rows, values) = x.dim();
         let padded = rows.div_ceil(LANES) * LANES;
-        let mut data = vec![0.0; values * padded];
+        let mut data = vec![0.0; values * padded + LANES];
+        let start = data.as_ptr().align_offset(64).min(LANES);
         for (r, row) in x.outer_iter().enumerate() {
             for (i, &v) in row.iter().enumerate() {
-                data[i * padded + r] = v;
+                data[start + i * padded + r] = v;
             }
         }
-        Lanes { data, padded, rows }
+        Lanes { data, start, padded, rows }
     }
 
     /// Rows (not counting the padding).
@@ -44,7 +55,13 @@ impl Lanes {
 
     #[inline(always)]
     fn vector(&self, value: usize, v: usize) -> &[f32] {
-        &self.data[value * self.padded + v * LANES..][..LANES]
+        self.block(value, v, 1)
+    }
+
+    /// `n` vectors of value `value` from vector `v` on.
+    #[inline(always)]
+    fn block(&self, value: usize, v: usize, n: usize) -> &[f32] {
+        &self.data[self.start + value * self.padded + v * LANES..][..n * LANES]
     }
 
     fn vectors(&self) -> usize {
@@ -59,19 +76,151 @@ pub fn field_forward(x: &Lanes, field: &[(u32, u32)], w: &ArrayView2<f32>, out: 
     // Invariant (callers): a stage's weights are a standard-layout array.
     let w_s = w.as_slice().expect("weights are contiguous");
     let patch = w.ncols();
-    let mut put = |r: usize, u: usize, v: f32| {
-        if r < x.rows {
-            out[[r, u]] += v
-        }
-    };
     match kernel() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512` is only chosen after `is_x86_feature_detected!("avx512f")`.
-        Kernel::Avx512 => unsafe { x86::forward_avx512(x, field, w_s, patch, &mut put) },
+        Kernel::Avx512 => unsafe { x86::forward_avx512(x, field, w_s, patch, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2` is only chosen after detecting both `avx2` and `fma`.
-        Kernel::Avx2 => unsafe { x86::forward_avx2(x, field, w_s, patch, &mut put) },
-        Kernel::Portable => forward(Portable, x, field, w_s, patch, &mut put),
+        Kernel::Avx2 => unsafe { x86::forward_avx2(x, field, w_s, patch, out) },
+        Kernel::Portable => forward::<_, 4>(Portable, x, field, w_s, patch, out),
+    }
+}
+
+/// Units of a [`Tile`]: the products of a few adjacent positions are made together, so each
+/// vector of inputs loaded feeds this many units' sums instead of one position's few (E7's 3
+/// units a position made the single-position kernel wait on memory: 28 GFLOP/s).
+pub const TILE_UNITS: usize = 12;
+
+/// A few adjacent positions' fields merged: the union of their inputs in ascending order and
+/// where each unit's weight on each of them sits among the tile's weight rows (inputs off a
+/// unit's field have no weight: the tile's product there is with a zero).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tile {
+    inputs: Vec<u32>,
+    /// `(slot in the input-major block, index in the tile's weight rows)` of every weight.
+    gather: Vec<(u32, u32)>,
+    units: usize,
+}
+
+impl Tile {
+    /// The tile of the given positions' fields (`(input, weight)` pairs each) with `channels`
+    /// units a position (at most [`TILE_UNITS`] units in all) and weight rows `patch` long. A
+    /// field reads each input once (as every field of a map does).
+    pub fn of(fields: &[&[(u32, u32)]], channels: usize, patch: usize) -> Tile {
+        let units = fields.len() * channels;
+        assert!(units <= TILE_UNITS, "a tile holds at most {TILE_UNITS} units");
+        let mut inputs: Vec<u32> = fields.iter().flat_map(|f| f.iter().map(|&(i, _)| i)).collect();
+        inputs.sort_unstable();
+        inputs.dedup();
+        let mut gather = Vec::new();
+        for (q, field) in fields.iter().enumerate() {
+            for &(i, k) in field.iter() {
+                // Invariant: `inputs` holds every input of every field.
+                let j = inputs.binary_search(&i).expect("input in the union");
+                for c in 0..channels {
+                    let unit = q * channels + c;
+                    gather.push(((j * TILE_UNITS + unit) as u32, (unit * patch + k as usize) as u32));
+                }
+            }
+        }
+        gather.sort_unstable();
+        Tile { inputs, gather, units }
+    }
+
+    /// Units of the tile.
+    pub fn units(&self) -> usize {
+        self.units
+    }
+}
+
+/// `out[r, u] += Σ_i x[r, i] · w[u, k(u, i)]` for the tile's units `u`, `w (units, patch)` their
+/// weight rows (standard layout), `out (rows, units)`.
+pub fn tile_forward(x: &Lanes, tile: &Tile, w: &ArrayView2<f32>, out: &mut ArrayViewMut2<f32>) {
+    assert_eq!(out.dim(), (x.rows, tile.units), "tile_forward: out has the wrong shape");
+    assert_eq!(w.nrows(), tile.units, "tile_forward: one weight row a unit");
+    // Invariant (callers): a stage's weights are a standard-layout array.
+    let w_s = w.as_slice().expect("weights are contiguous");
+    // The tile's weights input-major, zero off each unit's field: a dense little product.
+    let mut block = vec![0f32; tile.inputs.len() * TILE_UNITS];
+    for &(b, k) in &tile.gather {
+        block[b as usize] = w_s[k as usize];
+    }
+    match kernel() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `field_forward`.
+        Kernel::Avx512 => unsafe { x86::tile_avx512(x, &tile.inputs, &block, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `field_forward`.
+        Kernel::Avx2 => unsafe { x86::tile_avx2(x, &tile.inputs, &block, out) },
+        Kernel::Portable => tile_product::<_, 6, 1>(Portable, x, &tile.inputs, &block, out),
+    }
+}
+
+/// One block of a tile's product: `RV` row vectors from `v0` × `UB` units from `u0`, into
+/// `sums` on its side (`TILE_UNITS` rows of `padded` values: a vector store a sum).
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+#[inline(always)]
+fn tile_block<S: Simd, const UB: usize, const RV: usize>(
+    simd: S,
+    x: &Lanes,
+    inputs: &[u32],
+    block: &[f32],
+    v0: usize,
+    u0: usize,
+    sums: &mut [f32],
+) {
+    let mut acc = [[simd.zero(); RV]; UB];
+    let span = RV * LANES;
+    for (&i, weights) in inputs.iter().zip(block.chunks_exact(TILE_UNITS)) {
+        // Invariant: `u0 + UB <= TILE_UNITS` (the callers' blocks split the tile).
+        let weights: &[f32; UB] = weights[u0..u0 + UB].try_into().expect("a block within the tile");
+        let at = x.start + i as usize * x.padded + v0 * LANES;
+        let xs: &[f32] = &x.data[at..at + span];
+        let xv: [S::V; RV] = std::array::from_fn(|v| simd.load(&xs[v * LANES..]));
+        for u in 0..UB {
+            let wu = simd.splat(weights[u]);
+            for v in 0..RV {
+                acc[u][v] = simd.fma(wu, xv[v], acc[u][v]);
+            }
+        }
+    }
+    for (u, per_unit) in acc.iter().enumerate() {
+        for (v, &vector) in per_unit.iter().enumerate() {
+            let at = (u0 + u) * x.padded + (v0 + v) * LANES;
+            sums[at..at + LANES].copy_from_slice(&simd.lanes(vector));
+        }
+    }
+}
+
+/// A tile's product in register blocks of `UB` units × `RV` row vectors (`UB` divides
+/// [`TILE_UNITS`]), added to `out` row by row at the end: a unit's sums written one row at a
+/// time would touch a line of `out` per value.
+#[inline(always)]
+fn tile_product<S: Simd, const UB: usize, const RV: usize>(
+    simd: S,
+    x: &Lanes,
+    inputs: &[u32],
+    block: &[f32],
+    out: &mut ArrayViewMut2<f32>,
+) {
+    let vectors = x.vectors();
+    let units = out.ncols();
+    let mut sums = vec![0f32; TILE_UNITS * x.padded];
+    for u0 in (0..units).step_by(UB) {
+        let mut v = 0;
+        while v + RV <= vectors {
+            tile_block::<S, UB, RV>(simd, x, inputs, block, v, u0, &mut sums);
+            v += RV;
+        }
+        for v in v..vectors {
+            tile_block::<S, UB, 1>(simd, x, inputs, block, v, u0, &mut sums);
+        }
+    }
+    for (r, mut row) in out.outer_iter_mut().enumerate() {
+        for (u, o) in row.iter_mut().enumerate() {
+            *o += sums[u * x.padded + r];
+        }
     }
 }
 
@@ -185,13 +334,15 @@ fn forward_block<S: Simd, const RV: usize, const UB: usize>(
     patch: usize,
     v0: usize,
     u0: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
+    out: &mut ArrayViewMut2<f32>,
 ) {
     let mut acc = [[simd.zero(); RV]; UB];
+    let units: [&[f32]; UB] = std::array::from_fn(|u| &w[(u0 + u) * patch..(u0 + u + 1) * patch]);
     for &(i, k) in field {
-        let weights: [S::V; UB] = std::array::from_fn(|u| simd.splat(w[(u0 + u) * patch + k as usize]));
+        let weights: [S::V; UB] = std::array::from_fn(|u| simd.splat(units[u][k as usize]));
+        let xs = x.block(i as usize, v0, RV);
         for v in 0..RV {
-            let xv = simd.load(x.vector(i as usize, v0 + v));
+            let xv = simd.load(&xs[v * LANES..]);
             for u in 0..UB {
                 acc[u][v] = simd.fma(weights[u], xv, acc[u][v]);
             }
@@ -199,52 +350,64 @@ fn forward_block<S: Simd, const RV: usize, const UB: usize>(
     }
     for (u, per_unit) in acc.iter().enumerate() {
         for (v, &vector) in per_unit.iter().enumerate() {
-            for (l, value) in simd.lanes(vector).into_iter().enumerate() {
-                put((v0 + v) * LANES + l, u0 + u, value);
+            let first = (v0 + v) * LANES;
+            let values = simd.lanes(vector);
+            for (r, value) in (first..x.rows.min(first + LANES)).zip(values) {
+                out[[r, u0 + u]] += value;
             }
         }
     }
 }
 
+/// Every row vector for `UB` units from `u0`: blocks of `RV` vectors (as many registers as
+/// the instruction set holds), the rest in one smaller block, so no block is left with too few
+/// independent sums to hide the FMA latency.
 #[inline(always)]
-fn forward_units<S: Simd, const UB: usize>(
+fn forward_units<S: Simd, const UB: usize, const RV: usize>(
     simd: S,
     x: &Lanes,
     field: &[(u32, u32)],
     w: &[f32],
     patch: usize,
     u0: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
+    out: &mut ArrayViewMut2<f32>,
 ) {
     let vectors = x.vectors();
     let mut v = 0;
-    while v + 4 <= vectors {
-        forward_block::<S, 4, UB>(simd, x, field, w, patch, v, u0, put);
-        v += 4;
+    while v + RV <= vectors {
+        forward_block::<S, RV, UB>(simd, x, field, w, patch, v, u0, out);
+        v += RV;
     }
-    for v in v..vectors {
-        forward_block::<S, 1, UB>(simd, x, field, w, patch, v, u0, put);
+    match vectors - v {
+        0 => {}
+        1 => forward_block::<S, 1, UB>(simd, x, field, w, patch, v, u0, out),
+        2 => forward_block::<S, 2, UB>(simd, x, field, w, patch, v, u0, out),
+        3 => forward_block::<S, 3, UB>(simd, x, field, w, patch, v, u0, out),
+        4 => forward_block::<S, 4, UB>(simd, x, field, w, patch, v, u0, out),
+        5 => forward_block::<S, 5, UB>(simd, x, field, w, patch, v, u0, out),
+        6 => forward_block::<S, 6, UB>(simd, x, field, w, patch, v, u0, out),
+        _ => forward_block::<S, 7, UB>(simd, x, field, w, patch, v, u0, out),
     }
 }
 
 #[inline(always)]
-fn forward<S: Simd>(
+fn forward<S: Simd, const RV: usize>(
     simd: S,
     x: &Lanes,
     field: &[(u32, u32)],
     w: &[f32],
     patch: usize,
-    put: &mut dyn FnMut(usize, usize, f32),
+    out: &mut ArrayViewMut2<f32>,
 ) {
     let units = w.len() / patch.max(1);
     let mut u = 0;
     while u + 3 <= units {
-        forward_units::<S, 3>(simd, x, field, w, patch, u, put);
+        forward_units::<S, 3, RV>(simd, x, field, w, patch, u, out);
         u += 3;
     }
     match units - u {
-        2 => forward_units::<S, 2>(simd, x, field, w, patch, u, put),
-        1 => forward_units::<S, 1>(simd, x, field, w, patch, u, put),
+        2 => forward_units::<S, 2, RV>(simd, x, field, w, patch, u, out),
+        1 => forward_units::<S, 1, RV>(simd, x, field, w, patch, u, out),
         _ => {}
     }
 }
@@ -331,6 +494,7 @@ fn backward<S: Simd>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Lanes, Simd, LANES};
+    use ndarray::ArrayViewMut2;
     use std::arch::x86_64::*;
 
     /// One AVX-512 register. Made only inside functions compiled with `avx512f`, after the
@@ -425,20 +589,26 @@ mod x86 {
         field: &[(u32, u32)],
         w: &[f32],
         patch: usize,
-        put: &mut dyn FnMut(usize, usize, f32),
+        out: &mut ArrayViewMut2<f32>,
     ) {
-        super::forward(Avx512, x, field, w, patch, put)
+        super::forward::<_, 8>(Avx512, x, field, w, patch, out)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn forward_avx2(
-        x: &Lanes,
-        field: &[(u32, u32)],
-        w: &[f32],
-        patch: usize,
-        put: &mut dyn FnMut(usize, usize, f32),
-    ) {
-        super::forward(Avx2, x, field, w, patch, put)
+    pub(super) fn forward_avx2(x: &Lanes, field: &[(u32, u32)], w: &[f32], patch: usize, out: &mut ArrayViewMut2<f32>) {
+        super::forward::<_, 2>(Avx2, x, field, w, patch, out)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn tile_avx512(x: &Lanes, inputs: &[u32], block: &[f32], out: &mut ArrayViewMut2<f32>) {
+        // 12 units × 2 row vectors: 24 of the 32 registers hold sums.
+        super::tile_product::<_, 12, 2>(Avx512, x, inputs, block, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn tile_avx2(x: &Lanes, inputs: &[u32], block: &[f32], out: &mut ArrayViewMut2<f32>) {
+        // 6 units × 1 row vector (two registers each): 12 of the 16 registers hold sums.
+        super::tile_product::<_, 6, 1>(Avx2, x, inputs, block, out)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -481,6 +651,33 @@ mod tests {
     fn random(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
         let mut rng = Rng::new(seed);
         Array2::from_shape_simple_fn((rows, cols), || rng.normal())
+    }
+
+    #[test]
+    fn a_tile_makes_the_products_of_its_positions() {
+        // Three positions of 3 units with overlapping fields, inputs out of order, a weight off
+        // the map (skipped), 21 rows (a partial vector); then a tile of one position.
+        let (rows, inputs, patch) = (21, 30, 12);
+        let fields: Vec<Vec<(u32, u32)>> = (0..3u32)
+            .map(|q| (0..patch as u32).filter(|k| (k + q) % 7 != 0).map(|k| ((k * 7 + 3 * q) % 30, k)).collect())
+            .collect();
+        let x = random(rows, inputs, 5);
+        let w = random(9, patch, 6);
+        let lanes = Lanes::of(&x.view());
+        for positions in [3, 1] {
+            let group: Vec<&[(u32, u32)]> = fields[..positions].iter().map(Vec::as_slice).collect();
+            let tile = Tile::of(&group, 3, patch);
+            let w = w.slice(ndarray::s![..3 * positions, ..]);
+            let mut want = Array2::from_elem((rows, 3 * positions), 0.25f32);
+            for (q, field) in fields[..positions].iter().enumerate() {
+                let mut out = want.slice_mut(ndarray::s![.., 3 * q..3 * q + 3]);
+                field_forward(&lanes, field, &w.slice(ndarray::s![3 * q..3 * q + 3, ..]), &mut out);
+            }
+            let mut got = Array2::from_elem((rows, 3 * positions), 0.25f32);
+            tile_forward(&lanes, &tile, &w, &mut got.view_mut());
+            let err = (&got - &want).mapv(f32::abs).fold(0f32, |m, &v| m.max(v));
+            assert!(err < 1e-4, "{positions} positions: {err}");
+        }
     }
 
     #[test]

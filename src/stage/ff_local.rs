@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::core::FfSettings;
 use super::layer::{Connectivity, FfLayer};
-use crate::dots::{field_backward, field_forward, Lanes};
+use crate::dots::{field_backward, field_forward, tile_forward, Lanes, Tile, TILE_UNITS};
 use crate::error::StageError;
 use crate::ff::fields::{Fields, MapShape, Run};
 use crate::matmul::{gemm, StagePool, Threads};
@@ -61,6 +61,9 @@ pub struct Local {
     runs: Vec<Vec<Run>>,
     /// Each position's field as `(input, weight)` index pairs, in patch order.
     pairs: Vec<Vec<(u32, u32)>>,
+    /// Runs of adjacent positions whose products are made together (few units a position, no
+    /// sharing: E7), [`TILE_UNITS`] units a tile; empty where the positions go one by one.
+    tiles: Vec<Tile>,
 }
 
 /// A locally connected FF layer.
@@ -98,20 +101,34 @@ impl Local {
             .flat_map(|fy| (0..output.width).map(move |fx| (fy, fx)))
             .map(|(fy, fx)| fields.runs(fy, fx))
             .collect();
-        let pairs = runs
+        let pairs: Vec<Vec<(u32, u32)>> = runs
             .iter()
             .map(|field| {
                 field.iter().flat_map(|r| (0..r.len).map(move |k| ((r.from + k) as u32, (r.to + k) as u32))).collect()
             })
             .collect();
-        Local { fields, channels, shared, output, runs, pairs }
+        let tiles = if shared || channels >= WIDE {
+            Vec::new()
+        } else {
+            let patch = fields.patch_len();
+            let fields: Vec<&[(u32, u32)]> = pairs.iter().map(Vec::as_slice).collect();
+            fields.chunks(tile_positions(channels)).map(|group| Tile::of(group, channels, patch)).collect()
+        };
+        Local { fields, channels, shared, output, runs, pairs, tiles }
     }
 }
 
 /// From this many units a position on, its products go through gemm on a gathered patch (E2's
 /// 128 units a position: 18 ms a packet against 36 ms in the lanes kernel); below it, through
-/// the lanes kernel (E7's 3 units: 65 ms against 205 ms in gemm).
+/// the lanes kernels (E7's 3 units: 65 ms against 205 ms in gemm), forward in tiles of
+/// adjacent positions.
 const WIDE: usize = 16;
+
+/// Adjacent positions in a tile: as many as fill [`TILE_UNITS`] (4 of E7's 3-unit positions,
+/// whose fields share all but 3 of their 11 columns).
+fn tile_positions(channels: usize) -> usize {
+    (TILE_UNITS / channels).max(1)
+}
 
 /// Runs `each(position, its block)` over `blocks` (one per position), on the stage's pool when
 /// it has more than one thread.
@@ -255,18 +272,24 @@ impl Connectivity for Local {
 
     fn forward(&self, pool: &StagePool, weights: &Array2<f32>, x: &Array2<f32>, y: &mut Array2<f32>) {
         let channels = self.channels;
-        let columns = y.axis_chunks_iter_mut(Axis(1), channels);
         if channels >= WIDE {
             let x = x.view();
-            by_position(pool, columns, |p, mut out| {
+            by_position(pool, y.axis_chunks_iter_mut(Axis(1), channels), |p, mut out| {
                 let w = self.unit_rows(weights, p);
                 gemm(1.0, &self.patch(&x, p).view(), &w.t(), 1.0, &mut out, Threads::One);
             });
-        } else {
+        } else if self.tiles.is_empty() {
             let x = Lanes::of(&x.view());
-            by_position(pool, columns, |p, mut out| {
+            by_position(pool, y.axis_chunks_iter_mut(Axis(1), channels), |p, mut out| {
                 let w = self.unit_rows(weights, p);
                 field_forward(&x, &self.pairs[p], &w, &mut out);
+            });
+        } else {
+            let x = Lanes::of(&x.view());
+            let units = tile_positions(channels) * channels;
+            by_position(pool, y.axis_chunks_iter_mut(Axis(1), units), |t, mut out| {
+                let w = weights.slice(s![t * units..t * units + self.tiles[t].units(), ..]);
+                tile_forward(&x, &self.tiles[t], &w, &mut out);
             });
         }
     }
