@@ -130,7 +130,8 @@ impl ShardStore {
     }
 
     /// Makes `epoch` the run's checkpoint: the manifest names `shards` (and holds `metadata`);
-    /// then every other epoch's shard is removed.
+    /// then the shards of earlier epochs are removed. Later epochs' shards stay: a stage ahead
+    /// of the sink may be writing its next epoch's shard while this one commits.
     pub fn commit(&self, epoch: u32, shards: &[Shard], metadata: &[(&str, String)]) -> Result<(), CheckpointError> {
         let path = self.run_dir.join(MANIFEST);
         let manifest = Manifest {
@@ -148,14 +149,22 @@ impl ShardStore {
             std::fs::read_dir(&folder).map_err(|source| CheckpointError::Io { path: folder.clone(), source })?
         {
             let Ok(entry) = entry else { continue };
-            let name = format!("{SHARDS}/{}", entry.file_name().to_string_lossy());
-            if !keep.contains(&name.as_str()) {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let name = format!("{SHARDS}/{file}");
+            if !keep.contains(&name.as_str()) && shard_epoch(&file).is_some_and(|e| e < epoch) {
                 // A stale shard left behind costs disk only; the manifest never names it.
                 let _ = std::fs::remove_file(entry.path());
             }
         }
         Ok(())
     }
+}
+
+/// The epoch in a shard's file name (`layer1.e7.safetensors`, or its `.layer1.e7.safetensors.tmp`
+/// while written).
+fn shard_epoch(file: &str) -> Option<u32> {
+    let name = file.strip_prefix('.').and_then(|f| f.strip_suffix(".tmp")).unwrap_or(file);
+    name.strip_suffix(".safetensors")?.rsplit_once(".e")?.1.parse().ok()
 }
 
 fn read_manifest(run_dir: &Path) -> Result<Option<Manifest>, CheckpointError> {
@@ -328,5 +337,28 @@ mod tests {
         assert!(err.contains("layer1 shard does not match its SHA-256"), "{err}");
         // A stage name that is not a file name is refused before anything is written.
         assert!(store.write(3, &layer("../x", 1.0)).is_err());
+    }
+
+    #[test]
+    fn a_commit_keeps_the_shards_of_later_epochs_being_written() {
+        // Issue 12 (found with a 1-frame clip, whose epochs take no time): the commit of epoch 1
+        // removed every other shard, including epoch 2's that layer1, ahead of the sink, had
+        // just written or was writing; its rename then failed and the run stopped.
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::new(dir.path());
+        let epoch1: Vec<Shard> =
+            ["layer1", "readout"].iter().map(|n| store.write(1, &layer(n, 1.0)).unwrap()).collect();
+        let ahead = store.write(2, &layer("layer1", 2.0)).unwrap();
+        let writing = dir.path().join(SHARDS).join(".layer1.e3.safetensors.tmp");
+        std::fs::write(&writing, b"half").unwrap();
+        store.commit(1, &epoch1, &[]).unwrap();
+        assert!(dir.path().join(&ahead.file).exists() && writing.exists());
+        let epoch2 = vec![ahead, store.write(2, &layer("readout", 2.0)).unwrap()];
+        store.commit(2, &epoch2, &[]).unwrap();
+        assert!(load_run(dir.path()).unwrap().state.tensors.iter().all(|(_, _, v)| v[0] == 2.0));
+        assert!(epoch1.iter().all(|s| !dir.path().join(&s.file).exists()), "earlier shards are removed");
+        assert_eq!(shard_epoch("layer1.e12.safetensors"), Some(12));
+        assert_eq!(shard_epoch(".layer1.e3.safetensors.tmp"), Some(3));
+        assert_eq!(shard_epoch("notes.txt"), None);
     }
 }
