@@ -316,13 +316,16 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 )?;
             }
             if let Some(latency) = outcome.record.details.get("latency_ms") {
-                writeln!(
-                    out,
-                    "End-to-end latency (source to sink): p50 {:.0} ms, p99 {:.0} ms. Plot: {}",
-                    latency["p50"].as_f64().unwrap_or(f64::NAN),
-                    latency["p99"].as_f64().unwrap_or(f64::NAN),
-                    outcome.run_dir.join("throughput.svg").display()
-                )?;
+                // No quantile when no packet reached the sink: say so rather than print NaN.
+                let plot = outcome.run_dir.join("throughput.svg");
+                match (latency["p50"].as_f64(), latency["p99"].as_f64()) {
+                    (Some(p50), Some(p99)) => writeln!(
+                        out,
+                        "End-to-end latency (source to sink): p50 {p50:.0} ms, p99 {p99:.0} ms. Plot: {}",
+                        plot.display()
+                    )?,
+                    _ => writeln!(out, "End-to-end latency: no packet reached the sink.")?,
+                }
             }
             writeln!(out, "Run folder: {}", outcome.run_dir.display())?;
             if !outcome.completed {

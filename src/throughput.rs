@@ -6,12 +6,12 @@
 //! and in lockstep on one thread (as a ratio), and the bound the stages set on 2 cores.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
 use ndarray::Array2;
 
 use crate::bench::{fma_peak_gflops, machine_name};
@@ -59,7 +59,7 @@ pub fn stage_seconds(stage: &mut dyn Stage, inputs: usize, batch: usize, min_tim
 }
 
 /// Runs the benchmark and writes its table to `table` as it goes (the binary passes stdout);
-/// writes JSON to `out` if given.
+/// writes JSON to `out` if given (a file, or a folder that gets `<date>-<cpu>.json`).
 pub fn bench(
     data_dir: Option<&Path>,
     batches: usize,
@@ -67,6 +67,11 @@ pub fn bench(
     stop: &Arc<AtomicBool>,
     table: &mut dyn Write,
 ) -> Result<()> {
+    // `data.train_size = 0` means the whole training set: 0 batches would time a full epoch
+    // twice instead of none.
+    ensure!(batches >= 1, "--batches must be at least 1 (the MNIST packets timed in each mode)");
+    // Checked before minutes of timing, not after.
+    let out = out.map(report_path).transpose()?;
     let (text, origin) = pipeline_text("mnist-supervised")?;
     let base = PipelineConfig::parse(&text, &origin, &[])?;
     writeln!(table, "machine: {}; matmul: {}", machine_name(), crate::matmul::backend_name())?;
@@ -141,7 +146,7 @@ pub fn bench(
     }
     let (lock, thr) = (stream[0].1, stream[1].1);
     writeln!(table, "threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound)?;
-    if let Some(path) = out {
+    if let Some(path) = &out {
         let json = serde_json::json!({
             "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::session::git_commit(),
             "peak_gflops": {"1": peak1, "2": peak2}, "stages": stage_rows, "stage_bound_frames_per_s": bound,
@@ -150,13 +155,63 @@ pub fn bench(
             "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2, "one_stage_pool": pool,
             "local_stages": local,
         });
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         writeln!(table, "Wrote {}.", path.display())?;
     }
     Ok(())
+}
+
+/// The file the JSON report goes to: `out`, or `<date>-<cpu>.json` inside it where it is a
+/// folder (an existing one, or a path ending in `/`). Its folder is made and a write tried now,
+/// so that a path that cannot be written fails before the benchmark, not after it.
+pub fn report_path(out: &Path) -> Result<PathBuf> {
+    let folder = out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/');
+    let path = if folder { out.join(format!("{}-{}.json", utc_date(), cpu_slug())) } else { out.to_path_buf() };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot make the folder {}", dir.display()))?;
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .with_context(|| format!("cannot write the benchmark report to {}", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(path)
+}
+
+/// Today's date in UTC as `YYYY-MM-DD` (the civil-from-days rule of the proleptic Gregorian
+/// calendar; not worth a date crate for one file name).
+fn utc_date() -> String {
+    civil_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+fn civil_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The CPU's vendor family in a file name: `xeon`, `epyc`, or the model's first word.
+fn cpu_slug() -> String {
+    let name = machine_name().to_lowercase();
+    ["xeon", "epyc", "ryzen", "core"]
+        .into_iter()
+        .find(|family| name.contains(family))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            name.split(|c: char| !c.is_ascii_alphanumeric()).find(|w| !w.is_empty()).unwrap_or("cpu").to_string()
+        })
 }
 
 /// The paper's locally connected layers alone on this thread: E7's 32x32x3 map of 11x11
@@ -237,4 +292,17 @@ fn one_stage_pool_speedup(base: &PipelineConfig, cores: usize, table: &mut dyn W
     )?;
     Ok(serde_json::json!({"units": units, "threads": cores, "ms_per_packet_1": one * 1e3,
         "ms_per_packet_n": many * 1e3, "speedup": one / many}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_match_the_calendar() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(951_782_400), "2000-02-29");
+        assert_eq!(civil_date(1_709_251_199), "2024-02-29");
+        assert_eq!(civil_date(1_796_256_000), "2026-12-03");
+    }
 }

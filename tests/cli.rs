@@ -196,3 +196,70 @@ fn a_net_that_cannot_fit_memory_is_refused_before_it_is_built() {
     assert_user_error(&out, "make it smaller");
     assert_user_error(&out, "layer1 alone");
 }
+
+#[test]
+fn bench_with_zero_batches_is_refused_at_once() {
+    // Issue 12: `ffstream bench --batches 0` timed whole epochs (0 meant "the whole set").
+    let started = std::time::Instant::now();
+    let out = ffstream(&["bench", "--batches", "0"]);
+    assert_user_error(&out, "--batches must be at least 1");
+    assert!(started.elapsed().as_secs() < 5, "it ran for {:?}", started.elapsed());
+}
+
+#[test]
+fn bench_out_that_cannot_be_written_fails_before_the_benchmark() {
+    // Issue 12: `bench --out DIR` failed only after the whole benchmark. A folder now gets
+    // `<date>-<cpu>.json`; a path under a file cannot be written and is refused at once.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let started = std::time::Instant::now();
+    let out = ffstream(&["bench", "--out", file.join("bench.json").to_str().unwrap()]);
+    assert_user_error(&out, "a-file");
+    assert!(started.elapsed().as_secs() < 5, "it ran for {:?}", started.elapsed());
+    let folder = ffstream::throughput::report_path(dir.path()).unwrap();
+    assert_eq!(folder.parent(), Some(dir.path()));
+    let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("20") && name.ends_with(".json"), "{name}");
+    assert!(!folder.exists(), "the probe write leaves no empty report behind");
+}
+
+#[cfg(feature = "video")]
+#[test]
+fn a_clip_with_no_usable_frame_is_one_clear_error() {
+    // Issue 12: a clip that gave no window to learn from exited 0 with `p50 NaN ms` (and its
+    // instant epochs raced the checkpoint commit).
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=10", "-frames:v", "1"])
+        .args(["-c:v", "ffv1"])
+        .arg(dir.path().join("one.mkv"))
+        .status()
+        .expect("the ffmpeg CLI is installed (scripts/install-deps)");
+    assert!(made.success());
+    let input = format!("source.input=\"{}\"", dir.path().join("one.mkv").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "video-unsupervised", "--quiet", "--set", &input, "--runs-dir"])
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
+    assert_user_error(&out, "gave 1 frame(s) and not one training window of 2 consecutive frames");
+}
+
+#[cfg(feature = "video")]
+#[test]
+fn a_camera_pipeline_that_drops_most_frames_says_so() {
+    // Issue 12: the camera pipeline on an unpaced source dropped 90% of its frames silently.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "camera", "--set", "source.input=\"testsrc2=size=64x64:rate=1000\""])
+        .args(["--set", "source.format=\"lavfi\"", "--set", "data.frames_per_epoch=400", "--set", "data.epochs=1"])
+        .arg("--runs-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("the source dropped").count(), 1, "{stderr}");
+    assert!(stderr.contains("source.drop = \"block\""), "{stderr}");
+}

@@ -154,6 +154,27 @@ fn looping_counts_passes_in_sequence() {
     assert!(frames[10].pixels == frames[0].pixels);
 }
 
+#[test]
+fn a_looped_clip_ends_each_epoch_after_frames_per_epoch() {
+    // Issue 12: with `video.loop_input = true` a file feed never ended an epoch (it waited for
+    // the end of a pass that never comes). A 1-frame clip is the worst case: a reopen a frame.
+    use ffstream::video::feed::{FrameFeed, VideoFeed};
+    let dir = tempfile::tempdir().unwrap();
+    ffmpeg_line(dir.path(), "-f lavfi -i testsrc2=size=32x32:rate=10 -frames:v 1 -c:v ffv1 one.mkv");
+    let config = VideoConfig { loop_input: true, width: 32, height: 32, ..config(&dir.path().join("one.mkv")) };
+    let mut feed = VideoFeed::open(config, 7, Arc::new(AtomicBool::new(false))).unwrap();
+    let started = Instant::now();
+    for epoch in 1..=2 {
+        feed.start_epoch(epoch).unwrap();
+        let mut frames = 0;
+        while feed.next_frame().unwrap().is_some() {
+            frames += 1;
+            assert!(started.elapsed() < Duration::from_secs(30), "epoch {epoch} does not end");
+        }
+        assert_eq!(frames, 7, "epoch {epoch}");
+    }
+}
+
 fn samples() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
     if dir.is_dir() {
@@ -389,6 +410,38 @@ fn live_stream_that_stays_away_is_disconnected() {
     one_line_naming(&err, &format!("udp://127.0.0.1:{port}"));
     assert_eq!(input.counters().reconnects.load(Ordering::Relaxed), 1);
     eprintln!("disconnected: {err}");
+}
+
+#[test]
+fn a_udp_stream_without_a_timeout_ends_when_its_sender_dies() {
+    // Issue 12: without `?timeout=` FFmpeg waited for ever once the sender died (UDP has no
+    // end), so the stream neither ended nor reconnected. Network inputs now get a 5 s timeout.
+    let port = free_udp_port();
+    let _sender = Sender::start(port, 1);
+    let config = VideoConfig {
+        options: [("analyzeduration", "200000"), ("probesize", "65536")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..VideoConfig::new(format!("udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=50000"))
+    };
+    let mut input = VideoInput::open(&config).unwrap();
+    let started = Instant::now();
+    let mut frames = 0;
+    let ended = std::thread::spawn(move || loop {
+        match input.next_frame() {
+            Ok(Some(_)) => frames += 1,
+            Ok(None) => return (frames, None),
+            Err(err) => return (frames, Some(err.to_string())),
+        }
+    });
+    while !ended.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the stream never ends after its sender died");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (frames, how) = ended.join().unwrap();
+    assert!(frames > 10, "{frames} frames ({how:?})");
+    eprintln!("sender gone: {frames} frames, then {how:?} after {:?}", started.elapsed());
 }
 
 #[test]

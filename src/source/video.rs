@@ -74,7 +74,9 @@ pub struct VideoConfig {
     /// Forces an FFmpeg input format or device (`lavfi`, `v4l2`, ...) instead of probing.
     pub format: Option<String>,
     /// Options for opening the input (FFmpeg's AVDictionary): `timeout`, `video_size`,
-    /// `framerate`, `rtsp_transport`, ... An option the input does not use is an error.
+    /// `framerate`, `rtsp_transport`, ... An option the input does not use is an error. A
+    /// network input without `timeout` or `rw_timeout` gets `rw_timeout` = 5 s: a stream whose
+    /// sender died then ends (or reconnects) instead of waiting for ever.
     pub options: BTreeMap<String, String>,
     /// Output width in pixels.
     pub width: usize,

@@ -17,6 +17,19 @@ pub enum FeedError {
     #[cfg(feature = "video")]
     #[error(transparent)]
     Video(#[from] crate::video::input::VideoError),
+    /// An epoch of the input gave no window to learn from (a clip shorter than a window, or
+    /// whose every window is held out): a run on it would finish having learned nothing.
+    #[error(
+        "epoch {epoch} of the input gave {frames} frame(s) and not one training window of {window} consecutive frames (held-out windows aside): nothing to learn from; use a longer input or a smaller `head.window`"
+    )]
+    NoWindow {
+        /// The 1-based epoch.
+        epoch: u32,
+        /// Frames the feed gave in it.
+        frames: u64,
+        /// Frames a window needs.
+        window: usize,
+    },
 }
 
 /// What a feed counted so far.
@@ -85,7 +98,8 @@ impl FrameFeed for MemoryFeed {
 }
 
 /// A video input as a frame feed. A file's epoch is one pass (reopened for the next); a live
-/// input (network stream, device, lavfi) runs on, and its epoch is `frames_per_epoch` frames.
+/// input (network stream, device, lavfi) or a looped file (`loop_input`) runs on, and its epoch
+/// is `frames_per_epoch` frames.
 #[cfg(feature = "video")]
 pub struct VideoFeed {
     config: super::VideoConfig,
@@ -109,7 +123,8 @@ impl VideoFeed {
         frames_per_epoch: u64,
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> anyhow::Result<VideoFeed> {
-        let live = config.is_stream() || config.format.as_deref().is_some_and(|f| !f.is_empty());
+        // A looped file never ends a pass for the epoch to end on: it is counted like a stream.
+        let live = config.is_stream() || config.format.as_deref().is_some_and(|f| !f.is_empty()) || config.loop_input;
         let feed = super::live::LiveFeed::start(config.clone(), std::sync::Arc::clone(&stop))?;
         Ok(VideoFeed {
             config,

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 
-use super::feed::{FeedError, FrameFeed};
+use super::feed::{FeedCounters, FeedError, FrameFeed};
 use super::negatives::{make_negative, MaskBank, NegativeKind};
 use super::Frame;
 use crate::head::sleep::WakeSleep;
@@ -358,6 +358,8 @@ impl VideoHead {
     pub fn run(&mut self, io: &mut dyn HeadIo) -> Result<(), Interrupted> {
         self.load_feed_holdout().map_err(Self::fail)?;
         let own_holdout = self.held_out.is_empty();
+        let mut counted = self.feed.counters();
+        let mut warned = false;
         for epoch in self.config.first_epoch..=self.config.epochs {
             self.feed.start_epoch(epoch).map_err(Self::fail)?;
             let mut rng = Rng::derive(self.config.seed, "video.negatives", epoch as u64);
@@ -369,6 +371,7 @@ impl VideoHead {
             // Every epoch starts awake with a fresh phase (self-contained, like the replay memory).
             let mut phases =
                 WakeSleep::at_epoch_start(self.config.schedule, 0, self.progress.clone(), Arc::clone(&self.stop));
+            let (mut frames, mut trained) = (0u64, 0usize);
             loop {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(Interrupted::Stopped);
@@ -381,6 +384,7 @@ impl VideoHead {
                     Ok(None) => break,
                     Err(e) => return Err(Self::fail(e)),
                 };
+                frames += 1;
                 let Some(recent) = windows.push(frame) else { continue };
                 // Invariant: `Windows` hands out only full windows, of at least one frame.
                 let index = recent.back().expect("a full window").index;
@@ -392,17 +396,41 @@ impl VideoHead {
                     continue;
                 }
                 batch.push(self.window_of(recent));
+                trained += 1;
                 if batch.len() == self.config.batch {
                     self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io)?;
                 }
             }
+            if trained == 0 {
+                return Err(Self::fail(FeedError::NoWindow { epoch, frames, window: self.config.window }));
+            }
             self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io)?;
+            if !warned {
+                warned = warn_of_drops(epoch, &counted, &self.feed.counters());
+            }
+            counted = self.feed.counters();
             phases.end_epoch();
             self.evaluate(epoch, io)?;
             io.emit(Message::EpochEnd { epoch, stamp: Instant::now() })?;
         }
         Ok(())
     }
+}
+
+/// Warns (once a run: returns true) when a live source dropped most of an epoch's frames: the
+/// counts are in the record, but a camera pipeline pointed at a file or an unpaced generator
+/// learning from a tenth of its frames should be said at the time.
+fn warn_of_drops(epoch: u32, before: &FeedCounters, now: &FeedCounters) -> bool {
+    let decoded = now.decoded.saturating_sub(before.decoded);
+    let dropped = now.dropped.saturating_sub(before.dropped);
+    let most = decoded >= 100 && dropped * 2 > decoded;
+    if most {
+        tracing::warn!(
+            "epoch {epoch}: the source dropped {dropped} of its {decoded} frames ({:.0}%): the stages are slower than it and `source.drop` lets the surplus go; to learn from every frame of a file, set `source.drop = \"block\"`",
+            100.0 * dropped as f64 / decoded as f64
+        );
+    }
+    most
 }
 
 impl crate::runtime::Head for VideoHead {

@@ -564,6 +564,41 @@ impl Session {
 
 /// `avformat_open_input` with a forced format, options and a stop callback, which
 /// ffmpeg-next does not offer together.
+/// Without a read timeout FFmpeg waits for ever on a network stream whose sender died (UDP has
+/// no end), so such a stream never ends and never reconnects.
+const NETWORK_TIMEOUT_MICROS: u64 = 5_000_000;
+
+/// Whether the input is a network URL (not a file, a device or a lavfi graph).
+fn networked(config: &VideoConfig) -> bool {
+    config.input.contains("://") && config.is_stream() && config.format.as_deref().is_none_or(|f| f.is_empty())
+}
+
+/// The option that bounds a network input's reads: the socket protocols' own `timeout` (FFmpeg
+/// 5.1's UDP ignores the common `rw_timeout`, measured with ffprobe; RTSP's demuxer opens its
+/// own sockets), elsewhere (HTTP, HLS, RTMP) the common `rw_timeout`. None where the input sets
+/// one of them itself (in `options` or the URL's query) or is not networked.
+fn timeout_option(config: &VideoConfig) -> Option<&'static str> {
+    let set = |key: &str| config.options.contains_key(key) || config.input.contains(&format!("{key}="));
+    if !networked(config) || set("timeout") || set("rw_timeout") {
+        return None;
+    }
+    let scheme = config.input.split_once("://").map_or("", |(scheme, _)| scheme);
+    Some(if ["udp", "rtp", "rtsp", "rtsps", "srt", "tcp"].contains(&scheme) { "timeout" } else { "rw_timeout" })
+}
+
+/// FFmpeg's reason for a failed open, said plainly where a network input's timeout ran out
+/// (FFmpeg says only "Input/output error" or "Connection timed out").
+fn open_reason(code: i32, networked: bool) -> String {
+    let reason = ffmpeg::Error::from(code).to_string();
+    let timed_out =
+        code == ffmpeg::ffi::AVERROR(ffmpeg::ffi::EIO) || code == ffmpeg::ffi::AVERROR(ffmpeg::ffi::ETIMEDOUT);
+    if networked && timed_out {
+        format!("nothing arrived before the read timeout ran out ({reason}); is the sender running? The `timeout` or `rw_timeout` option sets the wait in microseconds")
+    } else {
+        reason
+    }
+}
+
 fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
     let open_error = |reason: String| VideoError::Open { input: config.input.clone(), reason };
     let cstring =
@@ -589,6 +624,9 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
         cstring(value)?;
         options.set(key, value);
     }
+    if let Some(key) = timeout_option(config) {
+        options.set(key, &NETWORK_TIMEOUT_MICROS.to_string());
+    }
     let stop = stop.clone();
     let interrupt = ffmpeg::util::interrupt::new(Box::new(move || stop.is_set()));
     // SAFETY: the FFmpeg calls below follow avformat_open_input's contract: `ps` is a fresh
@@ -604,7 +642,7 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
         let opened = ffmpeg::ffi::avformat_open_input(&mut ps, url.as_ptr(), format, &mut dict);
         let unused = ffmpeg::Dictionary::own(dict);
         if opened < 0 {
-            return Err(open_error(ffmpeg::Error::from(opened).to_string()));
+            return Err(open_error(open_reason(opened, networked(config))));
         }
         let input = Input::wrap_with_interrupt(ps, interrupt.guard);
         if let Some((key, _)) = unused.iter().next() {
@@ -612,7 +650,7 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
         }
         let found = ffmpeg::ffi::avformat_find_stream_info(ps, ptr::null_mut());
         if found < 0 {
-            return Err(open_error(ffmpeg::Error::from(found).to_string()));
+            return Err(open_error(open_reason(found, networked(config))));
         }
         Ok(input)
     }
