@@ -10,7 +10,7 @@ use ffstream::matmul::backend_name;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The FF layer shapes of the reference network: (inputs, units).
 const LAYERS: [(usize, usize); 2] = [(784, 2000), (2000, 2000)];
@@ -91,7 +91,7 @@ fn main() {
         println!("warning: {} product(s) above the measured peak: the peak runs were disturbed, rerun", over.len());
     }
 
-    let date = today();
+    let date = ffstream::throughput::utc_date();
     let report = json!({
         "date": date,
         "machine": machine,
@@ -152,21 +152,6 @@ fn batch_of(p: &GemmPoint) -> usize {
     } else {
         p.m
     }
-}
-
-/// Today's UTC date as YYYY-MM-DD, from the system clock (days to civil date, H. Hinnant).
-fn today() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let z = (secs / 86_400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// Rows of text cells, printed with every column padded to its widest cell.

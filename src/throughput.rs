@@ -185,7 +185,7 @@ pub fn report_path(out: &Path) -> Result<PathBuf> {
 
 /// Today's date in UTC as `YYYY-MM-DD` (the civil-from-days rule of the proleptic Gregorian
 /// calendar; not worth a date crate for one file name).
-fn utc_date() -> String {
+pub fn utc_date() -> String {
     civil_date(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
