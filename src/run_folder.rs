@@ -189,8 +189,20 @@ pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<
         let saved = checkpoint::run_metadata(dir)
             .ok()
             .and_then(|m| m.get("run_state").and_then(|t| serde_json::from_str::<RunState>(t).ok()));
+        // The checkpoint rules either way: behind it, state.json was not yet rewritten; ahead
+        // of it, state.json describes epochs whose weights are not on disk.
         let state = match saved {
-            Some(saved) if saved.epochs_done > state.epochs_done => saved,
+            Some(saved) if saved.epochs_done != state.epochs_done => {
+                if state.epochs_done > saved.epochs_done {
+                    tracing::warn!(
+                        "{}/state.json says {} epochs are done but the checkpoint holds {}: resuming from the checkpoint",
+                        dir.display(),
+                        state.epochs_done,
+                        saved.epochs_done
+                    );
+                }
+                saved
+            }
             _ => state,
         };
         return Ok((dir.clone(), state));

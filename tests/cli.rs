@@ -263,3 +263,71 @@ fn a_camera_pipeline_that_drops_most_frames_says_so() {
     assert_eq!(stderr.matches("the source dropped").count(), 1, "{stderr}");
     assert!(stderr.contains("source.drop = \"block\""), "{stderr}");
 }
+
+#[cfg(all(feature = "video", unix))]
+#[test]
+fn a_fifo_input_waits_for_its_next_writer_and_stops_on_the_first_ctrl_c() {
+    // Issue 12: a FIFO input blocked in the kernel on its reopen for epoch 2 and ignored the
+    // first Ctrl-C. Now the wait is said, and the first Ctrl-C stops with the resume hint.
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ffmpeg -v error -f lavfi -i testsrc2=size=64x64:rate=25 -t 3 -c:v ffv1 -f nut - > {}",
+            fifo.display()
+        ))
+        .spawn()
+        .unwrap();
+    let input = format!("source.input=\"{}\"", fifo.display());
+    let mut run = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "video-unsupervised", "--set", &input, "--set", "data.epochs=2", "--runs-dir"])
+        .arg(dir.path().join("runs"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = run.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let started = std::time::Instant::now();
+    while !seen.iter().any(|l: &String| l.contains("waiting for a writer on the FIFO")) {
+        assert!(started.elapsed().as_secs() < 60, "no wait announced: {seen:?}");
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            seen.push(line);
+        }
+    }
+    // SAFETY: a signal to the child we spawned.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed().as_secs() < 10, "the first Ctrl-C did not stop the run");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    seen.extend(rx.try_iter());
+    let _ = writer.wait_with_output();
+    assert_eq!(status.code(), Some(2), "{seen:?}");
+    assert!(seen.iter().any(|l| l.contains("resume with")), "{seen:?}");
+}
+
+#[test]
+fn the_backprop_twin_of_a_net_that_cannot_fit_memory_is_refused_before_it_is_built() {
+    // Issue 12: the FF check did not cover the twin, which aborted ("memory allocation failed").
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "mnist-backprop", "--quiet", "--set", "model.layers=[100000000, 10]", "--runs-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_user_error(&out, "make it smaller");
+}

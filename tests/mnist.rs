@@ -168,7 +168,7 @@ fn unlabelled_mnist_as_still_frames_gives_features_a_frozen_softmax_reads() {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_weights() {
-    killed_run_resumes(1, false);
+    killed_run_resumes(1, 0);
 }
 
 /// A kill between the checkpoint's write and state.json's: the checkpoint holds epoch 2, the
@@ -176,10 +176,18 @@ fn a_killed_run_resumes_to_the_same_weights() {
 /// that already learned it.
 #[test]
 fn a_run_killed_between_its_two_writes_resumes_from_the_checkpoint() {
-    killed_run_resumes(2, true);
+    killed_run_resumes(2, -1);
 }
 
-fn killed_run_resumes(stop_after: u32, lose_last_state: bool) {
+/// Issue 12: a state.json ahead of its checkpoint (edited, or from another run) was trusted:
+/// the resume skipped an epoch on weights that never learned it. The checkpoint rules.
+#[test]
+fn a_state_file_ahead_of_its_checkpoint_is_not_trusted() {
+    killed_run_resumes(1, 1);
+}
+
+/// `state_shift`: how many epochs state.json is moved from what the checkpoint holds.
+fn killed_run_resumes(stop_after: u32, state_shift: i64) {
     let runs = tempfile::tempdir().unwrap();
     let base = [
         "data.train_size=1000",
@@ -221,12 +229,18 @@ fn killed_run_resumes(stop_after: u32, lose_last_state: bool) {
         assert!(!outcome.completed, "the run should have been stopped");
         outcome.run_dir
     };
-    if lose_last_state {
+    if state_shift != 0 {
         let path = dir.join("state.json");
         let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(state["epochs_done"], 2);
-        state["epochs_done"] = 1.into();
-        state["curve"].as_array_mut().unwrap().truncate(1);
+        assert_eq!(state["epochs_done"], stop_after);
+        state["epochs_done"] = (i64::from(stop_after) + state_shift).into();
+        let curve = state["curve"].as_array_mut().unwrap();
+        if state_shift < 0 {
+            curve.truncate(stop_after as usize - 1);
+        } else {
+            let last = curve.last().unwrap().clone();
+            curve.push(last);
+        }
         std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
     }
     let mut o = options(runs.path());

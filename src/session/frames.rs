@@ -409,6 +409,10 @@ impl FramesTwin {
 }
 
 impl TwinData for FramesTwin {
+    fn inputs(&self) -> usize {
+        self.inputs
+    }
+
     fn net(&self) -> Backprop {
         build_backprop_for(&self.config, self.inputs)
     }

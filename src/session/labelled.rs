@@ -156,6 +156,10 @@ impl LabelledTwin {
 }
 
 impl TwinData for LabelledTwin {
+    fn inputs(&self) -> usize {
+        crate::config::build::row_shape(&self.config).0
+    }
+
     fn net(&self) -> Backprop {
         build_backprop(&self.config)
     }

@@ -24,6 +24,8 @@ pub type Batch = (Array2<f32>, Vec<u8>);
 
 /// The rows a twin trains on and how it is scored.
 pub trait TwinData {
+    /// Values in a row of the workload (the net's inputs).
+    fn inputs(&self) -> usize;
     /// The net, built for the workload's rows.
     fn net(&self) -> Backprop;
     /// The training batches of 1-based `epoch`, in the order the FF run sees them.
@@ -41,6 +43,8 @@ pub fn backprop(error: f64) -> ErrorsPct {
 /// Trains the twin of `session` on `data` from the epoch after the last checkpoint.
 pub fn run(session: &Session<'_>, data: &mut dyn TwinData, state: &mut RunState) -> Result<Trained> {
     let (config, dir, options) = (session.config, session.dir, session.options);
+    // As for the FF stages: a net that cannot fit is refused before it is built.
+    crate::config::build::check_memory(config, data.inputs())?;
     let mut net = data.net();
     net.set_threads(backprop_threads(options));
     if state.epochs_done > 0 {

@@ -361,7 +361,15 @@ impl VideoHead {
         let mut counted = self.feed.counters();
         let mut warned = false;
         for epoch in self.config.first_epoch..=self.config.epochs {
-            self.feed.start_epoch(epoch).map_err(Self::fail)?;
+            // A reopen cut short by Ctrl-C (a FIFO waiting for its writer) is a stop, not a failure.
+            let stop = &self.stop;
+            self.feed.start_epoch(epoch).map_err(|e| {
+                if stop.load(Ordering::Relaxed) {
+                    Interrupted::Stopped
+                } else {
+                    Self::fail(e)
+                }
+            })?;
             let mut rng = Rng::derive(self.config.seed, "video.negatives", epoch as u64);
             // Every epoch is self-contained (the replay memory starts empty), so a run resumed
             // at an epoch boundary makes the same negatives as one that never stopped.

@@ -627,6 +627,9 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
     if let Some(key) = timeout_option(config) {
         options.set(key, &NETWORK_TIMEOUT_MICROS.to_string());
     }
+    // Held until FFmpeg has its own reader of the FIFO (see `fifo`).
+    #[cfg(unix)]
+    let _fifo_reader = super::fifo::wait_for_writer(&config.input, stop)?;
     let stop = stop.clone();
     let interrupt = ffmpeg::util::interrupt::new(Box::new(move || stop.is_set()));
     // SAFETY: the FFmpeg calls below follow avformat_open_input's contract: `ps` is a fresh

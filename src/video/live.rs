@@ -23,6 +23,9 @@ use super::Frame;
 /// notifies) is seen within this time.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
+/// How long dropping a feed waits for its decode thread to see the halt flag.
+const JOIN_GRACE: Duration = Duration::from_secs(2);
+
 /// What the live feed has done so far.
 #[derive(Debug)]
 pub struct LiveCounters {
@@ -214,8 +217,18 @@ impl Drop for LiveFeed {
         self.halt.store(true, Ordering::Relaxed);
         self.shared.drained.notify_all();
         if let Some(thread) = self.thread.take() {
-            // The decode thread catches its own failures (see `Finish`), so join only waits.
-            let _ = thread.join();
+            // The decode thread catches its own failures (see `Finish`), so join only waits;
+            // but a read that blocks in the kernel (a FIFO whose writer is silent) never sees
+            // the halt flag: after a grace period the thread is left to end with the process.
+            let deadline = Instant::now() + JOIN_GRACE;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("the decoder is blocked in a read; leaving it behind");
+            }
         }
         let mut state = self.shared.lock();
         self.shared.discard(&mut state);

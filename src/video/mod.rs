@@ -10,6 +10,8 @@
 //!   linear probes on frozen stages, against a random-init net; [`softmax_probe`]: the softmax
 //!   readout on frozen stages of a still-image stream ([`still`]: a labelled dataset as frames).
 
+#[cfg(all(feature = "video", unix))]
+mod fifo;
 #[cfg(feature = "video")]
 pub mod input;
 #[cfg(feature = "video")]
