@@ -331,3 +331,54 @@ fn the_backprop_twin_of_a_net_that_cannot_fit_memory_is_refused_before_it_is_bui
         .unwrap();
     assert_user_error(&out, "make it smaller");
 }
+
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_keeps_the_last_checkpoint_and_says_how_to_resume() {
+    // Issue 12: SIGTERM (a service manager, `kill`) killed the run without its summary.
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "mnist-quick", "--quiet", "--set", "data.epochs=200", "--set", "data.train_size=2000"])
+        .arg("--runs-dir")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let checkpointed = || {
+        std::fs::read_dir(dir.path()).ok()?.filter_map(Result::ok).find(|e| e.path().join("checkpoint.json").exists())
+    };
+    while checkpointed().is_none() {
+        assert!(started.elapsed().as_secs() < 60, "no checkpoint within a minute");
+        assert!(run.try_wait().unwrap().is_none(), "the run ended before it was stopped");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a signal to the child we spawned.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let stopped = std::time::Instant::now();
+    let out = run.wait_with_output().unwrap();
+    assert!(stopped.elapsed().as_secs() < 10, "SIGTERM took {:?}", stopped.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("resume with `ffstream run --resume"), "{stderr}");
+    let folder = checkpointed().unwrap().path();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("state.json")).unwrap()).unwrap();
+    assert!(state["epochs_done"].as_u64().unwrap() >= 1, "{state}");
+}
+
+#[test]
+fn a_stage_that_goes_non_finite_stops_the_run_with_its_name_and_no_checkpoint() {
+    // Issue 12: a run whose weights blow up must stop, name the stage, and commit no
+    // checkpoint of the blown-up weights.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "mnist-quick", "--quiet", "--set", "optimizer.lr=1e30", "--set", "data.train_size=2000"])
+        .arg("--runs-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_user_error(&out, "stage `layer1`: goodness is not finite");
+    let folder = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    assert!(!folder.join("checkpoint.json").exists(), "a checkpoint of non-finite weights was committed");
+}
