@@ -353,7 +353,8 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             if records.is_empty() {
                 bail!("no records in {}", results.display());
             }
-            std::fs::write(results.join("RESULTS.md"), record::results_markdown(&records))?;
+            let tables = record::results_markdown(&records);
+            std::fs::write(results.join("RESULTS.md"), &tables)?;
             std::fs::write(results.join("curves.svg"), record::curves_svg(&records))?;
             if let Some(svg) = record::frame_streams_svg(&records) {
                 std::fs::write(results.join("frame-streams.svg"), svg)?;
@@ -361,6 +362,9 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             if let Some(svg) = record::sequence_svg(&records) {
                 std::fs::write(results.join("aesop-curves.svg"), svg)?;
             }
+            // Last: the page inlines the charts written above.
+            let page = crate::report_page::index_html(&records, &results, &tables);
+            std::fs::write(results.join("index.html"), page)?;
             // The README carries the same generated table between two markers.
             let readme = Path::new("README.md");
             if let Ok(text) = std::fs::read_to_string(readme) {
@@ -374,9 +378,10 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             }
             writeln!(
                 out,
-                "Wrote {} and {} from {} records.",
+                "Wrote {}, {} and {} from {} records.",
                 results.join("RESULTS.md").display(),
                 results.join("curves.svg").display(),
+                results.join("index.html").display(),
                 records.len()
             )?;
             Ok(())

@@ -44,6 +44,7 @@ pub mod negative;
 pub mod packet;
 pub mod plot;
 pub mod record;
+pub mod report_page;
 pub mod reservoir;
 pub mod rng;
 pub mod run_folder;
