@@ -63,6 +63,9 @@ pub enum Command {
         /// Threads for the backprop twin (0: all cores; FF stages use one thread each).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Serve per-stage counters for Prometheus at http://ADDR/metrics (e.g. 127.0.0.1:9898).
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
     },
     /// Score a run's last checkpoint on the validation and test splits.
     Eval {
@@ -248,9 +251,21 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
         replace_record: false,
         quiet: false,
         threads: 0,
+        metrics_addr: None,
     });
     match command {
-        Command::Run { pipeline, overrides, resume, data_dir, runs_dir, record, replace_record, quiet, threads } => {
+        Command::Run {
+            pipeline,
+            overrides,
+            resume,
+            data_dir,
+            runs_dir,
+            record,
+            replace_record,
+            quiet,
+            threads,
+            metrics_addr,
+        } => {
             if let Some(dir) = data_dir.as_ref().filter(|d| !d.is_dir()) {
                 bail!("--data-dir {} is not a folder", dir.display());
             }
@@ -275,6 +290,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 stop: Some(Arc::clone(&stop)),
                 threads,
                 live,
+                metrics_addr,
             };
             writeln!(
                 out,

@@ -40,6 +40,7 @@ pub mod figure;
 pub mod head;
 pub mod matmul;
 pub mod metrics;
+pub mod metrics_endpoint;
 pub mod negative;
 pub mod packet;
 pub mod plot;

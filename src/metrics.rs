@@ -187,6 +187,8 @@ pub trait LiveView: Send + Sync + std::fmt::Debug {
 pub struct Reporter {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The Prometheus endpoint of the same counters, if the run serves one.
+    endpoint: Option<crate::metrics_endpoint::MetricsEndpoint>,
 }
 
 impl Reporter {
@@ -268,7 +270,12 @@ impl Reporter {
                 live.clear();
             }
         })?;
-        Ok(Reporter { stop, thread: Some(thread) })
+        Ok(Reporter { stop, thread: Some(thread), endpoint: None })
+    }
+
+    /// Keeps `endpoint` serving for as long as this reporter samples.
+    pub fn serve(&mut self, endpoint: crate::metrics_endpoint::MetricsEndpoint) {
+        self.endpoint = Some(endpoint);
     }
 }
 
@@ -335,6 +342,12 @@ impl Latency {
     /// The counts so far.
     pub fn counts(&self) -> Vec<u64> {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+    }
+
+    /// The lower and upper edges (seconds) of bucket `i` of [`Latency::counts`].
+    pub fn bucket_edges(i: usize) -> (f64, f64) {
+        let edge = |k: usize| LATENCY_FLOOR_S * 10f64.powf(k as f64 / LATENCY_PER_DECADE);
+        (if i == 0 { 0.0 } else { edge(i) }, edge(i + 1))
     }
 
     /// The `q`-quantile (0..1) in seconds of the frames counted between `before` and `after`

@@ -46,6 +46,8 @@ pub struct RunOptions {
     /// Threads for the backprop twin's products (0: all cores). FF stages always use one
     /// thread each: the stages themselves are the parallelism.
     pub threads: usize,
+    /// Serve the run's counters for Prometheus at this address (`--metrics-addr`).
+    pub metrics_addr: Option<String>,
 }
 
 impl RunOptions {
@@ -240,7 +242,13 @@ pub(crate) fn start_reporter(
     }
     progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
     progress.epochs.store(config.data.epochs, Ordering::Relaxed);
-    let reporter = Reporter::start(
+    let endpoint = match &options.metrics_addr {
+        Some(addr) => {
+            Some(crate::metrics_endpoint::MetricsEndpoint::start(addr, stats.clone(), Arc::clone(&progress))?)
+        }
+        None => None,
+    };
+    let mut reporter = Reporter::start(
         stats,
         Arc::clone(&progress),
         Duration::from_secs(1),
@@ -248,6 +256,9 @@ pub(crate) fn start_reporter(
         options.live_view(),
     )
     .context("cannot start the reporter thread")?;
+    if let Some(endpoint) = endpoint {
+        reporter.serve(endpoint);
+    }
     Ok((progress, reporter))
 }
 

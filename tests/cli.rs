@@ -382,3 +382,46 @@ fn a_stage_that_goes_non_finite_stops_the_run_with_its_name_and_no_checkpoint() 
     let folder = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
     assert!(!folder.join("checkpoint.json").exists(), "a checkpoint of non-finite weights was committed");
 }
+
+#[test]
+fn a_run_serves_its_stage_counters_for_prometheus() {
+    // Issue 12: `--metrics-addr` serves per-stage frames, busy and wait time, queue depth,
+    // drops, the latency histogram and the phase while the run goes.
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_ffstream"))
+        .args(["run", "mnist-quick", "--quiet", "--set", "data.epochs=30", "--set", "data.train_size=2000"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}"), "--runs-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let text = loop {
+        assert!(started.elapsed().as_secs() < 60, "no metrics with frames within a minute");
+        assert!(run.try_wait().unwrap().is_none(), "the run ended before it was scraped");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { continue };
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        let frames = text
+            .lines()
+            .find(|l| l.starts_with("ffstream_stage_frames_total{stage=\"layer2\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+        if frames.is_some_and(|f| f > 0) {
+            break text;
+        }
+    };
+    let _ = run.kill();
+    let _ = run.wait();
+    for family in [
+        "ffstream_stage_busy_seconds_total",
+        "ffstream_stage_queue_depth",
+        "ffstream_latency_seconds_bucket",
+        "ffstream_phase{",
+    ] {
+        assert!(text.contains(family), "{family} not in:\n{text}");
+    }
+}
