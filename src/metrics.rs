@@ -187,8 +187,8 @@ pub trait LiveView: Send + Sync + std::fmt::Debug {
 pub struct Reporter {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// The Prometheus endpoint of the same counters, if the run serves one.
-    endpoint: Option<crate::metrics_endpoint::MetricsEndpoint>,
+    /// What serves the same counters elsewhere (the Prometheus endpoint), kept as long as this.
+    servers: Vec<Box<dyn Send>>,
 }
 
 impl Reporter {
@@ -270,12 +270,12 @@ impl Reporter {
                 live.clear();
             }
         })?;
-        Ok(Reporter { stop, thread: Some(thread), endpoint: None })
+        Ok(Reporter { stop, thread: Some(thread), servers: Vec::new() })
     }
 
-    /// Keeps `endpoint` serving for as long as this reporter samples.
-    pub fn serve(&mut self, endpoint: crate::metrics_endpoint::MetricsEndpoint) {
-        self.endpoint = Some(endpoint);
+    /// Keeps `server` (it stops when dropped) for as long as this reporter samples.
+    pub fn keep(&mut self, server: Box<dyn Send>) {
+        self.servers.push(server);
     }
 }
 

@@ -257,7 +257,7 @@ pub(crate) fn start_reporter(
     )
     .context("cannot start the reporter thread")?;
     if let Some(endpoint) = endpoint {
-        reporter.serve(endpoint);
+        reporter.keep(Box::new(endpoint));
     }
     Ok((progress, reporter))
 }

@@ -12,32 +12,30 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::time::{Duration, Instant};
 
-use super::input::{Stop, VideoError};
-
 /// How long to wait quietly before saying that the run waits for a writer.
 const QUIET_WAIT: Duration = Duration::from_secs(1);
 
-/// If `input` is a FIFO, waits until its writer has sent data, or until `stop`; returns the
-/// reader to hold until FFmpeg has opened the FIFO itself. None for anything else.
-pub(crate) fn wait_for_writer(input: &str, stop: &Stop) -> Result<Option<File>, VideoError> {
+/// If `input` is a FIFO, waits until its writer has sent data, or until `stopped()`; returns
+/// the reader to hold until FFmpeg has opened the FIFO itself (None for anything else), or why
+/// not.
+pub(crate) fn wait_for_writer(input: &str, stopped: &dyn Fn() -> bool) -> Result<Option<File>, String> {
     let is_fifo = std::fs::metadata(input).is_ok_and(|m| m.file_type().is_fifo());
     if !is_fifo {
         return Ok(None);
     }
-    let failed = |reason: String| VideoError::Open { input: input.to_string(), reason };
     let open = || {
         std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(input)
-            .map_err(|e| failed(format!("cannot open the FIFO: {e}")))
+            .map_err(|e| format!("cannot open the FIFO: {e}"))
     };
     let mut reader = open()?;
     let started = Instant::now();
     let mut told = false;
     loop {
-        if stop.is_set() {
-            return Err(failed("stopped while waiting for a writer on the FIFO".into()));
+        if stopped() {
+            return Err("stopped while waiting for a writer on the FIFO".into());
         }
         let mut poll = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the duration of the call; the descriptor is ours.
@@ -77,7 +75,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = fifo(dir.path());
         let flag = Arc::new(AtomicBool::new(false));
-        let stop = Stop::new(vec![Arc::clone(&flag)]);
+        let raised = Arc::clone(&flag);
+        let stop = move || raised.load(Ordering::Relaxed);
         let raise = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             flag.store(true, Ordering::Relaxed);
@@ -86,7 +85,7 @@ mod tests {
         let err = wait_for_writer(&path, &stop).unwrap_err();
         raise.join().unwrap();
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-        assert!(err.to_string().contains("stopped while waiting for a writer"), "{err}");
+        assert!(err.contains("stopped while waiting for a writer"), "{err}");
     }
 
     #[test]
@@ -99,10 +98,11 @@ mod tests {
             let mut w = std::fs::OpenOptions::new().write(true).open(writer_path).unwrap();
             w.write_all(b"frames").unwrap();
         });
-        let reader = wait_for_writer(&path, &Stop::default()).unwrap();
+        let never = || false;
+        let reader = wait_for_writer(&path, &never).unwrap();
         assert!(reader.is_some());
         writer.join().unwrap();
-        assert!(wait_for_writer(dir.path().to_str().unwrap(), &Stop::default()).unwrap().is_none());
-        assert!(wait_for_writer("udp://127.0.0.1:9", &Stop::default()).unwrap().is_none());
+        assert!(wait_for_writer(dir.path().to_str().unwrap(), &never).unwrap().is_none());
+        assert!(wait_for_writer("udp://127.0.0.1:9", &never).unwrap().is_none());
     }
 }

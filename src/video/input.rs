@@ -629,7 +629,7 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
     }
     // Held until FFmpeg has its own reader of the FIFO (see `fifo`).
     #[cfg(unix)]
-    let _fifo_reader = super::fifo::wait_for_writer(&config.input, stop)?;
+    let _fifo_reader = super::fifo::wait_for_writer(&config.input, &|| stop.is_set()).map_err(open_error)?;
     let stop = stop.clone();
     let interrupt = ffmpeg::util::interrupt::new(Box::new(move || stop.is_set()));
     // SAFETY: the FFmpeg calls below follow avformat_open_input's contract: `ps` is a fresh
