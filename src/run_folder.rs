@@ -242,12 +242,11 @@ pub(crate) fn start_reporter(
     }
     progress.epoch.store(state.epochs_done + 1, Ordering::Relaxed);
     progress.epochs.store(config.data.epochs, Ordering::Relaxed);
-    let endpoint = match &options.metrics_addr {
-        Some(addr) => {
-            Some(crate::metrics_endpoint::MetricsEndpoint::start(addr, stats.clone(), Arc::clone(&progress))?)
-        }
-        None => None,
-    };
+    let endpoint = options
+        .metrics_addr
+        .as_deref()
+        .map(|addr| crate::metrics_endpoint::MetricsEndpoint::start(addr, stats.clone(), Arc::clone(&progress)))
+        .transpose()?;
     let mut reporter = Reporter::start(
         stats,
         Arc::clone(&progress),

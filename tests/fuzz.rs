@@ -192,6 +192,18 @@ proptest! {
 /// A checkpoint's tensors: `(name, shape, values)`.
 type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 
+/// Replaces bytes of a non-empty `bytes` at `flips`, then cuts it at `cut` (keeping at least
+/// `keep` bytes).
+fn damage(bytes: &mut Vec<u8>, flips: &[(prop::sample::Index, u8)], cut: Option<prop::sample::Index>, keep: usize) {
+    for (at, b) in flips {
+        let i = at.index(bytes.len());
+        bytes[i] = *b;
+    }
+    if let Some(cut) = cut {
+        bytes.truncate(cut.index(bytes.len()).max(keep));
+    }
+}
+
 /// A small run folder with a committed checkpoint of two stages.
 fn checkpoint_folder() -> (tempfile::TempDir, Tensors) {
     use ffstream::checkpoint::ShardStore;
@@ -230,13 +242,7 @@ proptest! {
         files.push(dir.path().join("checkpoint.json"));
         let path = &files[file];
         let mut bytes = std::fs::read(path).unwrap();
-        for (at, b) in flips {
-            let i = at.index(bytes.len());
-            bytes[i] = b;
-        }
-        if truncate {
-            bytes.truncate(cut.index(bytes.len()));
-        }
+        damage(&mut bytes, &flips, truncate.then_some(cut), 0);
         std::fs::write(path, &bytes).unwrap();
         if let Ok(loaded) = ffstream::checkpoint::load_run(dir.path()) {
             let mut tensors = loaded.state.tensors;
@@ -293,13 +299,7 @@ mod video {
             truncate in any::<bool>(),
         ) {
             let mut bytes = clips()[clip].clone();
-            for (at, b) in flips {
-                let i = at.index(bytes.len());
-                bytes[i] = b;
-            }
-            if truncate {
-                bytes.truncate(cut.index(bytes.len()).max(1));
-            }
+            damage(&mut bytes, &flips, truncate.then_some(cut), 1);
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join(["a.mkv", "a.mp4", "a.avi"][clip]);
             std::fs::write(&path, &bytes).unwrap();

@@ -168,6 +168,12 @@ impl VideoConfig {
         Ok(())
     }
 
+    /// The input format forced by the file (`lavfi`, `v4l2`, ...); None where FFmpeg probes
+    /// (unset, or cleared with `--set source.format=""`).
+    pub fn forced_format(&self) -> Option<&str> {
+        self.format.as_deref().filter(|f| !f.is_empty())
+    }
+
     /// Whether the input is a network stream or a device rather than a file: only these
     /// reconnect when they end (a file that ends is done).
     pub fn is_stream(&self) -> bool {

@@ -124,7 +124,7 @@ impl VideoFeed {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> anyhow::Result<VideoFeed> {
         // A looped file never ends a pass for the epoch to end on: it is counted like a stream.
-        let live = config.is_stream() || config.format.as_deref().is_some_and(|f| !f.is_empty()) || config.loop_input;
+        let live = config.is_stream() || config.forced_format().is_some() || config.loop_input;
         let feed = super::live::LiveFeed::start(config.clone(), std::sync::Arc::clone(&stop))?;
         Ok(VideoFeed {
             config,

@@ -413,10 +413,11 @@ impl VideoHead {
                 return Err(Self::fail(FeedError::NoWindow { epoch, frames, window: self.config.window }));
             }
             self.send_batch(epoch, &mut batch, &mut rng, &mut phases, io)?;
+            let now = self.feed.counters();
             if !warned {
-                warned = warn_of_drops(epoch, &counted, &self.feed.counters());
+                warned = warn_of_drops(epoch, &counted, &now);
             }
-            counted = self.feed.counters();
+            counted = now;
             phases.end_epoch();
             self.evaluate(epoch, io)?;
             io.emit(Message::EpochEnd { epoch, stamp: Instant::now() })?;

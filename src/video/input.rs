@@ -570,7 +570,7 @@ const NETWORK_TIMEOUT_MICROS: u64 = 5_000_000;
 
 /// Whether the input is a network URL (not a file, a device or a lavfi graph).
 fn networked(config: &VideoConfig) -> bool {
-    config.input.contains("://") && config.is_stream() && config.format.as_deref().is_none_or(|f| f.is_empty())
+    config.input.contains("://") && config.is_stream() && config.forced_format().is_none()
 }
 
 /// The option that bounds a network input's reads: the socket protocols' own `timeout` (FFmpeg
@@ -606,7 +606,7 @@ fn open_input(config: &VideoConfig, stop: &Stop) -> Result<Input, VideoError> {
     let url = cstring(&config.input)?;
     // An empty name means "let FFmpeg probe", so a pipeline file's format can be cleared with
     // `--set source.format=""`.
-    let format = match config.format.as_deref().filter(|f| !f.is_empty()) {
+    let format = match config.forced_format() {
         None => ptr::null(),
         Some(name) => {
             let cname = cstring(name)?;
