@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::PipelineConfig;
 use crate::data::fetch::{self, Fetchable};
 use crate::figure;
-use crate::metrics::LiveView;
+use crate::live::LiveView;
 use crate::record;
 use crate::session::{self, RunOptions};
 

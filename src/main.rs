@@ -1,8 +1,9 @@
 //! The `ffstream` binary: parse the arguments, run, map errors to one line and exit code 2.
 //!
 //! The library prints nothing itself. Here: a command's output goes to stdout, `tracing`
-//! events (per-epoch lines, warnings; `RUST_LOG` filters them) to stderr, and the live line of a
-//! run to stderr, redrawn in place on a terminal.
+//! events (per-epoch lines, warnings; `RUST_LOG` filters them) to stderr, and the live view of
+//! a run to stderr: on a terminal a per-stage table redrawn in place under a bar with the ETA,
+//! in a log one plain line every 10 s.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -22,14 +24,16 @@ fn main() -> ExitCode {
     // stderr, filtered by RUST_LOG (e.g. `RUST_LOG=ffstream=debug`). By default the crate's
     // info events (the per-epoch lines) show, and other crates' warnings.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,ffstream=info".into());
+    let live = Arc::new(StderrView::new());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LogLines(Arc::clone(&live)))
         .with_ansi(false)
         .event_format(Lines)
         .init();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
+    let said = Arc::clone(&live);
     let fetching = matches!(args.command, Some(ffstream::cli::Command::Data { .. }));
     // First Ctrl-C: finish the packet in flight, keep the last checkpoint, exit with a resume
     // hint (a download deletes its unfinished file). Second Ctrl-C: leave at once.
@@ -37,13 +41,12 @@ fn main() -> ExitCode {
         if flag.swap(true, Ordering::Relaxed) {
             std::process::exit(130);
         }
-        if fetching {
-            eprintln!("\nStopping the download; its unfinished file is deleted.");
+        said.say(if fetching {
+            b"\nStopping the download; its unfinished file is deleted.\n"
         } else {
-            eprintln!("\nStopping after the packets in flight; the last finished epoch is checkpointed.");
-        }
+            b"\nStopping after the packets in flight; the last finished epoch is checkpointed.\n"
+        });
     });
-    let live = Arc::new(StderrLine { tty: std::io::stderr().is_terminal(), last: Mutex::new(None) });
     match ffstream::cli::run(args, stop, &mut std::io::stdout(), Some(live)) {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`ffstream list | head -1`) is not an error.
@@ -105,30 +108,111 @@ where
     }
 }
 
-/// The live line on stderr: redrawn in place on a terminal; in a log, one line every 10 s.
+/// The live view on stderr. On a terminal, indicatif redraws in place a run bar with the
+/// position and ETA, a line of phase, source, latency and memory, and the per-stage table; log
+/// lines and messages print above it ([`StderrView::say`]). In a log, the frame is one plain
+/// line every 10 s.
 #[derive(Debug)]
-struct StderrLine {
-    tty: bool,
+struct StderrView {
+    /// On a terminal: the bars, [run, extras, header, stage…], made at the first frame.
+    term: Option<(MultiProgress, Mutex<Vec<ProgressBar>>)>,
     last: Mutex<Option<Instant>>,
 }
 
-impl ffstream::metrics::LiveView for StderrLine {
-    fn show(&self, line: &str) {
-        let mut stderr = std::io::stderr();
-        if self.tty {
-            let _ = write!(stderr, "\r\x1b[2K{line}");
-            return;
+impl StderrView {
+    fn new() -> StderrView {
+        let term = std::io::stderr().is_terminal().then(|| (MultiProgress::new(), Mutex::new(Vec::new())));
+        StderrView { term, last: Mutex::new(None) }
+    }
+
+    /// Writes `bytes` to stderr above the live view.
+    fn say(&self, bytes: &[u8]) {
+        let write = || {
+            let _ = std::io::stderr().write_all(bytes);
+        };
+        match &self.term {
+            Some((multi, _)) => multi.suspend(write),
+            None => write(),
         }
-        let mut last = self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            *last = Some(Instant::now());
-            let _ = writeln!(stderr, "{line}");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ffstream::live::LiveView for StderrView {
+    fn show(&self, frame: &ffstream::live::LiveFrame) {
+        let Some((multi, bars)) = &self.term else {
+            let mut last = lock(&self.last);
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                let _ = writeln!(std::io::stderr(), "{}", frame.line());
+            }
+            return;
+        };
+        let mut bars = lock(bars);
+        if bars.len() != frame.stages.len() + 3 {
+            for bar in bars.drain(..) {
+                bar.finish_and_clear();
+            }
+            // Invariants: both templates are literals that parse.
+            let run = ProgressStyle::with_template("{bar:32} {msg}").expect("a valid template").progress_chars("=> ");
+            let text = ProgressStyle::with_template("{msg}").expect("a valid template");
+            bars.push(multi.add(ProgressBar::new(1000).with_style(run)));
+            for _ in 0..frame.stages.len() + 2 {
+                bars.push(multi.add(ProgressBar::new(0).with_style(text.clone())));
+            }
+        }
+        bars[0].set_position((frame.done * 1000.0).round() as u64);
+        bars[0].set_message(frame.position());
+        bars[1].set_message(frame.extras());
+        bars[2].set_message(frame.stage_header());
+        for i in 0..frame.stages.len() {
+            bars[i + 3].set_message(frame.stage_row(i));
         }
     }
 
     fn clear(&self) {
-        if self.tty {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        // Clear the whole view at once, then forget the bars (one by one, each removal would
+        // redraw the rest).
+        if let Some((multi, bars)) = &self.term {
+            let _ = multi.clear();
+            for bar in lock(bars).drain(..) {
+                multi.remove(&bar);
+            }
         }
+    }
+}
+
+/// Log lines through the live view, so a redraw never tears them.
+#[derive(Clone)]
+struct LogLines(Arc<StderrView>);
+
+/// One event's text, written above the view when the formatter is done with it.
+struct LogLine(Arc<StderrView>, Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        self.0.say(&self.1);
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogLines {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Arc::clone(&self.0), Vec::new())
     }
 }

@@ -1,17 +1,14 @@
-//! Per-stage counters, the live view, `metrics.jsonl`, and the end-of-run summary.
+//! Per-stage counters, their rates, the latency histogram, and the end-of-run summary.
 //!
 //! Each stage thread owns one [`StageStats`] and is its only writer: plain relaxed stores of
-//! running totals once per packet, three `Instant::now()` per packet (~70 ns, STACK.md). A
-//! reporter thread samples them every interval, turns differences into rates and
-//! utilization (busy time / wall time), hands one live line to a [`LiveView`] (the binary draws
-//! it; the library prints nothing), and appends one JSON line to `metrics.jsonl`. The stage with
-//! the highest utilization is the bottleneck.
+//! running totals once per packet, three `Instant::now()` per packet (~70 ns, STACK.md). The
+//! reporter ([`crate::reporter`]) samples them every interval and turns differences into rates
+//! and utilization (busy time / wall time). The stage with the highest utilization is the
+//! bottleneck.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -131,6 +128,8 @@ pub struct Progress {
     pub epoch: AtomicU32,
     /// Total epochs.
     pub epochs: AtomicU32,
+    /// Frames one epoch passes through the first stage (0: not known); the ETA's unit.
+    pub epoch_frames: AtomicU64,
     /// The frame source's counters (video feeds write them).
     pub source: SourceCounters,
     /// End-to-end latency, when the run measures it.
@@ -171,121 +170,6 @@ pub fn rss_mib() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
         .map_or(0.0, |pages| pages * 4096.0 / (1024.0 * 1024.0))
-}
-
-/// Where the one-line live view of a run goes. The reporter hands it a fresh line about once a
-/// second; the binary decides how to show it (redrawn in place on a terminal, now and then in a
-/// log). The library itself prints nothing.
-pub trait LiveView: Send + Sync + std::fmt::Debug {
-    /// The current line (no newline).
-    fn show(&self, line: &str);
-    /// The run is over: take the line away.
-    fn clear(&self) {}
-}
-
-/// Samples the stages on a thread until dropped.
-pub struct Reporter {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// What serves the same counters elsewhere (the Prometheus endpoint), kept as long as this.
-    servers: Vec<Box<dyn Send>>,
-}
-
-impl Reporter {
-    /// Starts sampling `stages` every `interval`; appends to `jsonl` if given; hands a live
-    /// line to `live` if given. Fails only if the OS cannot start the thread.
-    pub fn start(
-        stages: Vec<Arc<StageStats>>,
-        progress: Arc<Progress>,
-        interval: Duration,
-        jsonl: Option<PathBuf>,
-        live: Option<Arc<dyn LiveView>>,
-    ) -> std::io::Result<Reporter> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("reporter".into()).spawn(move || {
-            let started = Instant::now();
-            let mut file = jsonl.and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
-            let mut last: Vec<StageTotals> = stages.iter().map(|s| s.totals()).collect();
-            let mut last_latency = progress.latency.get().map(|l| l.counts()).unwrap_or_default();
-            let mut last_t = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                // Sleep in small steps so a finished run does not wait a whole interval.
-                let wake = Instant::now() + interval;
-                while Instant::now() < wake && !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50).min(interval));
-                }
-                let now = Instant::now();
-                let wall = (now - last_t).as_secs_f64();
-                let current: Vec<StageTotals> = stages.iter().map(|s| s.totals()).collect();
-                let rates: Vec<StageRates> = stages
-                    .iter()
-                    .zip(last.iter().zip(&current))
-                    .map(|(s, (a, b))| rates(&s.name, a, b, wall))
-                    .collect();
-                let epoch = progress.epoch.load(Ordering::Relaxed);
-                let epochs = progress.epochs.load(Ordering::Relaxed);
-                // Latency of the frames that arrived since the last sample.
-                let latency_now = progress.latency.get().map(|l| l.counts()).unwrap_or_default();
-                let quantile = |q| Latency::quantile(&last_latency, &latency_now, q).map(|s| s * 1000.0);
-                let (p50, p99) = (quantile(0.5), quantile(0.99));
-                last_latency = latency_now;
-                let source = &progress.source;
-                let decoded = source.decoded.load(Ordering::Relaxed);
-                let rss = rss_mib();
-                let (phase, left, sleeps) = progress.phase.get();
-                if let Some(f) = file.as_mut() {
-                    let line = serde_json::json!({
-                        "t_s": (now - started).as_secs_f64(), "epoch": epoch, "stages": rates,
-                        "latency_ms": {"p50": p50, "p99": p99}, "source": source.json(), "rss_mib": rss,
-                        "phase": phase.name(), "phase_left": left, "sleeps": sleeps,
-                        "sleep_storage_bytes": progress.phase.storage_bytes(),
-                    });
-                    let _ = writeln!(f, "{line}");
-                }
-                if let Some(live) = &live {
-                    let stages: Vec<String> = rates
-                        .iter()
-                        .map(|r| format!("{} {:.0} f/s {:.0}% q{}", r.name, r.frames_per_s, r.busy_pct, r.queue_depth))
-                        .collect();
-                    let mut line = format!("epoch {epoch}/{epochs} | {}", stages.join(" | "));
-                    if phase != crate::schedule::Phase::Interleaved {
-                        let kib = progress.phase.storage_bytes() as f64 / 1024.0;
-                        line += &format!(" | {} ({left} left, {sleeps} sleeps, memory {kib:.0} KiB)", phase.name());
-                    }
-                    if decoded > 0 {
-                        let dropped = source.dropped.load(Ordering::Relaxed);
-                        line += &format!(" | decoded {decoded} dropped {dropped}");
-                    }
-                    if let (Some(p50), Some(p99)) = (p50, p99) {
-                        line += &format!(" | latency p50 {p50:.0} ms p99 {p99:.0} ms");
-                    }
-                    line += &format!(" | rss {rss:.0} MiB");
-                    live.show(&line);
-                }
-                last = current;
-                last_t = now;
-            }
-            if let Some(live) = &live {
-                live.clear();
-            }
-        })?;
-        Ok(Reporter { stop, thread: Some(thread), servers: Vec::new() })
-    }
-
-    /// Keeps `server` (it stops when dropped) for as long as this reporter samples.
-    pub fn keep(&mut self, server: Box<dyn Send>) {
-        self.servers.push(server);
-    }
-}
-
-impl Drop for Reporter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The per-stage table printed at the end, naming the bottleneck.

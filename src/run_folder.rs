@@ -17,10 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::config::PipelineConfig;
+use crate::live::LiveView;
 use crate::matmul::Threads;
-use crate::metrics::{rates, Latency, LiveView, Progress, Reporter, StageRates, StageStats, StageTotals};
+use crate::metrics::{rates, Latency, Progress, StageRates, StageStats, StageTotals};
 use crate::packet::StageState;
 use crate::record::{CurvePoint, Metrics, Record};
+use crate::reporter::Reporter;
 
 /// How to run (flags, not pipeline settings).
 #[derive(Clone, Debug, Default)]

@@ -425,3 +425,51 @@ fn a_run_serves_its_stage_counters_for_prometheus() {
         assert!(text.contains(family), "{family} not in:\n{text}");
     }
 }
+
+#[test]
+fn the_live_view_is_a_stage_table_with_an_eta_on_a_terminal_and_plain_lines_in_a_log() {
+    // Issue 12: the live view as a per-stage table redrawn in place with the run's ETA, and
+    // plain lines when stderr is not a terminal. `script` (util-linux) gives the run a pty.
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("tty.out");
+    let run = format!(
+        "{} run mnist-quick --runs-dir {} --set data.epochs=6 --set data.train_size=2000",
+        env!("CARGO_BIN_EXE_ffstream"),
+        dir.path().display()
+    );
+    let status = Command::new("script").arg("-qec").arg(&run).arg(&transcript).output().expect("util-linux's script");
+    let tty = String::from_utf8_lossy(&std::fs::read(&transcript).unwrap()).into_owned();
+    assert!(status.status.success() && tty.contains("COMMAND_EXIT_CODE=\"0\""), "{tty}");
+    let header = ["stage", "frames/s", "rows/s", "busy%", "wait_in%", "wait_out%", "queue"];
+    let table = tty.lines().flat_map(|l| l.split('\r')).any(|l| header.iter().all(|h| l.contains(h)));
+    assert!(table, "no per-stage table: {tty}");
+    assert!(tty.contains("<- bottleneck"), "{tty}");
+    assert!(tty.contains("\x1b["), "not redrawn in place: {tty}");
+    assert!(regex_like_eta(&tty), "no ETA: {tty}");
+    // The per-epoch log lines print above the view, whole.
+    assert!(tty.contains("epoch   3/6 "), "{tty}");
+
+    // In a log: no escape codes, the same facts on one line.
+    let out = ffstream(&[
+        "run",
+        "mnist-quick",
+        "--runs-dir",
+        dir.path().to_str().unwrap(),
+        "--set",
+        "data.epochs=6",
+        "--set",
+        "data.train_size=2000",
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains('\x1b'), "escape codes in a log: {log}");
+    let line = log.lines().find(|l| l.starts_with("epoch ") && l.contains(" in, ")).unwrap_or_else(|| panic!("{log}"));
+    for part in ["layer1", "f/s", "rss", "eta"] {
+        assert!(line.contains(part), "`{part}` not in `{line}`");
+    }
+}
+
+/// `eta 5s`, `eta 1m02s`, `eta 1h02m`: a measured estimate, not `eta -`.
+fn regex_like_eta(text: &str) -> bool {
+    text.match_indices("eta ").any(|(i, _)| text[i + 4..].starts_with(|c: char| c.is_ascii_digit()))
+}

@@ -41,6 +41,10 @@ pub trait Workload {
     fn inputs(&self) -> usize;
     /// The sink, for a resume to restore what it learned.
     fn sink(&mut self) -> &mut dyn Sink;
+    /// Frames one epoch passes through the first stage, for the live view's ETA (0: not known).
+    fn epoch_frames(&self) -> u64 {
+        0
+    }
     /// Plays epochs `play.first_epoch..` through `stages` with the workload's head and sink.
     fn play(
         &mut self,
@@ -88,6 +92,7 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
     let stats = PipelineStats::new(&config.stage_names());
     let latency = Some(Arc::clone(&stats.latency));
     let (progress, reporter) = start_reporter(stats.all(), latency, config, state, dir, options)?;
+    progress.epoch_frames.store(workload.epoch_frames(), Ordering::Relaxed);
     let offset = state.seconds;
     let mut latency_before = stats.latency.counts();
     let first_epoch = state.epochs_done + 1;

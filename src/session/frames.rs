@@ -45,6 +45,8 @@ pub struct Frames {
     /// The head, kept after the run for its error and the feed's counters.
     head: Option<VideoHead>,
     inputs: usize,
+    /// `data.frames_per_epoch` (0: the epoch is the whole clip, of a length not known ahead).
+    frames_per_epoch: u64,
 }
 
 impl Frames {
@@ -65,7 +67,20 @@ impl Frames {
             .unzip();
         let sink = VideoSink::new(names, &units, probes.probe_lr);
         let Feed { feed: frames, shape, probe, twin: twin_frames, splits } = feed;
-        Ok(Frames { frames: Some(frames), shape, probe, twin_frames, splits, spec, probes, sink, head: None, inputs })
+        let frames_per_epoch = config.data.frames_per_epoch.unwrap_or(0);
+        Ok(Frames {
+            frames: Some(frames),
+            shape,
+            probe,
+            twin_frames,
+            splits,
+            spec,
+            probes,
+            sink,
+            head: None,
+            inputs,
+            frames_per_epoch,
+        })
     }
 }
 
@@ -76,6 +91,10 @@ impl Workload for Frames {
 
     fn sink(&mut self) -> &mut dyn Sink {
         &mut self.sink
+    }
+
+    fn epoch_frames(&self) -> u64 {
+        self.frames_per_epoch
     }
 
     fn play(

@@ -78,6 +78,10 @@ impl Workload for Labelled {
         &mut self.sink
     }
 
+    fn epoch_frames(&self) -> u64 {
+        self.data.train.len() as u64
+    }
+
     fn play(
         &mut self,
         play: Play<'_>,
@@ -156,6 +160,10 @@ impl LabelledTwin {
 }
 
 impl TwinData for LabelledTwin {
+    fn epoch_frames(&self) -> u64 {
+        self.data.train.len() as u64
+    }
+
     fn inputs(&self) -> usize {
         crate::config::build::row_shape(&self.config).0
     }

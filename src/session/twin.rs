@@ -28,6 +28,10 @@ pub trait TwinData {
     fn inputs(&self) -> usize;
     /// The net, built for the workload's rows.
     fn net(&self) -> Backprop;
+    /// Frames one epoch trains on, for the live view's ETA (0: not known).
+    fn epoch_frames(&self) -> u64 {
+        0
+    }
     /// The training batches of 1-based `epoch`, in the order the FF run sees them.
     fn epoch(&mut self, epoch: u32) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>>;
     /// Scores the net after `epoch` (`last`: the run's last): the curve's held-out point, with
@@ -53,6 +57,7 @@ pub fn run(session: &Session<'_>, data: &mut dyn TwinData, state: &mut RunState)
     }
     let stats = StageStats::new("backprop");
     let (progress, reporter) = start_reporter(vec![Arc::clone(&stats)], None, config, state, dir, options)?;
+    progress.epoch_frames.store(data.epoch_frames(), Ordering::Relaxed);
     let offset = state.seconds;
     let (mut frames, mut completed) = (0u64, true);
     for epoch in state.epochs_done + 1..=config.data.epochs {
