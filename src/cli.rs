@@ -343,6 +343,13 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                     _ => writeln!(out, "End-to-end latency: no packet reached the sink.")?,
                 }
             }
+            if let Some(fields) = &outcome.fields {
+                writeln!(
+                    out,
+                    "What layer1 learned (its first units' weights, white positive, black negative): {}",
+                    fields.display()
+                )?;
+            }
             writeln!(out, "Run folder: {}", outcome.run_dir.display())?;
             if !outcome.completed {
                 bail!("stopped before the end; resume with `ffstream run --resume {}`", outcome.run_dir.display());

@@ -185,13 +185,16 @@ pub fn hybrid_figure(data: &Labelled, figure: HybridFigure) -> Result<GreyImage,
 /// Each tile is scaled to its own max |w| on a diverging grey map: −max black, 0 mid grey,
 /// +max white ([`diverging`]). What a tile shows depends on the stage:
 /// - `ff_dense`: the unit's column of `<stage>.weights` `(inputs, units)`, as an image of the
-///   source (28×28 for MNIST, 64×64 for Moving MNIST frames; channels averaged for colour).
+///   source (28×28 for MNIST, 64×64 for Moving MNIST frames; channels averaged for colour);
+///   on a frame stream with windows of several frames, the window's frames left to right,
+///   oldest first, one mid-grey column apart.
 /// - `ff_local` / `ff_conv`: the unit's field patch itself (`field × field`, input channel 0),
 ///   not its place in the image: rows of `<stage>.weights` `(units or channels, patch)` in
 ///   order, so the first tiles of `ff_local` are position 0's units.
 ///
 /// Only a first stage reads images; a higher stage, an `ff_recurrent` stage (its weights mix
-/// bottom-up and top-down inputs) and a windowed frame stream are errors that say so.
+/// bottom-up and top-down inputs) and a local stage on windows of several frames are errors
+/// that say so.
 pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyImage, FigureError> {
     let pipeline = run_dir.join("pipeline.toml");
     if !pipeline.is_file() {
@@ -208,7 +211,15 @@ pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyIm
     if index > 0 {
         return Err(not_image(format!("it reads the output of `{}`, not an image", names[index - 1])));
     }
-    let map = config.input_map().ok_or_else(|| not_image("the run's source rows are not single images".into()))?;
+    // A frame stream's row is `window` consecutive frames, oldest first; a dense stage's tile
+    // shows them left to right, a mid-grey (zero) column apart.
+    let window = config.frame_head().map_or(1, |h| h.window.max(1));
+    let dense = matches!(specs[index], StageSpec::FfDense(_));
+    let map = match (config.input_map(), config.image_shape()) {
+        (Some(map), _) => map,
+        (None, Some((h, w, c))) if dense && window > 1 => crate::ff::fields::MapShape::new(h, w, c),
+        _ => return Err(not_image("the run's source rows are not single images".into())),
+    };
 
     let loaded = load_run(run_dir)?;
     let name = format!("{stage}.weights");
@@ -221,20 +232,28 @@ pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyIm
     };
     let (tiles, tile_h, tile_w): (Vec<Vec<f32>>, usize, usize) = match &specs[index] {
         StageSpec::FfDense(_) => {
-            if rows != map.len() {
+            if rows != window * map.len() {
+                let frames = if window > 1 { format!("{window} frames of ") } else { String::new() };
                 return Err(FigureError::Weights {
-                    reason: format!("`{name}` has {rows} inputs, the {map} image has {}", map.len()),
+                    reason: format!("`{name}` has {rows} inputs, {frames}the {map} image has {}", window * map.len()),
                 });
             }
-            let c = map.channels;
+            let (c, w) = (map.channels, map.width);
+            let tile_w = window * w + window - 1;
             let tiles = (0..units.min(cols))
                 .map(|j| {
-                    (0..map.height * map.width)
-                        .map(|p| (0..c).map(|k| values[(p * c + k) * cols + j]).sum::<f32>() / c as f32)
-                        .collect()
+                    let mut tile = vec![0.0; map.height * tile_w];
+                    for f in 0..window {
+                        for p in 0..map.height * w {
+                            let at = (f * map.len() + p * c) * cols + j;
+                            let v = (0..c).map(|k| values[at + k * cols]).sum::<f32>() / c as f32;
+                            tile[(p / w) * tile_w + f * (w + 1) + p % w] = v;
+                        }
+                    }
+                    tile
                 })
                 .collect();
-            (tiles, map.height, map.width)
+            (tiles, map.height, tile_w)
         }
         StageSpec::FfLocal(LocalSpec { field, .. })
         | StageSpec::FfConv(LocalSpec { field, .. })

@@ -58,8 +58,9 @@ pub fn index_html(records: &[Record], results: &Path, tables: &str) -> String {
     page += "</section>\n";
 
     page += "<section id=\"figures\"><h2>Figures</h2>\n";
-    page += "<p>The paper's Fig. 1 (a mask, two digits and their hybrid) and first-layer receptive fields \
-             (Fig. 2) of the runs that made them (<code>ffstream figure</code>).</p>\n";
+    page += "<p>The paper's Fig. 1 (a mask, two digits and their hybrid), first-layer receptive fields \
+             (Fig. 2) of the runs that made them (<code>ffstream figure</code>), and what the first \
+             stage of each recorded video run learned (written by <code>ffstream run --record</code>).</p>\n";
     for (name, png) in figures(&results.join("figures")) {
         page += &figure("image/png", &png, &figure_caption(&name), &name);
     }
@@ -126,6 +127,12 @@ fn figure_caption(name: &str) -> String {
     let stem = name.trim_end_matches(".png");
     if stem == "fig1-hybrid" {
         return "Fig. 1: a digit, a second digit, the blurred random mask and their hybrid negative".into();
+    }
+    if let Some((run, stage)) = stem.strip_prefix("fields-").and_then(|rest| rest.rsplit_once('-')) {
+        return format!(
+            "What {stage} of the video run {run} learned: its first units' weights over the input window \
+             (frames left to right; white positive, black negative, mid grey zero)"
+        );
     }
     match stem.strip_prefix("fig2-").and_then(|rest| rest.rsplit_once('-')) {
         Some((run, stage)) => format!("Fig. 2: receptive fields of {stage} of {run}"),
@@ -198,6 +205,18 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_are_captioned_by_what_made_them() {
+        assert!(figure_caption("fig1-hybrid.png").starts_with("Fig. 1"));
+        assert_eq!(
+            figure_caption("fig2-cifar10-ff-2layer-minssq-layer1.png"),
+            "Fig. 2: receptive fields of layer1 of cifar10-ff-2layer-minssq"
+        );
+        let video = figure_caption("fields-moving-mnist-seed0-layer1.png");
+        assert!(video.starts_with("What layer1 of the video run moving-mnist-seed0 learned"), "{video}");
+        assert_eq!(figure_caption("other.png"), "other");
+    }
 
     #[test]
     fn the_page_inlines_charts_and_figures_and_escapes_text() {

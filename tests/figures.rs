@@ -125,3 +125,49 @@ fn the_fields_figure_tiles_a_trained_stage_and_names_what_is_wrong() {
     let err = fields_figure(runs.path(), "layer1", 100).unwrap_err().to_string();
     assert!(err.contains("not a run folder"), "{err}");
 }
+
+#[test]
+fn a_recorded_video_run_draws_what_its_first_stage_learned_over_its_window() {
+    // Issue 12: the run ends with a picture of what it learned, and a recorded run puts it
+    // where the report page reads figures. A row of the default pipeline is 2 frames of 64x64;
+    // a unit's tile is both frames left to right, a zero (mid-grey) column apart.
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/cockatoo.mp4");
+    let mut overrides = vec!["data.epochs=1".to_string(), format!("source.input={:?}", clip.display().to_string())];
+    overrides.extend((1..=4).map(|i| format!("stage.{i}.units=16")));
+    let config = PipelineConfig::parse(
+        include_str!("../pipeline/video-unsupervised.toml"),
+        "video-unsupervised.toml",
+        &overrides,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let options = RunOptions {
+        runs_dir: dir.path().join("runs"),
+        results_dir: Some(results.clone()),
+        quiet: true,
+        ..Default::default()
+    };
+    let outcome = session::run(&config, &options).unwrap();
+    let picture = outcome.fields.expect("a picture of layer1");
+    assert_eq!(picture, outcome.run_dir.join("fields-layer1.png"));
+    let bytes = std::fs::read(&picture).unwrap();
+    let recorded = results.join("figures/fields-video-unsupervised-seed0-layer1.png");
+    assert_eq!(std::fs::read(&recorded).unwrap(), bytes, "the report's copy is the run's picture");
+
+    // 16 units: a 4x4 grid of 64 x (2*64+1) tiles at x1, 2 pixels apart.
+    let (width, height, pixels) = decode(&bytes);
+    let tile_w = 2 * 64 + 1;
+    assert_eq!((width, height), (4 * tile_w + 3 * 2, 4 * 64 + 3 * 2));
+    // Unit 0's tile against its weights: frame f's pixel (y, x) is input f*4096 + y*64 + x.
+    let loaded = ffstream::checkpoint::load_run(&outcome.run_dir).unwrap();
+    let (_, shape, w) = loaded.state.tensors.iter().find(|(n, _, _)| n == "layer1.weights").unwrap();
+    assert_eq!(shape[..], [2 * 64 * 64, 16]);
+    let unit0: Vec<f32> = (0..shape[0]).map(|i| w[i * 16]).collect();
+    let max = unit0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (f, y, x) in [(0, 0, 0), (0, 31, 40), (1, 10, 5), (1, 63, 63)] {
+        let expected = (128.0 + 127.0 * unit0[f * 4096 + y * 64 + x] / max).round() as u8;
+        assert_eq!(pixels[y * width + f * 65 + x], expected, "frame {f} pixel ({y}, {x})");
+    }
+    assert!((0..64).all(|y| pixels[y * width + 64] == 128), "the column between the frames is zero");
+}

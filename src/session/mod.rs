@@ -15,12 +15,12 @@ pub mod frames;
 pub mod labelled;
 pub mod twin;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::config::{PipelineConfig, Trainer};
 use crate::metrics::{summary_table, StageRates};
@@ -113,7 +113,41 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
             std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
         }
     }
-    Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates) })
+    let fields = if completed && config.is_frame_stream() && config.trainer == Trainer::Ff {
+        let recorded = record_path.as_ref().and(options.results_dir.as_deref());
+        first_stage_picture(config, &dir, recorded)?
+    } else {
+        None
+    };
+    Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates), fields })
+}
+
+/// Units drawn in the picture of what a frame stream's first stage learned (an 8x8 grid).
+const PICTURE_UNITS: usize = 64;
+
+/// What the first stage of a frame stream learned: its first units' weights as a picture,
+/// `<run>/fields-layer1.png`, and for a recorded run also
+/// `<results>/figures/fields-<experiment>-seed<N>-layer1.png`, which the report page shows. A
+/// first stage that is not drawn as an image (an `ff_recurrent` one, a local stage over windows
+/// of several frames) gives none, and says why in the debug log.
+fn first_stage_picture(config: &PipelineConfig, dir: &Path, results: Option<&Path>) -> Result<Option<PathBuf>> {
+    let image = match crate::figure::fields_figure(dir, "layer1", PICTURE_UNITS) {
+        Ok(image) => image,
+        Err(e) => {
+            tracing::debug!("no picture of what layer1 learned: {e}");
+            return Ok(None);
+        }
+    };
+    let png = image.png()?;
+    let path = dir.join("fields-layer1.png");
+    std::fs::write(&path, &png).with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(results) = results {
+        let figures = results.join("figures");
+        std::fs::create_dir_all(&figures)?;
+        let name = figures.join(format!("fields-{}-seed{}-layer1.png", config.name, config.seed));
+        std::fs::write(&name, &png).with_context(|| format!("cannot write {}", name.display()))?;
+    }
+    Ok(Some(path))
 }
 
 /// What every trainer of a session shares: the pipeline, the run folder, the clock, the flags
