@@ -2,29 +2,16 @@
 //! driven with the same packets, the two make the same activities and learn the same weights.
 
 use ffstream::ff::fields::{Fields, MapShape};
-use ffstream::ff::goodness::Goodness;
-use ffstream::ff::optim::{Rule, Schedule};
+use ffstream::ff::optim::Rule;
 use ffstream::packet::{Packet, Purpose, StageState};
 use ffstream::rng::Rng;
 use ffstream::stage::{FfDenseConfig, FfLocalConfig, FfSettings, Stage};
 use ndarray::Array2;
 
+mod common;
+
 fn settings(threads: usize) -> FfSettings {
-    FfSettings {
-        goodness: Goodness::SumSquares,
-        threshold: None,
-        temperature: 1.0,
-        peer_normalization: 0.03,
-        rule: Rule::Matlab,
-        lr: 0.05,
-        weight_cost: 0.001,
-        schedule: Schedule::Constant,
-        epochs: 1,
-        counts_for_goodness: true,
-        feeds_readout: false,
-        seed: 7,
-        threads,
-    }
+    common::ff_settings(0.05, 7, threads)
 }
 
 fn packet(x: Array2<f32>, positives: usize, negatives: usize) -> Packet {

@@ -54,30 +54,54 @@ impl FfSettings {
 /// Matlab's peer normalization, positive rows only: each unit's running mean activity
 /// (`means`, started at 0.5) moves 10% towards its mean over the packet's `positives` rows, and
 /// `λ·(mean over units − unit mean)` is added to every positive row's direction. Not gated by
-/// the ReLU, so it can revive units that are always off.
+/// the ReLU, so it can revive units that are always off. `scratch` (any length; resized to the
+/// units) is the stage's own buffer, so a packet allocates nothing here.
 pub fn peer_normalize(
     means: &mut Array1<f32>,
     lambda: f32,
     y: &Array2<f32>,
     positives: usize,
     direction: &mut Array2<f32>,
+    scratch: &mut Array1<f32>,
 ) {
     if lambda <= 0.0 || positives == 0 {
         return;
     }
-    let Some(batch_mean) = y.slice(s![..positives, ..]).mean_axis(Axis(0)) else { return };
-    means.zip_mut_with(&batch_mean, |m, &b| *m = 0.9 * *m + 0.1 * b);
+    // The batch mean as ndarray's `mean_axis` computes it: rows summed in order, then divided.
+    sum_rows(&y.slice(s![..positives, ..]), scratch);
+    let n = positives as f32;
+    means.zip_mut_with(scratch, |m, &b| *m = 0.9 * *m + 0.1 * (b / n));
     let layer_mean = means.mean().unwrap_or(0.0);
-    let push = means.mapv(|m| lambda * (layer_mean - m));
-    direction.slice_mut(s![..positives, ..]).axis_iter_mut(Axis(0)).for_each(|mut row| row += &push);
+    scratch.zip_mut_with(means, |push, &m| *push = lambda * (layer_mean - m));
+    direction.slice_mut(s![..positives, ..]).axis_iter_mut(Axis(0)).for_each(|mut row| row += &*scratch);
+}
+
+/// `out = Σ rows of x`, in row order (as `sum_axis(Axis(0))`), into `out` resized to the columns.
+pub fn sum_rows(x: &ndarray::ArrayView2<f32>, out: &mut Array1<f32>) {
+    if out.len() != x.ncols() {
+        *out = Array1::zeros(x.ncols());
+    } else {
+        out.fill(0.0);
+    }
+    for row in x.axis_iter(Axis(0)) {
+        *out += &row;
+    }
 }
 
 /// Each row's goodness of the `(rows, units)` activities `y`.
 pub fn row_goodness(objective: &Objective, y: &Array2<f32>) -> Vec<f32> {
-    y.axis_iter(Axis(0))
-        // Invariant: rows of a stage's own standard-layout activities are contiguous.
-        .map(|row| objective.goodness.of(row.as_slice().expect("activities are contiguous")))
-        .collect()
+    let mut goodness = Vec::with_capacity(y.nrows());
+    row_goodness_into(objective, y, &mut goodness);
+    goodness
+}
+
+/// [`row_goodness`] into `out` (cleared first), so a stage reuses its buffer.
+pub fn row_goodness_into(objective: &Objective, y: &Array2<f32>, out: &mut Vec<f32>) {
+    out.clear();
+    // Invariant: rows of a stage's own standard-layout activities are contiguous.
+    out.extend(
+        y.axis_iter(Axis(0)).map(|row| objective.goodness.of(row.as_slice().expect("activities are contiguous"))),
+    );
 }
 
 /// The Matlab-form direction ([`Objective::direction_at`]) of the learning rows of `y`: the
@@ -89,7 +113,25 @@ pub fn learning_direction(
     positives: usize,
     negatives: usize,
 ) -> Array2<f32> {
-    let mut direction = Array2::<f32>::zeros((positives + negatives, y.ncols()));
+    let mut direction = Array2::zeros((0, 0));
+    learning_direction_into(objective, y, goodness, positives, negatives, &mut direction);
+    direction
+}
+
+/// [`learning_direction`] into `direction`, reshaped (reallocated only when it is too small):
+/// every element is written.
+pub fn learning_direction_into(
+    objective: &Objective,
+    y: &Array2<f32>,
+    goodness: &[f32],
+    positives: usize,
+    negatives: usize,
+    direction: &mut Array2<f32>,
+) {
+    let shape = (positives + negatives, y.ncols());
+    if direction.dim() != shape {
+        *direction = reshaped(std::mem::take(direction), shape);
+    }
     for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
         let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
         let activity = y.row(r);
@@ -101,7 +143,20 @@ pub fn learning_direction(
             row.as_slice_mut().expect("direction is contiguous"),
         );
     }
-    direction
+}
+
+/// `buffer`'s allocation as a `shape` array (zeros), reused when it holds enough, else a new
+/// one: a stage recycles the arrays it has finished with instead of allocating per packet.
+pub fn reshaped(buffer: Array2<f32>, shape: (usize, usize)) -> Array2<f32> {
+    let len = shape.0 * shape.1;
+    let (mut values, _) = buffer.into_raw_vec_and_offset();
+    if values.capacity() < len {
+        return Array2::zeros(shape);
+    }
+    values.clear();
+    values.resize(len, 0.0);
+    // Invariant: `values` holds exactly `shape`'s elements.
+    Array2::from_shape_vec(shape, values).expect("a buffer of the shape's length")
 }
 
 /// A stage's checkpoint tensors: each learned parameter as `<stage>.<param>`, its optimizer's

@@ -231,7 +231,8 @@ impl<U: Connectivity, D: Connectivity> FfRecurrent<U, D> {
         let mut direction = learning_direction(&self.objective, y, goodness, positives, negatives);
         // ∂y/∂z = gain · [z > 0]: the damped state keeps some activity where the unit is off now.
         Zip::from(&mut direction).and(&on.slice(s![..learning, ..])).for_each(|d, &o| *d *= gain * o);
-        peer_normalize(&mut self.peer_means, self.config.ff.peer_normalization, y, positives, &mut direction);
+        let lambda = self.config.ff.peer_normalization;
+        peer_normalize(&mut self.peer_means, lambda, y, positives, &mut direction, &mut ndarray::Array1::zeros(0));
         direction
     }
 

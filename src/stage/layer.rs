@@ -3,9 +3,11 @@
 //! feed-forward stage (`ff_dense`, `ff_local`) is a [`Connectivity`]: how its units see their
 //! inputs, and nothing else.
 
-use ndarray::{s, Array1, Array2, ArrayView2, Axis, Ix1, Ix2};
+use ndarray::{s, Array1, Array2, ArrayView2, Ix1, Ix2};
 
-use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
+use super::core::{
+    learning_direction_into, peer_normalize, reshaped, row_goodness_into, sum_rows, FfSettings, Restorer, Tensors,
+};
 use super::Stage;
 use crate::error::{RestoreError, StageError};
 use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
@@ -82,6 +84,20 @@ pub struct FfLayer<C> {
     pending: Option<Pending>,
     /// The threads of its products.
     pool: StagePool,
+    /// Buffers the stage has finished with, reused by the next packet so that steady state
+    /// allocates no arrays of its own ([`Buffers`]).
+    buffers: Buffers,
+}
+
+/// What a layer reuses from packet to packet: the input array of the last update (its
+/// allocation becomes the next packet's activities, which travel on downstream), the
+/// direction, the goodness and a units-long scratch row.
+#[derive(Default)]
+struct Buffers {
+    spare: Array2<f32>,
+    direction: Array2<f32>,
+    goodness: Vec<f32>,
+    units: Array1<f32>,
 }
 
 /// An update computed from a packet but applied after the packet has been sent on.
@@ -108,6 +124,7 @@ impl<C: Connectivity> FfLayer<C> {
             peer_means: Array1::from_elem(units, 0.5),
             pending: None,
             pool: StagePool::new(name, ff.threads),
+            buffers: Buffers::default(),
             objective: ff.objective(units),
             name: name.to_string(),
             connectivity,
@@ -132,31 +149,44 @@ impl<C: Connectivity> FfLayer<C> {
 
     /// `y = relu(x̂·W + b)` for normalized input rows `(rows, inputs)` → `(rows, units)`.
     pub fn activities(&self, normalized: &Array2<f32>) -> Array2<f32> {
-        let mut y = Array2::from_shape_fn((normalized.nrows(), self.connectivity.units()), |(_, j)| self.bias[j]);
+        self.activities_in(normalized, Array2::zeros((0, 0)))
+    }
+
+    /// [`Self::activities`] in `buffer`'s allocation where it is large enough.
+    fn activities_in(&self, normalized: &Array2<f32>, buffer: Array2<f32>) -> Array2<f32> {
+        let mut y = reshaped(buffer, (normalized.nrows(), self.connectivity.units()));
+        y.rows_mut().into_iter().for_each(|mut row| row.assign(&self.bias));
         self.connectivity.forward(&self.pool, &self.weights, normalized, &mut y);
         y.mapv_inplace(|v| v.max(0.0));
         y
     }
 
     /// The ascent direction on the total inputs of the learning rows (the first
-    /// `positives + negatives` rows of `y`), with the peer-normalization term on positives.
+    /// `positives + negatives` rows of `y`), with the peer-normalization term on positives,
+    /// in the direction buffer's allocation.
     fn direction(&mut self, y: &Array2<f32>, goodness: &[f32], positives: usize, negatives: usize) -> Array2<f32> {
-        let mut direction = learning_direction(&self.objective, y, goodness, positives, negatives);
-        peer_normalize(&mut self.peer_means, self.ff.peer_normalization, y, positives, &mut direction);
+        let mut direction = std::mem::take(&mut self.buffers.direction);
+        learning_direction_into(&self.objective, y, goodness, positives, negatives, &mut direction);
+        let lambda = self.ff.peer_normalization;
+        peer_normalize(&mut self.peer_means, lambda, y, positives, &mut direction, &mut self.buffers.units);
         direction
     }
 
-    /// Applies a pending update: one gradient `x̂ᵀ·D` into the optimizer, one step.
+    /// Applies a pending update: one gradient `x̂ᵀ·D` into the optimizer, one step; its arrays
+    /// go back to the buffers.
     fn apply(&mut self, pending: Pending) {
         let Pending { inputs, direction, cases, epoch } = pending;
         let (alpha, beta) = self.weight_optimizer.gradient_target(cases);
         let x = inputs.slice(s![..direction.nrows(), ..]);
         self.connectivity.gradient(&self.pool, &x, &direction, alpha, beta, self.weight_optimizer.buffer_mut());
-        let bias_sum = direction.sum_axis(Axis(0));
-        self.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
+        sum_rows(&direction.view(), &mut self.buffers.units);
+        let bias_sum = &self.buffers.units;
+        self.bias_optimizer.buffer_mut().zip_mut_with(bias_sum, |v, &g| *v = beta * *v + alpha * g);
         let gain = self.ff.schedule.gain(epoch, self.ff.epochs);
         self.weight_optimizer.apply(&mut self.weights, gain);
         self.bias_optimizer.apply(&mut self.bias, gain);
+        self.buffers.spare = inputs;
+        self.buffers.direction = direction;
     }
 }
 
@@ -177,8 +207,10 @@ impl<C: Connectivity> Stage for FfLayer<C> {
         let observed = packet.observed();
         let mut x = std::mem::take(&mut packet.x);
         normalize_rows_in_place(&mut x); // (rows, inputs)
-        let y = self.activities(&x); // (rows, units)
-        let goodness = row_goodness(&self.objective, &y);
+        let spare = std::mem::take(&mut self.buffers.spare);
+        let y = self.activities_in(&x, spare); // (rows, units)
+        let mut goodness = std::mem::take(&mut self.buffers.goodness);
+        row_goodness_into(&self.objective, &y, &mut goodness);
         if self.ff.counts_for_goodness {
             packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
         }
@@ -198,7 +230,10 @@ impl<C: Connectivity> Stage for FfLayer<C> {
             let direction = self.direction(&y, &goodness, packet.positives, packet.negatives);
             let cases = packet.positives.max(packet.negatives);
             self.pending = Some(Pending { inputs: x, direction, cases, epoch: packet.epoch });
+        } else {
+            self.buffers.spare = x;
         }
+        self.buffers.goodness = goodness;
         packet.x = y;
         Ok(packet)
     }

@@ -85,3 +85,23 @@ batch = 2
 "#
     )
 }
+
+/// The FF step of the tests' local and dense stages: Matlab's rule and peer normalization,
+/// weight cost 0.001, constant rate `lr`, every layer counted for goodness, none read out.
+pub fn ff_settings(lr: f32, seed: u64, threads: usize) -> ffstream::stage::FfSettings {
+    ffstream::stage::FfSettings {
+        goodness: ffstream::ff::goodness::Goodness::SumSquares,
+        threshold: None,
+        temperature: 1.0,
+        peer_normalization: 0.03,
+        rule: ffstream::ff::optim::Rule::Matlab,
+        lr,
+        weight_cost: 0.001,
+        schedule: ffstream::ff::optim::Schedule::Constant,
+        epochs: 1,
+        counts_for_goodness: true,
+        feeds_readout: false,
+        seed,
+        threads,
+    }
+}

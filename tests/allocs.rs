@@ -1,0 +1,116 @@
+//! Heap allocations per packet of an FF stage in steady state (issue 11): a counting global
+//! allocator around `process` and `learn`. The stage's own code allocates nothing once warm;
+//! what is left is the matrix-multiply backend's, which the test measures beside it: the
+//! `gemm` crate allocates its packing buffer on every product and takes no caller workspace.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ffstream::ff::fields::{Fields, MapShape};
+use ffstream::matmul::{gemm, Threads};
+use ffstream::packet::{Packet, Purpose};
+use ffstream::rng::Rng;
+use ffstream::stage::{FfDenseConfig, FfLocalConfig, FfSettings, Stage};
+use ndarray::Array2;
+
+mod common;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator; it only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The counter is global: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn counted(f: impl FnOnce()) -> u64 {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    f();
+    ALLOCS.load(Ordering::Relaxed) - before
+}
+
+fn settings() -> FfSettings {
+    common::ff_settings(0.01, 0, 1)
+}
+
+/// Training packets of `rows` rows (half positive, half negative), made before counting.
+fn packets(n: u64, rows: usize, inputs: usize) -> Vec<Packet> {
+    let mut rng = Rng::new(1);
+    (0..n)
+        .map(|seq| {
+            let x = Array2::from_shape_simple_fn((rows, inputs), || rng.normal().abs());
+            Packet {
+                positives: rows / 2,
+                negatives: rows / 2,
+                embedded: vec![0; rows],
+                ..Packet::new(seq, 1, Purpose::Train, x)
+            }
+        })
+        .collect()
+}
+
+/// Allocations of each of the last packets through `stage` (process, then learn), the outputs
+/// kept so that dropping them is not counted.
+fn per_packet(stage: &mut dyn Stage, packets: Vec<Packet>) -> Vec<u64> {
+    let mut outputs = Vec::with_capacity(packets.len());
+    let counts: Vec<u64> = packets
+        .into_iter()
+        .map(|p| {
+            counted(|| {
+                outputs.push(stage.process(p).unwrap());
+                stage.learn();
+            })
+        })
+        .collect();
+    counts[counts.len() / 2..].to_vec()
+}
+
+#[test]
+fn a_dense_stage_allocates_nothing_per_packet_but_the_backends_packing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (inputs, units, rows) = (784, 500, 200);
+    let mut stage = FfDenseConfig { name: "layer1".into(), layer: 1, inputs, units, ff: settings() }.build();
+    let counts = per_packet(&mut stage, packets(20, rows, inputs));
+    // The same two products alone: forward (rows, inputs)·(inputs, units) and the gradient
+    // (inputs, rows)·(rows, units).
+    let (x, w) = (Array2::<f32>::ones((rows, inputs)), Array2::<f32>::ones((inputs, units)));
+    let (mut y, mut g) = (Array2::<f32>::zeros((rows, units)), Array2::<f32>::zeros((inputs, units)));
+    let products = counted(|| {
+        gemm(1.0, &x.view(), &w.view(), 1.0, &mut y.view_mut(), Threads::One);
+        gemm(1.0, &x.t(), &y.view(), 1.0, &mut g.view_mut(), Threads::One);
+    });
+    eprintln!("dense 784->500, 200 rows: {counts:?} allocations per packet; the two products alone: {products}");
+    assert!(counts.iter().all(|&c| c == products), "{counts:?} per packet, the products alone {products}");
+}
+
+#[test]
+fn a_local_stage_allocates_no_activities_direction_or_goodness_per_packet() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // E7's first layer, smaller: a 16x16x3 map of 3 units per position on 11x11 fields.
+    let fields = Fields { input: MapShape::new(16, 16, 3), size: 11, stride: 1, padding: 5 };
+    let mut stage =
+        FfLocalConfig { name: "layer1".into(), layer: 1, fields, channels: 3, shared: false, ff: settings() }
+            .build()
+            .unwrap();
+    let inputs = 16 * 16 * 3;
+    let counts = per_packet(&mut stage, packets(12, 20, inputs));
+    eprintln!("ff_local 16x16x3, 11x11 fields, 20 rows: {counts:?} allocations per packet");
+    assert!(counts.iter().all(|&c| c == 0), "{counts:?}");
+}
