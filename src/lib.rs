@@ -26,6 +26,7 @@
 //! resume, records, and the backprop twin beside the FF pipeline.
 #![warn(missing_docs)]
 
+pub mod alloc_count;
 pub mod backprop;
 pub mod bench;
 pub mod boring_video;

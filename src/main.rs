@@ -18,6 +18,10 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// Counts allocations for `ffstream bench` (`allocs_per_frame`); otherwise the system allocator.
+#[global_allocator]
+static ALLOCATOR: ffstream::alloc_count::Counting = ffstream::alloc_count::Counting;
+
 fn main() -> ExitCode {
     let args = ffstream::cli::Args::parse();
     // The library emits events (one span per stage thread, named after the stage); they go to

@@ -45,6 +45,26 @@ pub fn packet_flops(inputs: usize, units: usize, batch: usize) -> f64 {
     2.0 * inputs as f64 * units as f64 * (3 * batch + 2 * batch) as f64
 }
 
+/// Heap allocations per training packet of one stage once warm (`None` where the program does
+/// not count them: [`crate::alloc_count::installed`]); the packets are made beforehand and the
+/// outputs kept, so only the stage's own work is counted (its backend's products included).
+pub fn stage_allocations(stage: &mut dyn Stage, inputs: usize, batch: usize) -> Option<f64> {
+    if !crate::alloc_count::installed() {
+        return None;
+    }
+    let (warm, counted) = (2, 4);
+    let mut packets: Vec<Packet> = (0..warm + counted).map(|_| training_packet(inputs, batch, 1)).collect();
+    let mut outputs = Vec::with_capacity(packets.len());
+    for packet in packets.drain(..warm) {
+        outputs.push(stage.step(packet));
+    }
+    let before = crate::alloc_count::allocations();
+    for packet in packets {
+        outputs.push(stage.step(packet));
+    }
+    Some((crate::alloc_count::allocations() - before) as f64 / counted as f64)
+}
+
 /// Seconds per training packet of one stage running alone on this thread.
 pub fn stage_seconds(stage: &mut dyn Stage, inputs: usize, batch: usize, min_time: Duration) -> f64 {
     let packet = training_packet(inputs, batch, 1);
@@ -95,8 +115,10 @@ pub fn bench(
             gflops,
             100.0 * gflops / peak1
         )?;
+        let allocs = stage_allocations(stage.as_mut(), inputs, base.data.batch);
         stage_rows.push(serde_json::json!({"stage": stage.name(), "inputs": inputs, "units": units,
-            "ms_per_packet": s * 1e3, "gflops": gflops, "pct_of_peak_1t": 100.0 * gflops / peak1}));
+            "ms_per_packet": s * 1e3, "gflops": gflops, "pct_of_peak_1t": 100.0 * gflops / peak1,
+            "allocs_per_packet": allocs}));
         stage_secs.push(s);
         inputs = units;
     }
@@ -126,12 +148,13 @@ pub fn bench(
         let mut head = build_head(&config, data, 1, Arc::clone(stop));
         let stats = PipelineStats::new(&config.stage_names());
         let mut sink = build_sink(&config);
-        let started = Instant::now();
+        let (started, allocs_before) = (Instant::now(), crate::alloc_count::allocations());
         // Invariant: the shipped mnist-supervised pipeline is an ff pipeline, which parse()
         // validates to have a [pipeline] section.
         let settings = config.pipeline.clone().expect("ff pipeline");
         runtime::run(&mut head, build_stages(&config), &mut sink, settings.wiring(), &stats, &mut |_| Ok(()))?;
         let wall = started.elapsed().as_secs_f64();
+        let allocs = (crate::alloc_count::allocations() - allocs_before) as f64;
         let frames = stats.stages.last().map_or(0, |s| s.totals().frames) as f64;
         let fps = frames / wall;
         let per_stage: Vec<_> =
@@ -142,10 +165,23 @@ pub fn bench(
             50_000.0 / fps
         )?;
         writeln!(table, "{}", crate::metrics::summary_table(&per_stage))?;
-        stream.push((mode, fps, per_stage));
+        stream.push((mode, fps, per_stage, allocs / frames.max(1.0)));
     }
     let (lock, thr) = (stream[0].1, stream[1].1);
     writeln!(table, "threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound)?;
+    // The whole process during the threaded stream: head, queues, stages, sink, evaluation.
+    let allocs_per_frame = crate::alloc_count::installed().then_some(stream[1].3);
+    if let Some(a) = allocs_per_frame {
+        let per_stage: Vec<String> = stage_rows
+            .iter()
+            .map(|r| format!("{} {}", r["stage"].as_str().unwrap_or("?"), r["allocs_per_packet"]))
+            .collect();
+        writeln!(
+            table,
+            "heap allocations: {a:.2} a frame through the threaded stream; a stage alone, a packet: {}",
+            per_stage.join(", ")
+        )?;
+    }
     if let Some(path) = &out {
         let json = serde_json::json!({
             "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::session::git_commit(),
@@ -153,7 +189,7 @@ pub fn bench(
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
             "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2, "one_stage_pool": pool,
-            "local_stages": local,
+            "local_stages": local, "allocs_per_frame": allocs_per_frame,
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -3,9 +3,7 @@
 //! what is left is the matrix-multiply backend's, which the test measures beside it: the
 //! `gemm` crate allocates its packing buffer on every product and takes no caller workspace.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use ffstream::alloc_count::{allocations, installed, Counting};
 use ffstream::ff::fields::{Fields, MapShape};
 use ffstream::matmul::{gemm, Threads};
 use ffstream::packet::{Packet, Purpose};
@@ -15,25 +13,7 @@ use ndarray::Array2;
 
 mod common;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator; it only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
+/// The binary's counting allocator, here too.
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
@@ -41,9 +21,9 @@ static GLOBAL: Counting = Counting;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn counted(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocations();
     f();
-    ALLOCS.load(Ordering::Relaxed) - before
+    allocations() - before
 }
 
 fn settings() -> FfSettings {
@@ -113,4 +93,23 @@ fn a_local_stage_allocates_no_activities_direction_or_goodness_per_packet() {
     let counts = per_packet(&mut stage, packets(12, 20, inputs));
     eprintln!("ff_local 16x16x3, 11x11 fields, 20 rows: {counts:?} allocations per packet");
     assert!(counts.iter().all(|&c| c == 0), "{counts:?}");
+}
+
+#[test]
+fn the_bench_counts_a_stage_alone_as_the_test_does() {
+    // `ffstream bench` reports `allocs_per_packet` per stage with the same counter.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(installed());
+    let (inputs, units, batch) = (784, 500, 100);
+    let mut stage = FfDenseConfig { name: "layer1".into(), layer: 1, inputs, units, ff: settings() }.build();
+    let per_packet = ffstream::throughput::stage_allocations(&mut stage, inputs, batch).unwrap();
+    let rows = 3 * batch;
+    let (x, w) = (Array2::<f32>::ones((rows, inputs)), Array2::<f32>::ones((inputs, units)));
+    let (mut y, mut g) = (Array2::<f32>::zeros((rows, units)), Array2::<f32>::zeros((inputs, units)));
+    let learning = x.slice(ndarray::s![..2 * batch, ..]);
+    let products = counted(|| {
+        gemm(1.0, &x.view(), &w.view(), 1.0, &mut y.view_mut(), Threads::One);
+        gemm(1.0, &learning.t(), &y.slice(ndarray::s![..2 * batch, ..]), 1.0, &mut g.view_mut(), Threads::One);
+    });
+    assert_eq!(per_packet, products as f64);
 }
