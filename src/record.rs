@@ -99,6 +99,12 @@ pub fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> Option<
                 x.iter().zip(y).enumerate().find_map(|(i, (v, w))| walk(v, w, &format!("{key}.{}", i + 1)))
             }
             _ if a == b => None,
+            // Settings are f32: two decimal forms of one f32 are one setting (serde_json's
+            // default parser may read a record's float back one f64 ulp off what was written).
+            (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+                let single = |n: &serde_json::Number| n.as_f64().map(|v| v as f32);
+                (single(x) != single(y)).then(|| (key.to_string(), a.to_string(), b.to_string()))
+            }
             _ => Some((key.to_string(), a.to_string(), b.to_string())),
         }
     }
@@ -685,6 +691,29 @@ mod tests {
         assert!(rows.iter().any(|r| r.starts_with("| mnist-supervised |") && r.contains("| 1.37 |")), "{md}");
         assert!(rows.iter().any(|r| r.starts_with("| mnist-supervised [data.epochs = 1] |") && r.contains("87.50")));
         assert!(rows.iter().all(|r| !r.contains("±")), "{md}");
+    }
+
+    #[test]
+    fn a_record_read_back_one_ulp_off_is_the_same_experiment() {
+        // Found re-recording moving-mnist-local: its record says peer_normalization
+        // 0.029999999329447743, the run 0.029999999329447746, one f32 (0.03) both; the run was
+        // refused as "another experiment".
+        let written = serde_json::json!({"model": {"peer_normalization": 0.03f32, "lr": 0.1f32}});
+        let read: serde_json::Value = serde_json::from_str(
+            r#"{"model": {"peer_normalization": 0.029999999329447743, "lr": 0.10000000149011612}}"#,
+        )
+        .unwrap();
+        assert_eq!(first_difference(&read, &written), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seed0.json");
+        let record = r#"{"pipeline": {"model": {"peer_normalization": 0.029999999329447743}}}"#;
+        std::fs::write(&path, record).unwrap();
+        assert!(check_replaceable(&path, &written, false).is_ok());
+        // Another f32 is another setting, and so is an integer one apart.
+        let other = serde_json::json!({"model": {"peer_normalization": 0.031f32, "lr": 0.1f32}});
+        assert!(first_difference(&read, &other).is_some_and(|(k, _, _)| k == "model.peer_normalization"));
+        let epochs = |n: u64| serde_json::json!({"data": {"epochs": n}});
+        assert!(first_difference(&epochs(16_777_217), &epochs(16_777_216)).is_some());
     }
 
     #[test]
