@@ -343,10 +343,12 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                     _ => writeln!(out, "End-to-end latency: no packet reached the sink.")?,
                 }
             }
-            if let Some(fields) = &outcome.fields {
+            for fields in &outcome.fields {
+                let stage = fields.file_stem().map_or(String::new(), |s| s.to_string_lossy().replace("fields-", ""));
                 writeln!(
                     out,
-                    "What layer1 learned (its first units' weights, white positive, black negative): {}",
+                    "What {stage} learned (its first units' weights{}, white positive, black negative): {}",
+                    if stage == "layer1" { "" } else { " through the stages below" },
                     fields.display()
                 )?;
             }

@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ndarray::Array2;
+
 use crate::checkpoint::{self, load_run};
 use crate::config::{ConfigError, LocalRecurrentSpec, LocalSpec, PipelineConfig, StageSpec};
 use crate::data::{DataError, Labelled};
@@ -192,9 +194,10 @@ pub fn hybrid_figure(data: &Labelled, figure: HybridFigure) -> Result<GreyImage,
 ///   not its place in the image: rows of `<stage>.weights` `(units or channels, patch)` in
 ///   order, so the first tiles of `ff_local` are position 0's units.
 ///
-/// Only a first stage reads images; a higher stage, an `ff_recurrent` stage (its weights mix
-/// bottom-up and top-down inputs) and a local stage on windows of several frames are errors
-/// that say so.
+/// A dense stage above dense stages is drawn through the weights below it (`W1·…·Wk`, the
+/// ReLUs between left out: a linear view of what drives each unit). A stage above any other
+/// kind, an `ff_recurrent` stage (its weights mix bottom-up and top-down inputs) and a local
+/// stage on windows of several frames are errors that say so.
 pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyImage, FigureError> {
     let pipeline = run_dir.join("pipeline.toml");
     if !pipeline.is_file() {
@@ -208,7 +211,10 @@ pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyIm
         .position(|n| n == stage)
         .ok_or_else(|| FigureError::NoStage { stage: stage.into(), stages: names.join(", ") })?;
     let not_image = |reason: String| FigureError::NotImage { stage: stage.into(), reason };
-    if index > 0 {
+    // A dense stage above dense stages is drawn through the weights below it; any other
+    // stage reads a map that is not the image.
+    let all_dense = specs[..=index].iter().all(|s| matches!(s, StageSpec::FfDense(_)));
+    if index > 0 && !all_dense {
         return Err(not_image(format!("it reads the output of `{}`, not an image", names[index - 1])));
     }
     // A frame stream's row is `window` consecutive frames, oldest first; a dense stage's tile
@@ -224,6 +230,13 @@ pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyIm
     let loaded = load_run(run_dir)?;
     let name = format!("{stage}.weights");
     let (shape, values) = find_tensor(&loaded, &name)?;
+    // Through the stages below: `W1·W2·…·Wk` on the units drawn, `(inputs, units)`.
+    let through = if index > 0 { Some(through_below(&loaded, index, units)?) } else { None };
+    let (shape, values) = match &through {
+        // Invariant: `dot` makes standard-layout arrays.
+        Some(m) => (m.shape(), m.as_slice().expect("a product is standard layout")),
+        None => (shape, values),
+    };
     let (rows, cols) = match shape[..] {
         [rows, cols] => (rows, cols),
         _ => {
@@ -279,6 +292,40 @@ pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyIm
         return Err(not_image("it has no units to draw".into()));
     }
     Ok(grid(&tiles, tile_h, tile_w))
+}
+
+/// What drives the first `units` units of dense stage `index` (0-based) in the image: the
+/// product of the weights of every stage up to it, `W1·W2·…·W(index+1)`, `(inputs, units)`. The
+/// ReLUs, biases and normalizations between the stages are left out: a linear view, as in
+/// drawings of a deep net's higher units through the weights below.
+fn through_below(loaded: &checkpoint::Loaded, index: usize, units: usize) -> Result<Array2<f32>, FigureError> {
+    let weights = |k: usize| -> Result<Array2<f32>, FigureError> {
+        let name = format!("layer{}.weights", k + 1);
+        let (shape, values) = find_tensor(loaded, &name)?;
+        match shape[..] {
+            [rows, cols] => Array2::from_shape_vec((rows, cols), values.to_vec())
+                .map_err(|e| FigureError::Weights { reason: format!("`{name}`: {e}") }),
+            _ => Err(FigureError::Weights { reason: format!("`{name}` has shape {shape:?}, expected 2 dimensions") }),
+        }
+    };
+    let top = weights(index)?;
+    let mut product = top.slice(ndarray::s![.., ..units.min(top.ncols())]).to_owned();
+    for k in (0..index).rev() {
+        let below = weights(k)?;
+        if below.ncols() != product.nrows() {
+            return Err(FigureError::Weights {
+                reason: format!(
+                    "layer{} has {} units, layer{} {} inputs",
+                    k + 1,
+                    below.ncols(),
+                    k + 2,
+                    product.nrows()
+                ),
+            });
+        }
+        product = below.dot(&product);
+    }
+    Ok(product)
 }
 
 /// The tensor `name` of a loaded checkpoint, as `(shape, values)`.

@@ -59,8 +59,8 @@ pub fn index_html(records: &[Record], results: &Path, tables: &str) -> String {
 
     page += "<section id=\"figures\"><h2>Figures</h2>\n";
     page += "<p>The paper's Fig. 1 (a mask, two digits and their hybrid), first-layer receptive fields \
-             (Fig. 2) of the runs that made them (<code>ffstream figure</code>), and what the first \
-             stage of each recorded video run learned (written by <code>ffstream run --record</code>).</p>\n";
+             (Fig. 2) of the runs that made them (<code>ffstream figure</code>), and what the stages \
+             of each recorded video run learned (written by <code>ffstream run --record</code>).</p>\n";
     for (name, png) in figures(&results.join("figures")) {
         page += &figure("image/png", &png, &figure_caption(&name), &name);
     }
@@ -130,8 +130,9 @@ fn figure_caption(name: &str) -> String {
     }
     if let Some((run, stage)) = stem.strip_prefix("fields-").and_then(|rest| rest.rsplit_once('-')) {
         return format!(
-            "What {stage} of the video run {run} learned: its first units' weights over the input window \
-             (frames left to right; white positive, black negative, mid grey zero)"
+            "What {stage} of the video run {run} learned: its first units' weights over the input window{} \
+             (frames left to right; white positive, black negative, mid grey zero)",
+            if stage == "layer1" { "" } else { ", through the weights of the stages below (ReLUs left out)" }
         );
     }
     match stem.strip_prefix("fig2-").and_then(|rest| rest.rsplit_once('-')) {

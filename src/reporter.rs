@@ -20,8 +20,8 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts sampling `stages` every `interval`; appends to `jsonl` if given; hands a live
-    /// line to `live` if given. Fails only if the OS cannot start the thread.
+    /// Starts sampling `stages` every `interval`; appends to `jsonl` if given; hands a
+    /// [`LiveFrame`] to `live` if given. Fails only if the OS cannot start the thread.
     pub fn start(
         stages: Vec<Arc<StageStats>>,
         progress: Arc<Progress>,

@@ -98,8 +98,8 @@ pub struct Outcome {
     pub completed: bool,
     /// The per-stage summary table.
     pub table: String,
-    /// A picture of what the first stage learned (frame streams whose first stage draws).
-    pub fields: Option<PathBuf>,
+    /// Pictures of what the stages learned (frame streams; the stages that draw as images).
+    pub fields: Vec<PathBuf>,
 }
 
 /// The current git commit: `$FFSTREAM_COMMIT` if set (a copy of the tree without `.git`),

@@ -115,39 +115,44 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     }
     let fields = if completed && config.is_frame_stream() && config.trainer == Trainer::Ff {
         let recorded = record_path.as_ref().and(options.results_dir.as_deref());
-        first_stage_picture(config, &dir, recorded)?
+        stage_pictures(config, &dir, recorded)?
     } else {
-        None
+        Vec::new()
     };
     Ok(Outcome { run_dir: dir, record, completed, table: summary_table(&stage_rates), fields })
 }
 
-/// Units drawn in the picture of what a frame stream's first stage learned (an 8x8 grid).
+/// Units drawn in each picture of what a frame stream's stages learned (an 8x8 grid).
 const PICTURE_UNITS: usize = 64;
 
-/// What the first stage of a frame stream learned: its first units' weights as a picture,
-/// `<run>/fields-layer1.png`, and for a recorded run also
-/// `<results>/figures/fields-<experiment>-seed<N>-layer1.png`, which the report page shows. A
-/// first stage that is not drawn as an image (an `ff_recurrent` one, a local stage over windows
-/// of several frames) gives none, and says why in the debug log.
-fn first_stage_picture(config: &PipelineConfig, dir: &Path, results: Option<&Path>) -> Result<Option<PathBuf>> {
-    let image = match crate::figure::fields_figure(dir, "layer1", PICTURE_UNITS) {
-        Ok(image) => image,
-        Err(e) => {
-            tracing::debug!("no picture of what layer1 learned: {e}");
-            return Ok(None);
+/// What the stages of a frame stream learned: each stage's first units' weights as a picture
+/// (a dense stage above dense ones through the weights below it), `<run>/fields-<stage>.png`,
+/// and for a recorded run also `<results>/figures/fields-<experiment>-seed<N>-<stage>.png`,
+/// which the report page shows. A stage that is not drawn as an image (above a local stage, an
+/// `ff_recurrent` one, a local stage over windows of several frames) gives none, and says why
+/// in the debug log.
+fn stage_pictures(config: &PipelineConfig, dir: &Path, results: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for stage in config.stage_names() {
+        let image = match crate::figure::fields_figure(dir, &stage, PICTURE_UNITS) {
+            Ok(image) => image,
+            Err(e) => {
+                tracing::debug!("no picture of what {stage} learned: {e}");
+                continue;
+            }
+        };
+        let png = image.png()?;
+        let path = dir.join(format!("fields-{stage}.png"));
+        std::fs::write(&path, &png).with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(results) = results {
+            let figures = results.join("figures");
+            std::fs::create_dir_all(&figures)?;
+            let name = figures.join(format!("fields-{}-seed{}-{stage}.png", config.name, config.seed));
+            std::fs::write(&name, &png).with_context(|| format!("cannot write {}", name.display()))?;
         }
-    };
-    let png = image.png()?;
-    let path = dir.join("fields-layer1.png");
-    std::fs::write(&path, &png).with_context(|| format!("cannot write {}", path.display()))?;
-    if let Some(results) = results {
-        let figures = results.join("figures");
-        std::fs::create_dir_all(&figures)?;
-        let name = figures.join(format!("fields-{}-seed{}-layer1.png", config.name, config.seed));
-        std::fs::write(&name, &png).with_context(|| format!("cannot write {}", name.display()))?;
+        written.push(path);
     }
-    Ok(Some(path))
+    Ok(written)
 }
 
 /// What every trainer of a session shares: the pipeline, the run folder, the clock, the flags
