@@ -199,99 +199,140 @@ pub fn hybrid_figure(data: &Labelled, figure: HybridFigure) -> Result<GreyImage,
 /// kind, an `ff_recurrent` stage (its weights mix bottom-up and top-down inputs) and a local
 /// stage on windows of several frames are errors that say so.
 pub fn fields_figure(run_dir: &Path, stage: &str, units: usize) -> Result<GreyImage, FigureError> {
-    let pipeline = run_dir.join("pipeline.toml");
-    if !pipeline.is_file() {
-        return Err(FigureError::NotARun { path: run_dir.to_path_buf() });
-    }
-    let config = PipelineConfig::load(&pipeline, &[])?;
-    let specs = config.stage_specs();
-    let names: Vec<String> = (1..=specs.len()).map(|l| format!("layer{l}")).collect();
-    let index = names
-        .iter()
-        .position(|n| n == stage)
-        .ok_or_else(|| FigureError::NoStage { stage: stage.into(), stages: names.join(", ") })?;
-    let not_image = |reason: String| FigureError::NotImage { stage: stage.into(), reason };
-    // A dense stage above dense stages is drawn through the weights below it; any other
-    // stage reads a map that is not the image.
-    let all_dense = specs[..=index].iter().all(|s| matches!(s, StageSpec::FfDense(_)));
-    if index > 0 && !all_dense {
-        return Err(not_image(format!("it reads the output of `{}`, not an image", names[index - 1])));
-    }
-    // A frame stream's row is `window` consecutive frames, oldest first; a dense stage's tile
-    // shows them left to right, a mid-grey (zero) column apart.
-    let window = config.frame_head().map_or(1, |h| h.window.max(1));
-    let dense = matches!(specs[index], StageSpec::FfDense(_));
-    let map = match (config.input_map(), config.image_shape()) {
-        (Some(map), _) => map,
-        (None, Some((h, w, c))) if dense && window > 1 => crate::ff::fields::MapShape::new(h, w, c),
-        _ => return Err(not_image("the run's source rows are not single images".into())),
-    };
+    RunFields::open(run_dir)?.figure(stage, units)
+}
 
-    let loaded = load_run(run_dir)?;
-    let name = format!("{stage}.weights");
-    let (shape, values) = find_tensor(&loaded, &name)?;
-    // Through the stages below: `W1·W2·…·Wk` on the units drawn, `(inputs, units)`.
-    let through = if index > 0 { Some(through_below(&loaded, index, units)?) } else { None };
-    let (shape, values) = match &through {
-        // Invariant: `dot` makes standard-layout arrays.
-        Some(m) => (m.shape(), m.as_slice().expect("a product is standard layout")),
-        None => (shape, values),
-    };
-    let (rows, cols) = match shape[..] {
-        [rows, cols] => (rows, cols),
-        _ => {
-            return Err(FigureError::Weights { reason: format!("`{name}` has shape {shape:?}, expected 2 dimensions") })
+/// A run folder read for [`fields_figure`]s of several of its stages: its pipeline read once,
+/// its checkpoint loaded (and its shards' hashes checked) once, by the first figure that needs
+/// it.
+pub struct RunFields {
+    dir: PathBuf,
+    config: PipelineConfig,
+    loaded: std::cell::OnceCell<checkpoint::Loaded>,
+}
+
+impl RunFields {
+    /// The run in `run_dir`: an error when it is not a run folder or its pipeline is damaged.
+    pub fn open(run_dir: &Path) -> Result<RunFields, FigureError> {
+        let pipeline = run_dir.join("pipeline.toml");
+        if !pipeline.is_file() {
+            return Err(FigureError::NotARun { path: run_dir.to_path_buf() });
         }
-    };
-    let (tiles, tile_h, tile_w): (Vec<Vec<f32>>, usize, usize) = match &specs[index] {
-        StageSpec::FfDense(_) => {
-            if rows != window * map.len() {
-                let frames = if window > 1 { format!("{window} frames of ") } else { String::new() };
-                return Err(FigureError::Weights {
-                    reason: format!("`{name}` has {rows} inputs, {frames}the {map} image has {}", window * map.len()),
-                });
-            }
-            let (c, w) = (map.channels, map.width);
-            let tile_w = window * w + window - 1;
-            let tiles = (0..units.min(cols))
-                .map(|j| {
-                    let mut tile = vec![0.0; map.height * tile_w];
-                    for f in 0..window {
-                        for p in 0..map.height * w {
-                            let at = (f * map.len() + p * c) * cols + j;
-                            let v = (0..c).map(|k| values[at + k * cols]).sum::<f32>() / c as f32;
-                            tile[(p / w) * tile_w + f * (w + 1) + p % w] = v;
-                        }
-                    }
-                    tile
-                })
-                .collect();
-            (tiles, map.height, tile_w)
-        }
-        StageSpec::FfLocal(LocalSpec { field, .. })
-        | StageSpec::FfConv(LocalSpec { field, .. })
-        | StageSpec::FfLocalRecurrent(LocalRecurrentSpec { field, .. }) => {
-            let (size, c) = (*field, map.channels);
-            if cols != size * size * c {
-                return Err(FigureError::Weights {
-                    reason: format!(
-                        "`{name}` has patches of {cols}, a {size}x{size} field of the {map} image has {}",
-                        size * size * c
-                    ),
-                });
-            }
-            let tiles =
-                (0..units.min(rows)).map(|u| (0..size * size).map(|p| values[u * cols + p * c]).collect()).collect();
-            (tiles, size, size)
-        }
-        StageSpec::FfRecurrent(_) => {
-            return Err(not_image("an ff_recurrent stage's weights mix its bottom-up and top-down inputs".into()))
-        }
-    };
-    if tiles.is_empty() {
-        return Err(not_image("it has no units to draw".into()));
+        let config = PipelineConfig::load(&pipeline, &[])?;
+        Ok(RunFields { dir: run_dir.to_path_buf(), config, loaded: std::cell::OnceCell::new() })
     }
-    Ok(grid(&tiles, tile_h, tile_w))
+
+    /// The run's stage names, bottom up.
+    pub fn stages(&self) -> Vec<String> {
+        self.config.stage_names()
+    }
+
+    fn loaded(&self) -> Result<&checkpoint::Loaded, FigureError> {
+        if let Some(loaded) = self.loaded.get() {
+            return Ok(loaded);
+        }
+        let loaded = load_run(&self.dir)?;
+        Ok(self.loaded.get_or_init(|| loaded))
+    }
+
+    /// [`fields_figure`] of `stage`.
+    pub fn figure(&self, stage: &str, units: usize) -> Result<GreyImage, FigureError> {
+        let config = &self.config;
+        let specs = config.stage_specs();
+        let names: Vec<String> = (1..=specs.len()).map(|l| format!("layer{l}")).collect();
+        let index = names
+            .iter()
+            .position(|n| n == stage)
+            .ok_or_else(|| FigureError::NoStage { stage: stage.into(), stages: names.join(", ") })?;
+        let not_image = |reason: String| FigureError::NotImage { stage: stage.into(), reason };
+        // A dense stage above dense stages is drawn through the weights below it; any other
+        // stage reads a map that is not the image.
+        let all_dense = specs[..=index].iter().all(|s| matches!(s, StageSpec::FfDense(_)));
+        if index > 0 && !all_dense {
+            return Err(not_image(format!("it reads the output of `{}`, not an image", names[index - 1])));
+        }
+        // A frame stream's row is `window` consecutive frames, oldest first; a dense stage's tile
+        // shows them left to right, a mid-grey (zero) column apart.
+        let window = config.frame_head().map_or(1, |h| h.window.max(1));
+        let dense = matches!(specs[index], StageSpec::FfDense(_));
+        let map = match (config.input_map(), config.image_shape()) {
+            (Some(map), _) => map,
+            (None, Some((h, w, c))) if dense && window > 1 => crate::ff::fields::MapShape::new(h, w, c),
+            _ => return Err(not_image("the run's source rows are not single images".into())),
+        };
+
+        let loaded = self.loaded()?;
+        let name = format!("{stage}.weights");
+        let (shape, values) = find_tensor(loaded, &name)?;
+        // Through the stages below: `W1·W2·…·Wk` on the units drawn, `(inputs, units)`.
+        let through = if index > 0 { Some(through_below(loaded, index, units)?) } else { None };
+        let (shape, values) = match &through {
+            // Invariant: `dot` makes standard-layout arrays.
+            Some(m) => (m.shape(), m.as_slice().expect("a product is standard layout")),
+            None => (shape, values),
+        };
+        let (rows, cols) = match shape[..] {
+            [rows, cols] => (rows, cols),
+            _ => {
+                return Err(FigureError::Weights {
+                    reason: format!("`{name}` has shape {shape:?}, expected 2 dimensions"),
+                })
+            }
+        };
+        let (tiles, tile_h, tile_w): (Vec<Vec<f32>>, usize, usize) = match &specs[index] {
+            StageSpec::FfDense(_) => {
+                if rows != window * map.len() {
+                    let frames = if window > 1 { format!("{window} frames of ") } else { String::new() };
+                    return Err(FigureError::Weights {
+                        reason: format!(
+                            "`{name}` has {rows} inputs, {frames}the {map} image has {}",
+                            window * map.len()
+                        ),
+                    });
+                }
+                let (c, w) = (map.channels, map.width);
+                let tile_w = window * w + window - 1;
+                let tiles = (0..units.min(cols))
+                    .map(|j| {
+                        let mut tile = vec![0.0; map.height * tile_w];
+                        for f in 0..window {
+                            for p in 0..map.height * w {
+                                let at = (f * map.len() + p * c) * cols + j;
+                                let v = (0..c).map(|k| values[at + k * cols]).sum::<f32>() / c as f32;
+                                tile[(p / w) * tile_w + f * (w + 1) + p % w] = v;
+                            }
+                        }
+                        tile
+                    })
+                    .collect();
+                (tiles, map.height, tile_w)
+            }
+            StageSpec::FfLocal(LocalSpec { field, .. })
+            | StageSpec::FfConv(LocalSpec { field, .. })
+            | StageSpec::FfLocalRecurrent(LocalRecurrentSpec { field, .. }) => {
+                let (size, c) = (*field, map.channels);
+                if cols != size * size * c {
+                    return Err(FigureError::Weights {
+                        reason: format!(
+                            "`{name}` has patches of {cols}, a {size}x{size} field of the {map} image has {}",
+                            size * size * c
+                        ),
+                    });
+                }
+                let tiles = (0..units.min(rows))
+                    .map(|u| (0..size * size).map(|p| values[u * cols + p * c]).collect())
+                    .collect();
+                (tiles, size, size)
+            }
+            StageSpec::FfRecurrent(_) => {
+                return Err(not_image("an ff_recurrent stage's weights mix its bottom-up and top-down inputs".into()))
+            }
+        };
+        if tiles.is_empty() {
+            return Err(not_image("it has no units to draw".into()));
+        }
+        Ok(grid(&tiles, tile_h, tile_w))
+    }
 }
 
 /// What drives the first `units` units of dense stage `index` (0-based) in the image: the

@@ -133,8 +133,16 @@ const PICTURE_UNITS: usize = 64;
 /// in the debug log.
 fn stage_pictures(config: &PipelineConfig, dir: &Path, results: Option<&Path>) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for stage in config.stage_names() {
-        let image = match crate::figure::fields_figure(dir, &stage, PICTURE_UNITS) {
+    // One read of the pipeline and the checkpoint for every stage's picture.
+    let run = match crate::figure::RunFields::open(dir) {
+        Ok(run) => run,
+        Err(e) => {
+            tracing::debug!("no pictures of what the stages learned: {e}");
+            return Ok(written);
+        }
+    };
+    for stage in run.stages() {
+        let image = match run.figure(&stage, PICTURE_UNITS) {
             Ok(image) => image,
             Err(e) => {
                 tracing::debug!("no picture of what {stage} learned: {e}");
