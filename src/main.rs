@@ -157,9 +157,7 @@ impl ffstream::live::LiveView for StderrView {
         };
         let mut bars = lock(bars);
         if bars.len() != frame.stages.len() + 3 {
-            for bar in bars.drain(..) {
-                bar.finish_and_clear();
-            }
+            forget(multi, &mut bars);
             // Invariants: both templates are literals that parse.
             let run = ProgressStyle::with_template("{bar:32} {msg}").expect("a valid template").progress_chars("=> ");
             let text = ProgressStyle::with_template("{msg}").expect("a valid template");
@@ -178,14 +176,18 @@ impl ffstream::live::LiveView for StderrView {
     }
 
     fn clear(&self) {
-        // Clear the whole view at once, then forget the bars (one by one, each removal would
-        // redraw the rest).
         if let Some((multi, bars)) = &self.term {
-            let _ = multi.clear();
-            for bar in lock(bars).drain(..) {
-                multi.remove(&bar);
-            }
+            forget(multi, &mut lock(bars));
         }
+    }
+}
+
+/// Takes the view's bars away: the whole view cleared at once, then the bars forgotten (one by
+/// one, each removal would redraw the rest).
+fn forget(multi: &MultiProgress, bars: &mut Vec<ProgressBar>) {
+    let _ = multi.clear();
+    for bar in bars.drain(..) {
+        multi.remove(&bar);
     }
 }
 
