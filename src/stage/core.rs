@@ -145,15 +145,16 @@ pub fn learning_direction_into(
     }
 }
 
-/// `buffer`'s allocation as a `shape` array (zeros), reused when it holds enough, else a new
-/// one: a stage recycles the arrays it has finished with instead of allocating per packet.
+/// `buffer`'s allocation as a `shape` array, reused when it holds enough, else a new one: a
+/// stage recycles the arrays it has finished with instead of allocating per packet. The values
+/// are what the buffer held (zeros past its old length): every caller writes each element, so
+/// clearing them first would be a second pass over the array on every packet.
 pub fn reshaped(buffer: Array2<f32>, shape: (usize, usize)) -> Array2<f32> {
     let len = shape.0 * shape.1;
     let (mut values, _) = buffer.into_raw_vec_and_offset();
     if values.capacity() < len {
         return Array2::zeros(shape);
     }
-    values.clear();
     values.resize(len, 0.0);
     // Invariant: `values` holds exactly `shape`'s elements.
     Array2::from_shape_vec(shape, values).expect("a buffer of the shape's length")
