@@ -71,9 +71,9 @@ pub fn recycle(v: Vec<f32>) {
         let mut spares = spares.borrow_mut();
         spares.push(v);
         if spares.len() > MAX_SPARES {
-            // Invariant: the list is not empty, it just got longer than MAX_SPARES.
-            let smallest = (0..spares.len()).min_by_key(|&i| spares[i].capacity()).expect("spares");
-            spares.swap_remove(smallest);
+            if let Some(smallest) = (0..spares.len()).min_by_key(|&i| spares[i].capacity()) {
+                spares.swap_remove(smallest);
+            }
         }
     });
 }
