@@ -280,6 +280,8 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 PipelineConfig::parse(&text, &origin, &overrides)?
             };
             let options = RunOptions {
+                // What the command named, for a speedrun's command line (a resume names none).
+                pipeline: resume.is_none().then(|| pipeline.clone().unwrap_or_else(|| DEFAULT_PIPELINE.to_string())),
                 data_dir,
                 runs_dir,
                 resume,
@@ -378,7 +380,15 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             if records.is_empty() {
                 bail!("no records in {}", results.display());
             }
-            let tables = record::results_markdown(&records);
+            let mut tables = record::results_markdown(&records);
+            let speedruns = crate::speedrun::load_all(&results);
+            let speedrun_table = (!speedruns.is_empty()).then(|| crate::speedrun::markdown(&speedruns));
+            if let Some(table) = &speedrun_table {
+                tables += &format!(
+                    "\n## Speedrun: MNIST to a test-error target (issue 11)\n\n{}\n{table}",
+                    crate::speedrun::ABOUT
+                );
+            }
             std::fs::write(results.join("RESULTS.md"), &tables)?;
             std::fs::write(results.join("curves.svg"), record::curves_svg(&records))?;
             if let Some(svg) = record::frame_streams_svg(&records) {
@@ -394,12 +404,17 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             let readme = Path::new("README.md");
             if let Ok(text) = std::fs::read_to_string(readme) {
                 let (begin, end) = ("<!-- results:begin -->", "<!-- results:end -->");
+                let mut text = text;
                 if let (Some(a), Some(b)) = (text.find(begin), text.find(end)) {
                     let table = record::results_markdown(&records);
                     let table = table.split_once("\n\n").map_or(table.as_str(), |(_, rest)| rest);
-                    let updated = format!("{}{begin}\n{table}{}", &text[..a], &text[b..]);
-                    std::fs::write(readme, updated)?;
+                    text = format!("{}{begin}\n{table}{}", &text[..a], &text[b..]);
                 }
+                let (begin, end) = ("<!-- speedrun:begin -->", "<!-- speedrun:end -->");
+                if let (Some(a), Some(b), Some(table)) = (text.find(begin), text.find(end), &speedrun_table) {
+                    text = format!("{}{begin}\n{table}{}", &text[..a], &text[b..]);
+                }
+                std::fs::write(readme, text)?;
             }
             writeln!(
                 out,

@@ -57,6 +57,7 @@ pub mod schedule;
 pub mod session;
 pub mod sink;
 pub mod source;
+pub mod speedrun;
 pub mod stage;
 pub mod throughput;
 pub mod video;

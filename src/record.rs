@@ -22,6 +22,9 @@ pub struct CurvePoint {
     /// Errors of the readout on the training stream during the epoch, before each update.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stream_error_pct: ErrorsPct,
+    /// Test errors, on the epochs a speedrun declares (`eval.test_at`) and the last.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub test_error_pct: ErrorsPct,
     /// Wall seconds since the start of the run (resumed runs continue the count).
     pub seconds: f64,
 }
@@ -136,7 +139,8 @@ pub fn check_replaceable(path: &Path, pipeline: &serde_json::Value, replace: boo
 pub fn load_all(results: &Path) -> Vec<Record> {
     let mut out = Vec::new();
     let Ok(dirs) = std::fs::read_dir(results) else { return out };
-    for dir in dirs.flatten().filter(|d| d.path().is_dir()) {
+    // `speedrun/` holds speedrun files ([`crate::speedrun`]), not records.
+    for dir in dirs.flatten().filter(|d| d.path().is_dir() && d.file_name() != crate::speedrun::FOLDER) {
         let Ok(files) = std::fs::read_dir(dir.path()) else { continue };
         for f in files.flatten() {
             let p = f.path();
@@ -656,6 +660,7 @@ mod tests {
             },
             throughput: Throughput::default(),
             curve: vec![CurvePoint {
+                test_error_pct: ErrorsPct::new(),
                 epoch: 5,
                 val_error_pct: BTreeMap::from([("goodness".into(), 3.0)]),
                 stream_error_pct: BTreeMap::new(),

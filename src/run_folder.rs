@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub replace_record: bool,
     /// The `--set` overrides (for the record).
     pub overrides: Vec<String>,
+    /// The pipeline as the command named it (a name or a file; for a speedrun's command line).
+    pub pipeline: Option<String>,
     /// Set by Ctrl-C.
     pub stop: Option<Arc<AtomicBool>>,
     /// Threads for the backprop twin's products (0: all cores). FF stages always use one

@@ -62,6 +62,8 @@ fn every_pipeline_file_parses_and_runs_a_few_steps() {
             "data.test_size=100",
             "data.epochs=1",
             "eval.train_size=100",
+            // A speedrun's checkpoints name epochs of its full schedule.
+            "eval.test_at=[]",
         ];
         let mut o: Vec<String> = tiny.iter().map(|s| s.to_string()).collect();
         // Frame streams: a few hundred frames through small stages; the camera through FFmpeg's
@@ -286,3 +288,69 @@ fn a_short_real_mnist_stream_learns() {
 /// net that does not learn stays near 90%.
 const THRESHOLD_GOODNESS_PCT: f64 = 15.0;
 const THRESHOLD_SOFTMAX_PCT: f64 = 10.0;
+
+/// A speedrun reads the test split only at its declared checkpoints and stops its clock at the
+/// first one at or under the target; a target never reached is said, not faked.
+#[test]
+fn a_speedrun_records_the_first_declared_test_checkpoint_under_its_target() {
+    let runs = tempfile::tempdir().unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let small = ["data.train_size=1000", "data.validation_size=500", "data.test_size=500", "data.epochs=3"];
+    let run = |name: &str, target: &str| {
+        let mut o: Vec<&str> = small.to_vec();
+        let name = format!("name={name}");
+        let target = format!("speedrun.target_error_pct={target}");
+        o.extend([name.as_str(), target.as_str(), "eval.test_at=[1, 2]", "eval.every=3"]);
+        let config = quick(&o);
+        let options = RunOptions {
+            results_dir: Some(results.path().to_path_buf()),
+            overrides: o.iter().map(|s| s.to_string()).collect(),
+            pipeline: Some("mnist-quick".into()),
+            ..options(runs.path())
+        };
+        session::run(&config, &options).unwrap().record
+    };
+    let record = run("sr-easy", "99");
+    let tested: Vec<u32> = record.curve.iter().filter(|p| !p.test_error_pct.is_empty()).map(|p| p.epoch).collect();
+    assert_eq!(tested, [1, 2, 3], "the declared checkpoints and the end, nothing else");
+    assert_eq!(record.curve.iter().filter(|p| !p.val_error_pct.is_empty()).count(), 1, "validation at epoch 3 only");
+    assert_eq!(record.metrics.test_error_pct, record.curve[2].test_error_pct);
+    let file: ffstream::speedrun::Speedrun =
+        serde_json::from_str(&std::fs::read_to_string(ffstream::speedrun::path(results.path(), "sr-easy")).unwrap())
+            .unwrap();
+    let r = &file.runs[0];
+    assert_eq!(r.epoch_at_target, Some(1));
+    assert_eq!(r.seconds_to_target, Some(record.curve[0].seconds));
+    let (readout, error) = r.error_at_target.clone().unwrap();
+    assert_eq!(record.curve[0].test_error_pct[&readout], error);
+    assert!(error <= 99.0 && r.checkpoints.len() == 3);
+    assert!(
+        r.command.starts_with("ffstream run mnist-quick --set ") && r.command.contains("eval.test_at="),
+        "{}",
+        r.command
+    );
+
+    let record = run("sr-hard", "0.001");
+    let file: ffstream::speedrun::Speedrun =
+        serde_json::from_str(&std::fs::read_to_string(ffstream::speedrun::path(results.path(), "sr-hard")).unwrap())
+            .unwrap();
+    assert_eq!((file.runs[0].seconds_to_target, file.runs[0].epoch_at_target), (None, None));
+    assert!(record.metrics.test_error_pct.values().all(|&e| e > 0.001));
+    let table = ffstream::speedrun::markdown(&ffstream::speedrun::load_all(results.path()));
+    let (easy, hard) = (table.find("`sr-easy`").unwrap(), table.find("`sr-hard`").unwrap());
+    assert!(easy < hard && table.contains("not reached"), "{table}");
+    // The records' report does not take the speedrun folder for an experiment.
+    assert!(ffstream::record::load_all(results.path()).iter().all(|r| r.experiment != "speedrun"));
+}
+
+#[test]
+fn a_test_checkpoint_outside_the_schedule_is_refused() {
+    let text = include_str!("../pipeline/mnist-quick.toml");
+    let err =
+        PipelineConfig::parse(text, "mnist-quick.toml", &["eval.test_at=[3]".to_string()]).unwrap_err().to_string();
+    assert!(err.contains("eval.test_at") && err.contains("epoch 3"), "{err}");
+    let err = PipelineConfig::parse(text, "mnist-quick.toml", &["speedrun.target_error_pct=-1".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("speedrun.target_error_pct"), "{err}");
+}

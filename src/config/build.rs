@@ -298,6 +298,7 @@ pub fn build_head(
             eval_batch: config.eval.batch,
             train_eval_size: config.eval.train_size,
             test_at_end: config.eval.test,
+            test_at: config.eval.test_at.clone(),
             schedule: config.schedule,
             replay: negatives.replay,
             dream_strings: negatives.dream_strings,

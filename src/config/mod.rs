@@ -316,6 +316,58 @@ pub struct EvalConfig {
     /// Frame streams: labelled frames of the final frozen-probe stream (0: no final probe).
     #[serde(default)]
     pub probe_frames: usize,
+    /// Epochs after which the test split is scored as well (labelled FF runs): a speedrun's
+    /// declared checkpoints, the only places it reads the test set besides the end (`test`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_at: Vec<u32>,
+}
+
+/// A speedrun (issue 11): how fast the run's test error first reaches a target, at the test
+/// checkpoints `eval.test_at` declares. A recorded run also writes `results/speedrun/<name>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedrunConfig {
+    /// Test error, percent, that ends the clock.
+    pub target_error_pct: f64,
+    /// Which test procedure counts.
+    #[serde(default)]
+    pub readout: SpeedrunReadout,
+}
+
+/// The test procedure a speedrun's target is read from.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeedrunReadout {
+    /// Goodness for every label.
+    Goodness,
+    /// The one-pass softmax readout.
+    Softmax,
+    /// Whichever of the two reaches the target first (each is an FF test procedure).
+    #[default]
+    Either,
+}
+
+impl SpeedrunReadout {
+    /// The error that counts of a checkpoint's errors, and the procedure it came from.
+    pub fn error_of(self, errors: &crate::record::ErrorsPct) -> Option<(&str, f64)> {
+        let pick = |k: &str| errors.get_key_value(k).map(|(k, v)| (k.as_str(), *v));
+        match self {
+            SpeedrunReadout::Goodness => pick("goodness"),
+            SpeedrunReadout::Softmax => pick("softmax"),
+            SpeedrunReadout::Either => {
+                [pick("goodness"), pick("softmax")].into_iter().flatten().min_by(|a, b| a.1.total_cmp(&b.1))
+            }
+        }
+    }
+
+    /// Lower-case name, as in the pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpeedrunReadout::Goodness => "goodness",
+            SpeedrunReadout::Softmax => "softmax",
+            SpeedrunReadout::Either => "either",
+        }
+    }
 }
 
 /// A whole pipeline file.
@@ -357,6 +409,9 @@ pub struct PipelineConfig {
     /// How a recurrent net plays each batch (nets with `ff_recurrent` stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurrent: Option<RecurrentConfig>,
+    /// A speedrun's target (`[speedrun]`; see [`SpeedrunConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speedrun: Option<SpeedrunConfig>,
 }
 
 /// A finite number above zero (NaN is not).
@@ -916,6 +971,27 @@ impl PipelineConfig {
         }
         if self.eval.every == 0 || self.eval.batch == 0 {
             return fail("eval.every", "and eval.batch must be at least 1");
+        }
+        self.validate_test_checkpoints()
+    }
+
+    /// `eval.test_at` and `[speedrun]`: epochs of the schedule, on the labelled FF pipeline
+    /// (the only one that scores the test split mid-run).
+    fn validate_test_checkpoints(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, why: String| Err((key.to_string(), why));
+        if !self.eval.test_at.is_empty() && (self.trainer != Trainer::Ff || self.is_frame_stream()) {
+            return fail("eval.test_at", "is read by the FF pipeline on labelled rows only".into());
+        }
+        if let Some(&e) = self.eval.test_at.iter().find(|&&e| e == 0 || e > self.data.epochs) {
+            return fail("eval.test_at", format!("epoch {e} is not one of the {} epochs", self.data.epochs));
+        }
+        if let Some(s) = &self.speedrun {
+            if !(s.target_error_pct.is_finite() && s.target_error_pct > 0.0) {
+                return fail("speedrun.target_error_pct", "must be a positive percentage".into());
+            }
+            if self.eval.test_at.is_empty() && !self.eval.test {
+                return fail("speedrun", "needs test checkpoints: eval.test_at, or eval.test = true".into());
+            }
         }
         Ok(())
     }

@@ -84,6 +84,8 @@ pub struct HeadConfig {
     pub train_eval_size: usize,
     /// Whether to run the test split after the last epoch.
     pub test_at_end: bool,
+    /// Epochs after which the test split is also run (a speedrun's checkpoints).
+    pub test_at: Vec<u32>,
     /// Interleaved (the paper's runs), or wake and sleep phases (see [`crate::schedule`]).
     pub schedule: PhaseSchedule,
     /// Frames kept in the sleep replay memory (a reservoir sample of the epoch's frames, with
@@ -142,16 +144,16 @@ impl LabelledHead {
         for epoch in self.config.first_epoch..=self.config.epochs {
             self.play_epoch(epoch, io)?;
             let last = epoch == self.config.epochs;
+            let data = Arc::clone(&self.data);
             if epoch % self.config.eval_every.max(1) == 0 || last {
-                let data = Arc::clone(&self.data);
                 self.evaluate(&data.validation, Purpose::Validate, epoch, io)?;
-                if last && self.config.test_at_end {
-                    self.evaluate(&data.test, Purpose::Test, epoch, io)?;
-                }
-                if last && self.config.train_eval_size > 0 {
-                    let subset = data.train.head(self.config.train_eval_size);
-                    self.evaluate(&subset, Purpose::TrainEval, epoch, io)?;
-                }
+            }
+            if (last && self.config.test_at_end) || self.config.test_at.contains(&epoch) {
+                self.evaluate(&data.test, Purpose::Test, epoch, io)?;
+            }
+            if last && self.config.train_eval_size > 0 {
+                let subset = data.train.head(self.config.train_eval_size);
+                self.evaluate(&subset, Purpose::TrainEval, epoch, io)?;
             }
             io.emit(Message::EpochEnd { epoch, stamp: Instant::now() })?;
         }

@@ -146,6 +146,7 @@ impl Workload for Frames {
             epoch: report.epoch,
             val_error_pct: separation.clone(),
             stream_error_pct: live.clone(),
+            test_error_pct: ErrorsPct::new(),
             seconds,
         });
         if !separation.is_empty() {

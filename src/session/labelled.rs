@@ -93,21 +93,23 @@ impl Workload for Labelled {
         run_labelled(play.config, &mut head, stages, &mut self.sink, play.wiring, play.stats, on_epoch)
     }
 
-    fn apply_epoch(report: &EpochReport, state: &mut RunState, config: &PipelineConfig, seconds: f64) -> String {
+    fn apply_epoch(report: &EpochReport, state: &mut RunState, _config: &PipelineConfig, seconds: f64) -> String {
         let tally = |k: &str| Tally::errors_from(&report.measures, k).map(|(g, s)| errors(Some(g), Some(s)));
         let val = tally("validation").unwrap_or_default();
         let stream = errors(None, Tally::errors_from(&report.measures, "stream").map(|(_, s)| s));
+        let test = tally("test").unwrap_or_default();
         state.curve.push(CurvePoint {
             epoch: report.epoch,
             val_error_pct: val.clone(),
             stream_error_pct: stream.clone(),
+            test_error_pct: test.clone(),
             seconds,
         });
         if !val.is_empty() {
             state.metrics.val_error_pct = val.clone();
         }
-        if let Some(t) = tally("test") {
-            state.metrics.test_error_pct = t;
+        if !test.is_empty() {
+            state.metrics.test_error_pct = test.clone();
         }
         if let Some(t) = tally("train") {
             state.metrics.train_error_pct = t;
@@ -116,8 +118,8 @@ impl Workload for Labelled {
         if !val.is_empty() {
             line += &format!("  validation: {}", fmt_errors(&val));
         }
-        if !state.metrics.test_error_pct.is_empty() && report.epoch == config.data.epochs {
-            line += &format!("  test: {}", fmt_errors(&state.metrics.test_error_pct));
+        if !test.is_empty() {
+            line += &format!("  test: {}", fmt_errors(&test));
         }
         line
     }

@@ -48,6 +48,13 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     if let Some(path) = &record_path {
         crate::record::check_replaceable(path, &settings, options.replace_record).map_err(anyhow::Error::msg)?;
     }
+    let speedrun_path = match (&options.results_dir, &config.speedrun) {
+        (Some(results), Some(_)) => Some(crate::speedrun::path(results, &config.name)),
+        _ => None,
+    };
+    if let Some(path) = &speedrun_path {
+        crate::record::check_replaceable(path, &settings, options.replace_record).map_err(anyhow::Error::msg)?;
+    }
     let (dir, mut state) = open_run(config, options)?;
     if state.epochs_done >= config.data.epochs {
         bail!("run {} already finished all {} epochs", dir.display(), config.data.epochs);
@@ -111,6 +118,12 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
                 std::fs::create_dir_all(folder)?;
             }
             std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
+        }
+        if let (Some(results), Some(speedrun)) = (&options.results_dir, &config.speedrun) {
+            let run = crate::speedrun::run_of(&record, speedrun, options.pipeline.as_deref());
+            let written = crate::speedrun::write(results, config, run, options.replace_record)
+                .map_err(|e| anyhow::anyhow!("{e}; this run's record is in {}", dir.join("record.json").display()))?;
+            tracing::info!("speedrun: {}", written.display());
         }
     }
     let fields = if completed && config.is_frame_stream() && config.trainer == Trainer::Ff {

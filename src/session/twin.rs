@@ -87,7 +87,13 @@ pub fn run(session: &Session<'_>, data: &mut dyn TwinData, state: &mut RunState)
         let (held_out, said) = data.score(&net, epoch, epoch == config.data.epochs, state);
         let seconds = session.seconds(offset);
         let stream = 100.0 * wrong / seen.max(1) as f64;
-        state.curve.push(CurvePoint { epoch, val_error_pct: held_out, stream_error_pct: backprop(stream), seconds });
+        state.curve.push(CurvePoint {
+            epoch,
+            val_error_pct: held_out,
+            stream_error_pct: backprop(stream),
+            test_error_pct: ErrorsPct::new(),
+            seconds,
+        });
         state.seconds = seconds;
         let states = [StageState { stage: "backprop".into(), tensors: net.tensors() }];
         save_epoch(dir, &states, &[], config, state, epoch)?;
