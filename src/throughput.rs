@@ -182,8 +182,40 @@ pub fn bench(
             per_stage.join(", ")
         )?;
     }
+    // The issue's ratios, each from this run.
+    let gemm = gemm_gflops(2 * base.data.batch, Duration::from_millis(700));
+    let stage_fraction =
+        stage_rows.iter().filter_map(|r| r["pct_of_peak_1t"].as_f64()).fold(f64::INFINITY, f64::min) / 100.0;
+    writeln!(
+        table,
+        "gemm alone at the stage shape ({}x2000 by 2000x2000): {gemm:.0} GFLOP/s = {:.1}% of the 1-thread peak; \
+         slowest stage {:.1}%",
+        2 * base.data.batch,
+        100.0 * gemm / peak1,
+        100.0 * stage_fraction
+    )?;
+    let bp_epoch = backprop_seconds_per_epoch(data_dir, batches)?;
+    let ff_epoch = 50_000.0 / thr;
+    writeln!(
+        table,
+        "one 50k-image epoch of the same 4x2000 net: FF threaded {ff_epoch:.1} s, backprop on {cores} cores {bp_epoch:.1} s: \
+         FF / BP = {:.2}",
+        ff_epoch / bp_epoch
+    )?;
+    let (rss_growth, rss_warm, rss_end) = rss_growth_1m_frames(data_dir, stop)?;
+    writeln!(
+        table,
+        "resident memory over 1M frames (4x64 stages): {rss_warm:.0} MiB after the first 50k, {rss_end:.0} MiB at the end: \
+         {:+.1}%",
+        100.0 * rss_growth
+    )?;
     if let Some(path) = &out {
         let json = serde_json::json!({
+            "gemm_peak_fraction": gemm / peak1, "gemm_gflops_stage_shape": gemm,
+            "stage_peak_fraction": stage_fraction, "pipeline_efficiency": thr / bound,
+            "pipeline_speedup_vs_lockstep": thr / lock, "ff_over_bp_epoch_time": ff_epoch / bp_epoch,
+            "bp_seconds_per_epoch": bp_epoch, "rss_growth_1m_frames": rss_growth,
+            "rss_mib_1m_frames": {"after_first_50k": rss_warm, "end": rss_end},
             "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::session::git_commit(),
             "peak_gflops": {"1": peak1, "2": peak2}, "stages": stage_rows, "stage_bound_frames_per_s": bound,
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
@@ -328,6 +360,78 @@ fn one_stage_pool_speedup(base: &PipelineConfig, cores: usize, table: &mut dyn W
     )?;
     Ok(serde_json::json!({"units": units, "threads": cores, "ms_per_packet_1": one * 1e3,
         "ms_per_packet_n": many * 1e3, "speedup": one / many}))
+}
+
+/// GFLOP/s of one `gemm` product at a 2000->2000 stage's forward shape (`rows` x 2000 times
+/// 2000 x 2000), one thread: what the backend gives the stages at their own shape.
+fn gemm_gflops(rows: usize, min_time: Duration) -> f64 {
+    let mut rng = Rng::new(7);
+    let (a, b) = (random_rows(&mut rng, rows, 2000), random_rows(&mut rng, 2000, 2000));
+    let mut c = Array2::<f32>::zeros((rows, 2000));
+    let (started, mut products) = (Instant::now(), 0u32);
+    while started.elapsed() < min_time || products < 3 {
+        crate::matmul::gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut(), crate::matmul::Threads::One);
+        products += 1;
+    }
+    2.0 * (rows * 2000 * 2000) as f64 * products as f64 / started.elapsed().as_secs_f64() / 1e9
+}
+
+fn random_rows(rng: &mut Rng, rows: usize, cols: usize) -> Array2<f32> {
+    Array2::from_shape_simple_fn((rows, cols), || rng.uniform() - 0.5)
+}
+
+/// Seconds per 50,000-image epoch of the backprop twin of the same 4x2000 net
+/// (`mnist-backprop`), trained on `batches` MNIST batches with every core.
+fn backprop_seconds_per_epoch(data_dir: Option<&Path>, batches: usize) -> Result<f64> {
+    let (text, origin) = pipeline_text("mnist-backprop")?;
+    let overrides = [format!("data.train_size={}", batches * 100), "data.batch=100".to_string()];
+    let config = PipelineConfig::parse(&text, &origin, &overrides)?;
+    let data = load_data(&config, data_dir)?;
+    let mut net = crate::config::build::build_backprop(&config);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    net.set_threads(if cores > 1 { crate::matmul::Threads::Pool(cores) } else { crate::matmul::Threads::One });
+    let source = config.dataset_source();
+    let batches: Vec<_> = source.epoch_batches(&data.train, 1).collect();
+    let started = Instant::now();
+    let frames: usize = batches
+        .iter()
+        .map(|b| {
+            net.train_step(&b.pixels, &b.labels, 1);
+            b.labels.len()
+        })
+        .sum();
+    Ok(started.elapsed().as_secs_f64() / frames.max(1) as f64 * 50_000.0)
+}
+
+/// Resident memory growth over 1,000,000 MNIST frames (20 epochs) through the threaded
+/// pipeline of narrow stages (4x64, so the stream, not the arithmetic, sets the pace):
+/// `(rss at the end − rss after the first epoch) / rss after the first epoch`.
+fn rss_growth_1m_frames(data_dir: Option<&Path>, stop: &Arc<AtomicBool>) -> Result<(f64, f64, f64)> {
+    let (text, origin) = pipeline_text("mnist-supervised")?;
+    let overrides: Vec<String> = [
+        "model.layers=[64, 64, 64, 64]",
+        "data.epochs=20",
+        "eval.every=20",
+        "eval.test=false",
+        "eval.train_size=0",
+        "data.validation_size=100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let config = PipelineConfig::parse(&text, &origin, &overrides)?;
+    let data = load_data(&config, data_dir)?;
+    let mut head = build_head(&config, data, 1, Arc::clone(stop));
+    let stats = PipelineStats::new(&config.stage_names());
+    let mut sink = build_sink(&config);
+    let settings = config.pipeline.clone().expect("ff pipeline");
+    let mut by_epoch = Vec::new();
+    runtime::run(&mut head, build_stages(&config), &mut sink, settings.wiring(), &stats, &mut |_| {
+        by_epoch.push(crate::metrics::rss_mib());
+        Ok(())
+    })?;
+    let (warm, end) = (by_epoch.first().copied().unwrap_or(0.0), by_epoch.last().copied().unwrap_or(0.0));
+    Ok(((end - warm) / warm.max(1e-9), warm, end))
 }
 
 #[cfg(test)]
