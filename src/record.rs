@@ -208,12 +208,17 @@ pub fn results_markdown(records: &[Record]) -> String {
     );
     for (exp, rs) in by_exp.iter().filter(|(_, rs)| dataset(rs[0]) == "mnist" && !is_still_stream(rs[0])) {
         let pick = |f: &dyn Fn(&Record) -> Option<f64>| rs.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
-        let paper = rs[0]
-            .pipeline
-            .get("paper")
-            .and_then(|p| p.get("test_error_pct"))
-            .and_then(|v| v.as_f64())
-            .map_or("–".to_string(), |v| format!("{v:.2}"));
+        // A speedrun has a target, not a paper number (its table is in the speedrun section).
+        let target = rs[0].pipeline.get("speedrun").and_then(|s| s.get("target_error_pct")).and_then(|v| v.as_f64());
+        let paper = match target {
+            Some(t) => format!("target {t:.2}"),
+            None => rs[0]
+                .pipeline
+                .get("paper")
+                .and_then(|p| p.get("test_error_pct"))
+                .and_then(|v| v.as_f64())
+                .map_or("–".to_string(), |v| format!("{v:.2}")),
+        };
         let test = |k: &str| mean_spread(&pick(&|r: &Record| r.metrics.test_error_pct.get(k).copied()));
         let val = mean_spread(&pick(&|r: &Record| {
             r.metrics.val_error_pct.get("goodness").or(r.metrics.val_error_pct.get("backprop")).copied()

@@ -231,11 +231,21 @@ pub fn bench(
 }
 
 /// The file the JSON report goes to: `out`, or `<date>-<cpu>.json` inside it where it is a
-/// folder (an existing one, or a path ending in `/`). Its folder is made and a write tried now,
-/// so that a path that cannot be written fails before the benchmark, not after it.
+/// folder (an existing one, or a path ending in `/`); a second report of the day in that
+/// folder is `<date>-<cpu>-2.json` and so on, never over an earlier one. Its folder is made and
+/// a write tried now, so that a path that cannot be written fails before the benchmark, not
+/// after it.
 pub fn report_path(out: &Path) -> Result<PathBuf> {
     let folder = out.is_dir() || out.as_os_str().to_string_lossy().ends_with('/');
-    let path = if folder { out.join(format!("{}-{}.json", utc_date(), cpu_slug())) } else { out.to_path_buf() };
+    let path = if folder {
+        let stem = format!("{}-{}", utc_date(), cpu_slug());
+        (1..)
+            .map(|n| out.join(if n == 1 { format!("{stem}.json") } else { format!("{stem}-{n}.json") }))
+            .find(|p| !p.exists())
+            .unwrap_or_else(|| out.join(format!("{stem}.json")))
+    } else {
+        out.to_path_buf()
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot make the folder {}", dir.display()))?;
     }

@@ -222,6 +222,11 @@ fn bench_out_that_cannot_be_written_fails_before_the_benchmark() {
     let name = folder.file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.starts_with("20") && name.ends_with(".json"), "{name}");
     assert!(!folder.exists(), "the probe write leaves no empty report behind");
+    // A second report of the day goes beside the first, not over it.
+    std::fs::write(&folder, "{}").unwrap();
+    let second = ffstream::throughput::report_path(dir.path()).unwrap();
+    assert_ne!(second, folder);
+    assert!(second.to_string_lossy().ends_with("-2.json"), "{}", second.display());
 }
 
 #[cfg(feature = "video")]
