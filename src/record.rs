@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::StageRates;
 
+/// Folder under `results/` that holds speedrun files, not records (`crate::speedrun` writes them).
+pub const SPEEDRUN_FOLDER: &str = "speedrun";
+
 /// Errors by test procedure (`goodness`, `softmax`, `backprop`), percent.
 pub type ErrorsPct = BTreeMap<String, f64>;
 
@@ -139,8 +142,8 @@ pub fn check_replaceable(path: &Path, pipeline: &serde_json::Value, replace: boo
 pub fn load_all(results: &Path) -> Vec<Record> {
     let mut out = Vec::new();
     let Ok(dirs) = std::fs::read_dir(results) else { return out };
-    // `speedrun/` holds speedrun files ([`crate::speedrun`]), not records.
-    for dir in dirs.flatten().filter(|d| d.path().is_dir() && d.file_name() != crate::speedrun::FOLDER) {
+    // `speedrun/` holds speedrun files (`crate::speedrun`), not records.
+    for dir in dirs.flatten().filter(|d| d.path().is_dir() && d.file_name() != SPEEDRUN_FOLDER) {
         let Ok(files) = std::fs::read_dir(dir.path()) else { continue };
         for f in files.flatten() {
             let p = f.path();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{PipelineConfig, SpeedrunConfig};
+use crate::config::{PipelineConfig, SpeedrunConfig, SpeedrunReadout};
 use crate::record::{ErrorsPct, Record};
 
 /// What the speedrun table says about itself (RESULTS.md).
@@ -21,7 +21,19 @@ seconds from the start of the run (data loading included) until the first declar
 choices made on the validation split beforehand. Fastest first.\n";
 
 /// Folder under `results/` that holds the speedrun files.
-pub const FOLDER: &str = "speedrun";
+pub use crate::record::SPEEDRUN_FOLDER as FOLDER;
+
+/// The error that counts of a checkpoint's errors under `readout`, and the procedure it came from.
+pub fn error_of(readout: SpeedrunReadout, errors: &ErrorsPct) -> Option<(&str, f64)> {
+    let pick = |k: &str| errors.get_key_value(k).map(|(k, v)| (k.as_str(), *v));
+    match readout {
+        SpeedrunReadout::Goodness => pick("goodness"),
+        SpeedrunReadout::Softmax => pick("softmax"),
+        SpeedrunReadout::Either => {
+            [pick("goodness"), pick("softmax")].into_iter().flatten().min_by(|a, b| a.1.total_cmp(&b.1))
+        }
+    }
+}
 
 /// One recipe's speedrun file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -92,9 +104,7 @@ pub fn run_of(record: &Record, speedrun: &SpeedrunConfig, pipeline: Option<&str>
         .map(|p| TestCheckpoint { epoch: p.epoch, seconds: p.seconds, test_error_pct: p.test_error_pct.clone() })
         .collect();
     let reached = checkpoints.iter().find_map(|c| {
-        speedrun
-            .readout
-            .error_of(&c.test_error_pct)
+        error_of(speedrun.readout, &c.test_error_pct)
             .filter(|&(_, e)| e <= speedrun.target_error_pct)
             .map(|(k, e)| (c, k.to_string(), e))
     });
@@ -207,8 +217,7 @@ pub fn markdown(speedruns: &[Speedrun]) -> String {
             .checkpoints
             .iter()
             .filter_map(|c| {
-                let readout = crate::config::SpeedrunReadout::Either;
-                readout.error_of(&c.test_error_pct).map(|(k, e)| (c.epoch, k.to_string(), e))
+                error_of(SpeedrunReadout::Either, &c.test_error_pct).map(|(k, e)| (c.epoch, k.to_string(), e))
             })
             .min_by(|a, b| a.2.total_cmp(&b.2))
             .map_or("–".into(), |(epoch, k, e)| format!("{k} {e:.2}% (epoch {epoch})"));

@@ -348,18 +348,6 @@ pub enum SpeedrunReadout {
 }
 
 impl SpeedrunReadout {
-    /// The error that counts of a checkpoint's errors, and the procedure it came from.
-    pub fn error_of(self, errors: &crate::record::ErrorsPct) -> Option<(&str, f64)> {
-        let pick = |k: &str| errors.get_key_value(k).map(|(k, v)| (k.as_str(), *v));
-        match self {
-            SpeedrunReadout::Goodness => pick("goodness"),
-            SpeedrunReadout::Softmax => pick("softmax"),
-            SpeedrunReadout::Either => {
-                [pick("goodness"), pick("softmax")].into_iter().flatten().min_by(|a, b| a.1.total_cmp(&b.1))
-            }
-        }
-    }
-
     /// Lower-case name, as in the pipeline file.
     pub fn name(self) -> &'static str {
         match self {
