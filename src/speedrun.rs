@@ -161,7 +161,16 @@ pub fn write(results: &Path, config: &PipelineConfig, run: SpeedrunRun, replace:
     let file = path(results, &config.name);
     crate::record::check_replaceable(&file, &pipeline, replace).map_err(anyhow::Error::msg)?;
     let mut runs: Vec<SpeedrunRun> = match std::fs::read_to_string(&file) {
-        Ok(text) if !replace => serde_json::from_str::<Speedrun>(&text)?.runs,
+        Ok(text) if !replace => {
+            serde_json::from_str::<Speedrun>(&text)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not a speedrun file ({e}); pass --replace-record to replace it",
+                        file.display()
+                    )
+                })?
+                .runs
+        }
         _ => Vec::new(),
     };
     runs.retain(|r| r.seed != run.seed);
