@@ -307,7 +307,8 @@ pub fn machine_name() -> String {
     format!("{model}, {cores} cores")
 }
 
-fn threads_arg(threads: usize) -> Threads {
+/// One thread for 0 or 1, else a pool of `threads`.
+pub(crate) fn threads_arg(threads: usize) -> Threads {
     if threads <= 1 {
         Threads::One
     } else {

@@ -317,6 +317,17 @@ enum Kernel {
     Portable,
 }
 
+/// The instruction set these kernels run on here (`gemm` dispatches on the same features).
+pub fn kernel_name() -> &'static str {
+    match kernel() {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => "AVX-512",
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => "AVX2+FMA",
+        Kernel::Portable => "portable",
+    }
+}
+
 fn kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {

@@ -70,7 +70,7 @@ pub struct SpeedrunRun {
     pub wall_time_s: f64,
     /// CPU model and cores.
     pub machine: String,
-    /// The widest vector instructions the CPU offers the kernels.
+    /// The instruction set the kernels ran on ([`crate::dots::kernel_name`]).
     pub vector: String,
     /// Commit(s) of the code that ran.
     pub commit: String,
@@ -121,7 +121,7 @@ pub fn run_of(record: &Record, speedrun: &SpeedrunConfig, pipeline: Option<&str>
         checkpoints,
         wall_time_s: record.wall_time_s,
         machine: record.machine.clone(),
-        vector: vector_width().to_string(),
+        vector: crate::dots::kernel_name().to_string(),
         commit: record.commit.clone(),
         command,
     }
@@ -246,23 +246,4 @@ pub fn markdown(speedruns: &[Speedrun]) -> String {
         );
     }
     out
-}
-
-/// The widest vector instructions the CPU offers (the local kernels and `gemm` dispatch on the
-/// same features at run time).
-pub fn vector_width() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            return "AVX-512";
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return "AVX2+FMA";
-        }
-        "SSE2"
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        std::env::consts::ARCH
-    }
 }

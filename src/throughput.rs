@@ -183,7 +183,9 @@ pub fn bench(
         )?;
     }
     // The ratios, each from this run.
-    let gemm = gemm_gflops(2 * base.data.batch, Duration::from_millis(700));
+    // The forward product of a 2000->2000 stage: positives and negatives, one thread.
+    let gemm =
+        crate::bench::measure_ff_shapes(&[2 * base.data.batch], 2000, 2000, 1, Duration::from_millis(700))[0].gflops;
     let stage_fraction =
         stage_rows.iter().filter_map(|r| r["pct_of_peak_1t"].as_f64()).fold(f64::INFINITY, f64::min) / 100.0;
     writeln!(
@@ -372,24 +374,6 @@ fn one_stage_pool_speedup(base: &PipelineConfig, cores: usize, table: &mut dyn W
         "ms_per_packet_n": many * 1e3, "speedup": one / many}))
 }
 
-/// GFLOP/s of one `gemm` product at a 2000->2000 stage's forward shape (`rows` x 2000 times
-/// 2000 x 2000), one thread: what the backend gives the stages at their own shape.
-fn gemm_gflops(rows: usize, min_time: Duration) -> f64 {
-    let mut rng = Rng::new(7);
-    let (a, b) = (random_rows(&mut rng, rows, 2000), random_rows(&mut rng, 2000, 2000));
-    let mut c = Array2::<f32>::zeros((rows, 2000));
-    let (started, mut products) = (Instant::now(), 0u32);
-    while started.elapsed() < min_time || products < 3 {
-        crate::matmul::gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut(), crate::matmul::Threads::One);
-        products += 1;
-    }
-    2.0 * (rows * 2000 * 2000) as f64 * products as f64 / started.elapsed().as_secs_f64() / 1e9
-}
-
-fn random_rows(rng: &mut Rng, rows: usize, cols: usize) -> Array2<f32> {
-    Array2::from_shape_simple_fn((rows, cols), || rng.uniform() - 0.5)
-}
-
 /// Seconds per 50,000-image epoch of the backprop twin of the same 4x2000 net
 /// (`mnist-backprop`), trained on `batches` MNIST batches with every core.
 fn backprop_seconds_per_epoch(data_dir: Option<&Path>, batches: usize) -> Result<f64> {
@@ -398,8 +382,7 @@ fn backprop_seconds_per_epoch(data_dir: Option<&Path>, batches: usize) -> Result
     let config = PipelineConfig::parse(&text, &origin, &overrides)?;
     let data = load_data(&config, data_dir)?;
     let mut net = crate::config::build::build_backprop(&config);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    net.set_threads(if cores > 1 { crate::matmul::Threads::Pool(cores) } else { crate::matmul::Threads::One });
+    net.set_threads(crate::bench::threads_arg(std::thread::available_parallelism().map_or(1, |n| n.get())));
     let source = config.dataset_source();
     let batches: Vec<_> = source.epoch_batches(&data.train, 1).collect();
     let started = Instant::now();
