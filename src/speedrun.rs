@@ -160,18 +160,18 @@ pub fn write(results: &Path, config: &PipelineConfig, run: SpeedrunRun, replace:
     let pipeline = serde_json::to_value(config)?;
     let file = path(results, &config.name);
     crate::record::check_replaceable(&file, &pipeline, replace).map_err(anyhow::Error::msg)?;
+    // The other seeds' runs stay while the file holds this recipe, `--replace-record` or not
+    // (it replaces this seed's run); another recipe's runs go only with the flag (checked above).
     let mut runs: Vec<SpeedrunRun> = match std::fs::read_to_string(&file) {
-        Ok(text) if !replace => {
-            serde_json::from_str::<Speedrun>(&text)
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} is not a speedrun file ({e}); pass --replace-record to replace it",
-                        file.display()
-                    )
-                })?
-                .runs
-        }
-        _ => Vec::new(),
+        Err(_) => Vec::new(),
+        Ok(text) => match serde_json::from_str::<Speedrun>(&text) {
+            Ok(old) if crate::record::first_difference(&old.pipeline, &pipeline).is_none() => old.runs,
+            Ok(_) => Vec::new(),
+            Err(_) if replace => Vec::new(),
+            Err(e) => {
+                anyhow::bail!("{} is not a speedrun file ({e}); pass --replace-record to replace it", file.display())
+            }
+        },
     };
     runs.retain(|r| r.seed != run.seed);
     runs.push(run);

@@ -330,6 +330,21 @@ fn a_speedrun_records_the_first_declared_test_checkpoint_under_its_target() {
         r.command
     );
 
+    // Another seed of the same recipe, even with --replace-record, joins the file beside seed 0.
+    let mut o: Vec<String> = small.iter().map(|s| s.to_string()).collect();
+    o.extend(
+        ["name=sr-easy", "speedrun.target_error_pct=99", "eval.test_at=[1, 2]", "eval.every=3", "seed=1"]
+            .map(String::from),
+    );
+    let config = PipelineConfig::parse(include_str!("../pipeline/mnist-quick.toml"), "mnist-quick.toml", &o).unwrap();
+    let options =
+        RunOptions { results_dir: Some(results.path().to_path_buf()), replace_record: true, ..options(runs.path()) };
+    session::run(&config, &options).unwrap();
+    let file: ffstream::speedrun::Speedrun =
+        serde_json::from_str(&std::fs::read_to_string(ffstream::speedrun::path(results.path(), "sr-easy")).unwrap())
+            .unwrap();
+    assert_eq!(file.runs.iter().map(|r| r.seed).collect::<Vec<_>>(), [0, 1]);
+
     let record = run("sr-hard", "0.001");
     let file: ffstream::speedrun::Speedrun =
         serde_json::from_str(&std::fs::read_to_string(ffstream::speedrun::path(results.path(), "sr-hard")).unwrap())
