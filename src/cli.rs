@@ -403,16 +403,11 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             // The README carries the same generated table between two markers.
             let readme = Path::new("README.md");
             if let Ok(text) = std::fs::read_to_string(readme) {
-                let (begin, end) = ("<!-- results:begin -->", "<!-- results:end -->");
-                let mut text = text;
-                if let (Some(a), Some(b)) = (text.find(begin), text.find(end)) {
-                    let table = record::results_markdown(&records);
-                    let table = table.split_once("\n\n").map_or(table.as_str(), |(_, rest)| rest);
-                    text = format!("{}{begin}\n{table}{}", &text[..a], &text[b..]);
-                }
-                let (begin, end) = ("<!-- speedrun:begin -->", "<!-- speedrun:end -->");
-                if let (Some(a), Some(b), Some(table)) = (text.find(begin), text.find(end), &speedrun_table) {
-                    text = format!("{}{begin}\n{table}{}", &text[..a], &text[b..]);
+                let table = record::results_markdown(&records);
+                let table = table.split_once("\n\n").map_or(table.as_str(), |(_, rest)| rest);
+                let mut text = between_markers(text, "results", table);
+                if let Some(table) = &speedrun_table {
+                    text = between_markers(text, "speedrun", table);
                 }
                 std::fs::write(readme, text)?;
             }
@@ -433,5 +428,15 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             fetch_data(dataset.into(), to, from, &stop, out)
         }
         Command::Figure { figure } => make_figure(figure, out),
+    }
+}
+
+/// `text` with what lies between `<!-- NAME:begin -->` and `<!-- NAME:end -->` replaced by
+/// `body`; unchanged where it has no such markers.
+fn between_markers(text: String, name: &str, body: &str) -> String {
+    let (begin, end) = (format!("<!-- {name}:begin -->"), format!("<!-- {name}:end -->"));
+    match (text.find(&begin), text.find(&end)) {
+        (Some(a), Some(b)) => format!("{}{begin}\n{body}{}", &text[..a], &text[b..]),
+        _ => text,
     }
 }
