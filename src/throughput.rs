@@ -184,8 +184,9 @@ pub fn bench(
     }
     // The ratios, each from this run.
     // The forward product of a 2000->2000 stage: positives and negatives, one thread.
-    let gemm =
-        crate::bench::measure_ff_shapes(&[2 * base.data.batch], 2000, 2000, 1, Duration::from_millis(700))[0].gflops;
+    let gemm = crate::bench::measure_ff_shapes(&[2 * base.data.batch], 2000, 2000, 1, Duration::from_millis(700))
+        .first()
+        .map_or(0.0, |forward| forward.gflops);
     let stage_fraction =
         stage_rows.iter().filter_map(|r| r["pct_of_peak_1t"].as_f64()).fold(f64::INFINITY, f64::min) / 100.0;
     writeln!(
@@ -417,7 +418,8 @@ fn rss_growth_1m_frames(data_dir: Option<&Path>, stop: &Arc<AtomicBool>) -> Resu
     let mut head = build_head(&config, data, 1, Arc::clone(stop));
     let stats = PipelineStats::new(&config.stage_names());
     let mut sink = build_sink(&config);
-    let settings = config.pipeline.clone().expect("ff pipeline");
+    let settings =
+        config.pipeline.clone().context("the shipped mnist-supervised pipeline has no [pipeline] section")?;
     let mut by_epoch = Vec::new();
     runtime::run(&mut head, build_stages(&config), &mut sink, settings.wiring(), &stats, &mut |_| {
         by_epoch.push(crate::metrics::rss_mib());
