@@ -18,6 +18,11 @@ pub enum NegativeKind {
     /// Blurred random masks mixing two windows (paper §3.1).
     #[default]
     Hybrid,
+    /// The same masks, with the partner window first moved so that its centre of brightness
+    /// falls on the real window's (not in the paper, whose MNIST digits are all centred): on a
+    /// canvas where a digit moves, two digits are mixed where they overlap, as the paper's
+    /// hybrids are, instead of two half digits far apart.
+    AlignedHybrid,
     /// The window's frames in a shuffled order.
     Shuffle,
     /// The start of one window, the end of another.

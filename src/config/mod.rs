@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use sections::{
-    Cifar10Source, FrameHeadSpec, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings,
+    Cifar10Source, FrameHeadSpec, FrameOrder, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings,
     ProbeSettings, ReadoutSettings, Roles, SinkSpec, SoftmaxProbeSettings, SourceSpec,
 };
 pub use stage::{DenseSpec, LocalRecurrentSpec, LocalSpec, RecurrentConfig, RecurrentSpec, StageShape, StageSpec};
@@ -316,10 +316,35 @@ pub struct EvalConfig {
     /// Frame streams: labelled frames of the final frozen-probe stream (0: no final probe).
     #[serde(default)]
     pub probe_frames: usize,
+    /// How the probe stream samples its test-split sequences: every frame of each (`stream`,
+    /// `probe_frames` frames), or one window from each of `probe_frames` sequences
+    /// (`one_per_sequence`: as many distinct digits as windows, not one per 20 frames).
+    #[serde(default, skip_serializing_if = "ProbeSampling::is_stream")]
+    pub probe_sampling: ProbeSampling,
     /// Epochs after which the test split is scored as well (labelled FF runs): a speedrun's
     /// declared checkpoints, the only places it reads the test set besides the end (`test`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_at: Vec<u32>,
+}
+
+/// How the final probes draw their labelled frames from Moving MNIST's test sequences.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeSampling {
+    /// Every frame of consecutive sequences, played as the training stream (a recurrent net
+    /// carries its state through them). 20 near-duplicate frames per digit.
+    #[default]
+    Stream,
+    /// One window per sequence, at a position that moves along the sequence from one to the
+    /// next: each window a digit drawn afresh, at its own place on the canvas.
+    OnePerSequence,
+}
+
+impl ProbeSampling {
+    /// True for the default (kept out of serialized configs, so older records read the same).
+    pub fn is_stream(&self) -> bool {
+        *self == ProbeSampling::Stream
+    }
 }
 
 /// A speedrun (issue 11): how fast the run's test error first reaches a target, at the test
@@ -794,6 +819,14 @@ impl PipelineConfig {
                 if !(1..=10_000).contains(&m.streams) {
                     return fail("source.streams", "must be 1 to 10000");
                 }
+                if m.order == FrameOrder::Shuffled {
+                    if self.is_recurrent() {
+                        return fail("source.order", "a recurrent net follows each video: shuffled frames have none");
+                    }
+                    if self.frame_head().is_some_and(|h| h.window > 1) {
+                        return fail("source.order", "shuffled frames make no windows: set head.window = 1");
+                    }
+                }
             }
             SourceSpec::Mnist(m) => {
                 if !(0..=4).contains(&m.jitter) {
@@ -823,11 +856,22 @@ impl PipelineConfig {
         if self.eval.probe_frames != 0 && !stream {
             return fail("eval.probe_frames", "applies to frame streams (moving_mnist, video) only: remove it");
         }
+        if !self.eval.probe_sampling.is_stream() {
+            if !matches!(self.source, SourceSpec::MovingMnist(_)) {
+                return fail("eval.probe_sampling", "one_per_sequence samples Moving MNIST's sequences: remove it");
+            }
+            if self.is_recurrent() {
+                return fail(
+                    "eval.probe_sampling",
+                    "a recurrent net reads its probe frames as whole sequences (stream), not one window of each",
+                );
+            }
+        }
         if let Some(h) = self.frame_head() {
             if h.window == 0 {
                 return fail("head.window", "must be at least 1 frame");
             }
-            if h.window == 1 && h.negatives != NegativeKind::Hybrid {
+            if h.window == 1 && !matches!(h.negatives, NegativeKind::Hybrid | NegativeKind::AlignedHybrid) {
                 return fail("head.negatives", "shuffle and cut need windows of 2 or more frames (head.window)");
             }
             // Each pass blurs the whole mask once: past a few dozen the mask is flat (and a

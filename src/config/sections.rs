@@ -109,6 +109,29 @@ pub struct MovingMnistSettings {
     /// stream, consecutive frames of consecutive sequences in a packet).
     #[serde(default = "one")]
     pub streams: usize,
+    /// The order an epoch's frames play in: as the videos run (`stream`), or the same frames
+    /// shuffled across the epoch (`shuffled`), to measure what learning from near-duplicate
+    /// consecutive frames costs a streaming learner.
+    #[serde(default, skip_serializing_if = "FrameOrder::is_stream")]
+    pub order: FrameOrder,
+}
+
+/// The order of an epoch's Moving MNIST frames.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameOrder {
+    /// As the sequences play (side by side with `streams` > 1).
+    #[default]
+    Stream,
+    /// The epoch's frames in a random order (seeded by the run's seed and the epoch).
+    Shuffled,
+}
+
+impl FrameOrder {
+    /// True for the default (kept out of serialized configs, so older records read the same).
+    pub fn is_stream(&self) -> bool {
+        *self == FrameOrder::Stream
+    }
 }
 
 impl SourceSpec {

@@ -33,6 +33,9 @@ pub struct MovingMnistFeed {
     play: SideBySide,
     emitted: u64,
     decoded: u64,
+    /// `source.order = "shuffled"`: the run's seed, and the epoch's frames still to play in
+    /// their shuffled order (last first).
+    shuffled: Option<(u64, Vec<Frame>)>,
 }
 
 /// Sequences played side by side, `streams` at a time from sequence `next` on: frame `t·B + j`
@@ -106,7 +109,16 @@ impl MovingMnistFeed {
             play: SideBySide::new(0, streams),
             emitted: 0,
             decoded: 0,
+            shuffled: None,
         })
+    }
+
+    /// Plays each epoch's frames (the same frames as in stream order) in an order shuffled by
+    /// `seed` and the epoch, so a resumed run plays the same order. The epoch is rendered whole
+    /// before its first frame: `frames_per_epoch` frames of 4 KiB in memory.
+    pub fn shuffled(mut self, seed: u64) -> Self {
+        self.shuffled = Some((seed, Vec::new()));
+        self
     }
 
     fn frame_of(sequence: &Sequence, t: usize) -> Frame {
@@ -137,6 +149,24 @@ impl MovingMnistFeed {
         Self::frames_of(&self.test, PROBE_FIRST_SEQUENCE, count, self.play.streams)
     }
 
+    /// `count` windows of `window` frames for the final probes, one from each test-split
+    /// sequence from the probe stream's first on (`eval.probe_sampling = "one_per_sequence"`):
+    /// as many digits as windows. Sequence i's window ends at frame `window − 1 + i mod (21 −
+    /// window)`, so the windows step through every time of a sequence rather than all sitting
+    /// at one (a digit's place depends on its start and its time).
+    pub fn probe_windows(&self, count: usize, window: usize) -> Vec<Frame> {
+        let window = window.clamp(1, FRAMES_PER_SEQUENCE);
+        let ends = (FRAMES_PER_SEQUENCE + 1 - window) as u64;
+        let mut sequence = Sequence::default();
+        let mut frames = Vec::with_capacity(count * window);
+        for i in 0..count as u64 {
+            self.test.sequence_into(PROBE_FIRST_SEQUENCE + i, &mut sequence);
+            let end = window - 1 + (i % ends) as usize;
+            frames.extend((end + 1 - window..=end).map(|t| Self::frame_of(&sequence, t)));
+        }
+        frames
+    }
+
     /// The first `count` training frames (the backprop twin's stream).
     pub fn train_frames(&self, count: usize) -> Vec<Frame> {
         Self::frames_of(&self.train, 0, count, 1)
@@ -148,6 +178,11 @@ impl FrameFeed for MovingMnistFeed {
         let sequences = self.frames_per_epoch.div_ceil(FRAMES_PER_SEQUENCE as u64);
         self.play.restart((epoch as u64 - 1) * sequences);
         self.emitted = 0;
+        if let Some((seed, frames)) = &mut self.shuffled {
+            frames.clear();
+            frames.extend((0..self.frames_per_epoch).map(|_| self.play.next_frame(&self.train)));
+            crate::rng::Rng::derive(*seed, "moving_mnist.order", epoch as u64).shuffle(frames);
+        }
         Ok(())
     }
 
@@ -155,7 +190,16 @@ impl FrameFeed for MovingMnistFeed {
         if self.emitted >= self.frames_per_epoch {
             return Ok(None);
         }
-        let frame = self.play.next_frame(&self.train);
+        let frame = match &mut self.shuffled {
+            // Invariant: `start_epoch` rendered `frames_per_epoch` frames, one taken per call.
+            Some((_, frames)) => {
+                let mut frame = frames.pop().expect("the epoch's shuffled frames");
+                // Rendered with the whole epoch; its latency counts from when it leaves.
+                frame.captured = Instant::now();
+                frame
+            }
+            None => self.play.next_frame(&self.train),
+        };
         self.emitted += 1;
         self.decoded += 1;
         Ok(Some(frame))

@@ -6,6 +6,11 @@
 //!   regions of ones and zeros; the negative is `mask·a + (1−mask)·b` for two real windows a, b
 //!   (the same mask on every frame of a window). Short-range statistics are real frames', the
 //!   long-range shape is not.
+//! - [`NegativeKind::AlignedHybrid`]: the same, with b first shifted (whole pixels, the
+//!   frame's darkest value filling in) so that the centre of brightness of its first frame falls
+//!   on a's. Not in the paper: its digits are centred, so its hybrids mix two digits in one
+//!   place; a moving digit's frames mixed unaligned give two half digits apart, which a layer
+//!   tells from a real frame by counting blobs rather than by shape.
 //! - [`NegativeKind::Shuffle`]: the frames of a real window in a random non-identity order
 //!   (windows of 2 or more frames): every frame is real, the motion is not.
 //! - [`NegativeKind::Cut`]: the first frames of one window followed by the last frames of
@@ -102,6 +107,28 @@ pub fn make_negative(
                 }
             }
         }
+        NegativeKind::AlignedHybrid => {
+            let mask = masks.draw(rng);
+            let (w, h) = (masks.width, masks.height);
+            let (sy, sx) = centre_offset(&partner[..frame_len], &real[..frame_len], w, h, channels);
+            for f in 0..frames {
+                let span = f * frame_len..(f + 1) * frame_len;
+                let (a, b, o) = (&real[span.clone()], &partner[span.clone()], &mut out[span]);
+                let fill = b.iter().copied().fold(f32::INFINITY, f32::min);
+                for y in 0..h {
+                    for x in 0..w {
+                        let (by, bx) = (y as isize + sy, x as isize + sx);
+                        let inside = (0..h as isize).contains(&by) && (0..w as isize).contains(&bx);
+                        let m = mask[y * w + x];
+                        for c in 0..channels {
+                            let p = (y * w + x) * channels + c;
+                            let b = if inside { b[(by as usize * w + bx as usize) * channels + c] } else { fill };
+                            o[p] = m * a[p] + (1.0 - m) * b;
+                        }
+                    }
+                }
+            }
+        }
         NegativeKind::Shuffle => {
             let order = shuffled_order(frames, rng);
             for (f, &src) in order.iter().enumerate() {
@@ -115,6 +142,30 @@ pub fn make_negative(
             out[split * frame_len..].copy_from_slice(&partner[split * frame_len..frames * frame_len]);
         }
     }
+}
+
+/// `(dy, dx)` in whole pixels from `to`'s centre of brightness to `from`'s, for frames of
+/// `w × h × channels` values: reading `from` at `(y + dy, x + dx)` puts its centre on `to`'s.
+/// Brightness is a value above the frame's darkest, so a centred (mean-subtracted) frame
+/// weighs the same as the raw one; a flat frame has its centre in the middle.
+fn centre_offset(from: &[f32], to: &[f32], w: usize, h: usize, channels: usize) -> (isize, isize) {
+    let centre = |frame: &[f32]| {
+        let floor = frame.iter().copied().fold(f32::INFINITY, f32::min);
+        let (mut total, mut sy, mut sx) = (0.0f64, 0.0f64, 0.0f64);
+        for (i, &v) in frame.iter().enumerate() {
+            let (weight, pixel) = ((v - floor) as f64, i / channels);
+            total += weight;
+            sy += weight * (pixel / w) as f64;
+            sx += weight * (pixel % w) as f64;
+        }
+        if total > 0.0 {
+            (sy / total, sx / total)
+        } else {
+            ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0)
+        }
+    };
+    let ((fy, fx), (ty, tx)) = (centre(from), centre(to));
+    ((fy - ty).round() as isize, (fx - tx).round() as isize)
 }
 
 /// A random permutation of `0..n` that is not the identity (for n ≥ 2).
@@ -175,5 +226,41 @@ mod tests {
             assert_eq!(out[0], 0.0);
             assert_eq!(out[3], 9.0);
         }
+    }
+
+    #[test]
+    fn an_aligned_hybrid_mixes_the_partner_moved_onto_the_real_frame() {
+        // 12x12 frames on a dark floor of -1: a bright 3x3 square at (2, 2) in the real frame,
+        // at (7, 6) in the partner. Aligned, the partner's square lies on the real one, so
+        // every pixel of the negative is the floor or a square's, and the bright pixels are
+        // exactly the real square's; unaligned, the mask shows parts of both squares apart.
+        let (w, h) = (12, 12);
+        let square = |top: usize, left: usize, value: f32| {
+            let mut f = vec![-1.0; w * h];
+            for y in top..top + 3 {
+                for x in left..left + 3 {
+                    f[y * w + x] = value;
+                }
+            }
+            f
+        };
+        let (real, partner) = (square(2, 2, 1.0), square(7, 6, 3.0));
+        assert_eq!(centre_offset(&partner, &real, w, h, 1), (5, 4));
+        let bank = MaskBank::new(w, h, 3, 8, 2);
+        let mut rng = Rng::new(4);
+        let mut out = vec![0.0; w * h];
+        let mut both = 0;
+        for _ in 0..20 {
+            make_negative(NegativeKind::AlignedHybrid, &real, &partner, 1, w * h, &bank, 1, &mut rng, &mut out);
+            for (p, &v) in out.iter().enumerate() {
+                let in_square = (2..5).contains(&(p / w)) && (2..5).contains(&(p % w));
+                assert!(if in_square { v == 1.0 || v == 3.0 } else { v == -1.0 }, "pixel {p}: {v}");
+            }
+            both += (out.contains(&1.0) && out.contains(&3.0)) as usize;
+        }
+        assert!(both > 0, "some masks mix the two squares");
+        // Two channels: the offset counts pixels, not values.
+        let two = |f: &[f32]| f.iter().flat_map(|&v| [v, v]).collect::<Vec<f32>>();
+        assert_eq!(centre_offset(&two(&partner), &two(&real), w, h, 2), (5, 4));
     }
 }

@@ -2,7 +2,7 @@
 //! image dataset as still frames. The one place that knows every kind of feed.
 
 use super::feed::{Feed, FrameShape};
-use crate::config::{ProbeSettings, Roles, SourceSpec};
+use crate::config::{FrameOrder, ProbeSampling, ProbeSettings, Roles, SourceSpec};
 
 /// Opens the feed a pipeline file describes (Moving MNIST or a video input).
 pub fn open(
@@ -20,10 +20,16 @@ pub fn open(
                 _ => (1, ProbeSettings::default().eval_windows, false),
             };
             let holdout = eval_windows + window;
-            let feed =
+            let mut feed =
                 super::moving::MovingMnistFeed::side_by_side(&mnist, m.digits, m.streams, frames_per_epoch, holdout)?;
+            if m.order == FrameOrder::Shuffled {
+                feed = feed.shuffled(config.seed);
+            }
             let probe_frames = config.eval.probe_frames;
-            let probe = (probe_frames > 0).then(|| feed.probe_frames(probe_frames));
+            let probe = (probe_frames > 0).then(|| match config.eval.probe_sampling {
+                ProbeSampling::Stream => feed.probe_frames(probe_frames),
+                ProbeSampling::OnePerSequence => feed.probe_windows(probe_frames, window),
+            });
             let twin_frames = frames_per_epoch.min(20_000) as usize;
             let twin = backprop_twin.then(|| feed.train_frames(twin_frames));
             let side = super::moving::SIDE;
