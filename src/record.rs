@@ -448,10 +448,12 @@ fn frame_stream_table(by_exp: &Experiments<'_>) -> String {
          Probe errors are test-then-train ridge probes on the frozen stages' normalized activities, scored on \
          test-split Moving MNIST digits (`trained / random init` of the same net, per stage); `pixels` is the same \
          probe on the raw frames; `backprop` the twin trained with labels. Separation: the share of held-out \
-         windows whose goodness does not beat their own negative's (50% = nothing learned). Frames/s: end to end \
+         windows whose goodness does not beat their own negative's (50% = nothing learned). `probe`: the \
+         labelled frames the probes fit and score, `N digits` one window from each of N sequences \
+         (`eval.probe_sampling`), `N frames` whole sequences (20 frames, one digit, each). Frames/s: end to end \
          over the session, while learning.\n\n\
-         | experiment | frames | probe error per stage: trained / random init | pixels | backprop | separation per stage | frames/s | wall time | machine | seeds | commit |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         | experiment | frames | probe | probe error per stage: trained / random init | pixels | backprop | separation per stage | frames/s | wall time | machine | seeds | commit |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (exp, rs) in by_exp.iter().filter(|(_, rs)| is_frame_stream(rs[0])) {
         for r in rs {
@@ -480,8 +482,9 @@ fn frame_stream_table(by_exp: &Experiments<'_>) -> String {
             let get = |k: &str| test.get(k).map_or("–".into(), |v| format!("{v:.1}"));
             let dash = |v: Vec<String>| if v.is_empty() { "–".to_string() } else { v.join(", ") };
             out += &format!(
-                "| {exp} | {} | {} | {} | {} | {} | {:.0} | {:.0} min | {} | {} | {} |\n",
+                "| {exp} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} min | {} | {} | {} |\n",
                 if frames > 0.0 { format!("{frames:.0}") } else { "–".into() },
+                probe_sample(r),
                 dash(probes),
                 get("probe.pixels"),
                 get("backprop"),
@@ -495,6 +498,19 @@ fn frame_stream_table(by_exp: &Experiments<'_>) -> String {
         }
     }
     out
+}
+
+/// What a frame-stream record's probes read: `N digits` (one window of each of N sequences) or
+/// `N frames` (whole sequences); "–" without probes.
+fn probe_sample(r: &Record) -> String {
+    let eval = r.pipeline.get("eval");
+    let frames = eval.and_then(|e| e.get("probe_frames")).and_then(|f| f.as_u64()).unwrap_or(0);
+    let sampling = eval.and_then(|e| e.get("probe_sampling")).and_then(|s| s.as_str());
+    match (frames, sampling) {
+        (0, _) => "–".into(),
+        (n, Some("one_per_sequence")) => format!("{n} digits"),
+        (n, _) => format!("{n} frames"),
+    }
 }
 
 /// An SVG plot of validation error against epoch for every record (a picture beats a table).
