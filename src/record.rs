@@ -450,7 +450,7 @@ fn frame_stream_table(by_exp: &Experiments<'_>) -> String {
          probe on the raw frames; `backprop` the twin trained with labels. Separation: the share of held-out \
          windows whose goodness does not beat their own negative's (50% = nothing learned). `probe`: the \
          labelled frames the probes fit and score, `N digits` one window from each of N sequences \
-         (`eval.probe_sampling`), `N frames` whole sequences (20 frames, one digit, each). Frames/s: end to end \
+         (`eval.probe_sampling`), `N frames` whole sequences (20 frames, one digit, each), – where the record does not say. Frames/s: end to end \
          over the session, while learning.\n\n\
          | experiment | frames | probe | probe error per stage: trained / random init | pixels | backprop | separation per stage | frames/s | wall time | machine | seeds | commit |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -501,7 +501,7 @@ fn frame_stream_table(by_exp: &Experiments<'_>) -> String {
 }
 
 /// What a frame-stream record's probes read: `N digits` (one window of each of N sequences) or
-/// `N frames` (whole sequences); "–" without probes.
+/// `N frames` (whole sequences); "–" where the record does not say (older records).
 fn probe_sample(r: &Record) -> String {
     let eval = r.pipeline.get("eval");
     let frames = eval.and_then(|e| e.get("probe_frames")).and_then(|f| f.as_u64()).unwrap_or(0);
