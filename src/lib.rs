@@ -60,4 +60,5 @@ pub mod source;
 pub mod speedrun;
 pub mod stage;
 pub mod throughput;
+pub mod transport;
 pub mod video;

@@ -1,0 +1,390 @@
+//! The credit window: a remote edge that keeps the in-process edge's contract
+//! ([`crate::runtime::edge`]) over any [`Wire`].
+//!
+//! Two keys per edge: `ff/<edge>/data` carries the items and the end of the stream, each in an
+//! envelope with its sequence number; `ff/<edge>/credit` flows back with the receiver's
+//! *cumulative* count of items taken. The sender publishes only while fewer than `capacity`
+//! items are untaken (`next − consumed < capacity`), so the edge holds at most `capacity`
+//! items whatever the wire buffers, and a slot frees when the receiver *takes* an item, as with
+//! `crossbeam_channel::bounded`. A cumulative count makes a lost or repeated credit harmless once
+//! a later one arrives: the sender keeps the largest.
+//!
+//! The receiver checks every sequence number: a lost, repeated or reordered message is
+//! [`EdgeError::Gap`] naming the edge, never silence. A dropped receiver sends the credit
+//! [`envelope::GONE`], after which the sender's `send` fails as on a closed channel; a dropped
+//! sender sends the end of the stream. A wait longer than the stall limit (set above the longest
+//! legitimate pause: a sleep phase, a checkpoint write) is [`EdgeError::Timeout`].
+//!
+//! Through the [`Outlet`]/[`Inlet`] traits an error reads as the closed channel or the end of
+//! the stream the runtime already handles, and the edge keeps it ([`CreditOutlet::error`],
+//! [`CreditInlet::error`]) with a tracing error naming the edge; `send_checked` and
+//! `recv_checked` return it.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::envelope::{self, DecodeError, Tag, WireCodec, GONE};
+use super::{Wire, WireError, WirePublisher, WireSubscriber};
+use crate::runtime::edge::{Closed, EdgeSpec, Inlet, Outlet, Sent, WhenFull, UNBOUNDED};
+
+/// How long a sender waits for room, or a receiver for an item, before the edge is declared
+/// stalled: above any legitimate pause of a run (DISTRIBUTED.md: a sleep phase, a checkpoint).
+pub const DEFAULT_STALL: Duration = Duration::from_secs(600);
+
+/// What went wrong on a remote edge; every case names the edge.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EdgeError {
+    /// The other end is gone.
+    #[error("edge {edge}: the other end is gone")]
+    Disconnected {
+        /// The edge.
+        edge: String,
+    },
+    /// A message was lost, repeated or reordered.
+    #[error("edge {edge}: expected message {expected}, got {got} (lost, repeated or reordered)")]
+    Gap {
+        /// The edge.
+        edge: String,
+        /// The sequence number due.
+        expected: u64,
+        /// The one that came.
+        got: u64,
+    },
+    /// No room (sender) or no item (receiver) within the stall limit.
+    #[error("edge {edge}: nothing moved for {waited_s:.0} s (stalled)")]
+    Timeout {
+        /// The edge.
+        edge: String,
+        /// Seconds waited.
+        waited_s: f64,
+    },
+    /// A message that does not read.
+    #[error("edge {edge}: {source}")]
+    Decode {
+        /// The edge.
+        edge: String,
+        /// Why.
+        source: DecodeError,
+    },
+    /// The wire failed.
+    #[error("edge {edge}: {source}")]
+    Wire {
+        /// The edge.
+        edge: String,
+        /// The engine's error.
+        source: WireError,
+    },
+    /// A policy a remote edge cannot keep.
+    #[error("edge {edge}: {what}")]
+    Unsupported {
+        /// The edge.
+        edge: String,
+        /// What.
+        what: String,
+    },
+}
+
+/// An end's error is final (after a gap nothing can be trusted): kept for every later call, and
+/// logged once with the edge's name.
+fn keep<R>(slot: &mut Option<EdgeError>, result: Result<R, EdgeError>) -> Result<R, EdgeError> {
+    if let Err(e) = &result {
+        tracing::error!("{e}");
+        *slot = Some(e.clone());
+    }
+    result
+}
+
+fn data_key(edge: &str) -> String {
+    format!("ff/{edge}/data")
+}
+
+fn credit_key(edge: &str) -> String {
+    format!("ff/{edge}/credit")
+}
+
+/// The sending end of a remote edge.
+pub struct CreditOutlet<T> {
+    edge: String,
+    data: Box<dyn WirePublisher>,
+    credits: Box<dyn WireSubscriber>,
+    capacity: u64,
+    when_full: WhenFull,
+    /// Sequence number of the next item.
+    next: u64,
+    /// The largest count of taken items heard.
+    consumed: u64,
+    gone: bool,
+    stall: Duration,
+    dropped: Arc<AtomicU64>,
+    error: Option<EdgeError>,
+    _items: PhantomData<fn(T)>,
+}
+
+/// The receiving end of a remote edge.
+pub struct CreditInlet<T> {
+    edge: String,
+    data: Box<dyn WireSubscriber>,
+    credits: Box<dyn WirePublisher>,
+    /// Sequence number due next.
+    expected: u64,
+    ended: bool,
+    stall: Duration,
+    error: Option<EdgeError>,
+    _items: PhantomData<fn() -> T>,
+}
+
+impl<T: WireCodec> CreditOutlet<T> {
+    /// Opens the sending end of `edge` on `wire` (this process's end only): blocking, or dropping
+    /// and counting the newest item when the window is shut ([`WhenFull::DropNewest`], a live
+    /// source). Dropping the oldest waiting item cannot be done from the sender's side of a
+    /// network and is refused.
+    pub fn open(wire: &dyn Wire, edge: &str, spec: EdgeSpec) -> Result<CreditOutlet<T>, EdgeError> {
+        let wire_err = |source| EdgeError::Wire { edge: edge.to_string(), source };
+        if spec.when_full == WhenFull::DropOldest {
+            let what = "drop_oldest needs the waiting items at hand: use block or drop_newest".into();
+            return Err(EdgeError::Unsupported { edge: edge.to_string(), what });
+        }
+        let credits = wire.subscriber(&credit_key(edge)).map_err(wire_err)?;
+        let data = wire.publisher(&data_key(edge)).map_err(wire_err)?;
+        Ok(CreditOutlet {
+            edge: edge.to_string(),
+            data,
+            credits,
+            capacity: if spec.capacity == UNBOUNDED { u64::MAX } else { spec.capacity.max(1) as u64 },
+            when_full: spec.when_full,
+            next: 0,
+            consumed: 0,
+            gone: false,
+            stall: DEFAULT_STALL,
+            dropped: Arc::default(),
+            error: None,
+            _items: PhantomData,
+        })
+    }
+
+    /// The stall limit (default [`DEFAULT_STALL`]).
+    pub fn with_stall(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// The error that closed the edge, if one did.
+    pub fn error(&self) -> Option<&EdgeError> {
+        self.error.as_ref()
+    }
+
+    /// The drop counter, shared (a live view reads it while the sender runs).
+    pub fn drop_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dropped)
+    }
+
+    fn hear(&mut self, message: &[u8]) -> Result<(), EdgeError> {
+        let count =
+            envelope::read_credit(message).map_err(|source| EdgeError::Decode { edge: self.edge.clone(), source })?;
+        if count == GONE {
+            self.gone = true;
+        } else {
+            self.consumed = self.consumed.max(count);
+        }
+        Ok(())
+    }
+
+    /// Takes in every credit already here, without waiting.
+    fn absorb(&mut self) -> Result<(), EdgeError> {
+        while let Some(m) =
+            self.credits.try_recv().map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?
+        {
+            self.hear(&m)?;
+        }
+        Ok(())
+    }
+
+    fn window_shut(&self) -> bool {
+        self.next - self.consumed >= self.capacity
+    }
+
+    /// [`Outlet::send`] with the error that stopped it.
+    pub fn send_checked(&mut self, item: &T) -> Result<Sent, EdgeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let result = self.send_inner(item);
+        keep(&mut self.error, result)
+    }
+
+    fn send_inner(&mut self, item: &T) -> Result<Sent, EdgeError> {
+        let disconnected = |edge: &str| EdgeError::Disconnected { edge: edge.to_string() };
+        self.absorb()?;
+        let started = Instant::now();
+        while !self.gone && self.window_shut() {
+            if self.when_full == WhenFull::DropNewest {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(Sent::DroppedNewest);
+            }
+            let left = self.stall.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(EdgeError::Timeout { edge: self.edge.clone(), waited_s: started.elapsed().as_secs_f64() });
+            }
+            let heard = self
+                .credits
+                .recv_timeout(left.min(Duration::from_millis(200)))
+                .map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?;
+            if let Some(m) = heard {
+                self.hear(&m)?;
+            }
+        }
+        if self.gone {
+            return Err(disconnected(&self.edge));
+        }
+        let message = envelope::seal(self.next, Tag::Item, |out| item.encode(out));
+        self.data.put(message).map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?;
+        self.next += 1;
+        Ok(Sent::Queued)
+    }
+}
+
+impl<T: WireCodec> Outlet<T> for CreditOutlet<T> {
+    fn send(&mut self, item: T) -> Result<Sent, Closed> {
+        self.send_checked(&item).map_err(|_| Closed)
+    }
+
+    /// Items sent and not yet known to be taken (credits still on their way count as waiting).
+    fn len(&self) -> usize {
+        (self.next - self.consumed.min(self.next)) as usize
+    }
+
+    fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> Drop for CreditOutlet<T> {
+    fn drop(&mut self) {
+        // End of stream, in band after every item sent (best effort: the receiver may be gone).
+        let _ = self.data.put(envelope::seal(self.next, Tag::End, |_| {}));
+    }
+}
+
+impl<T: WireCodec> CreditInlet<T> {
+    /// Opens the receiving end of `edge` on `wire` (this process's end only).
+    pub fn open(wire: &dyn Wire, edge: &str) -> Result<CreditInlet<T>, EdgeError> {
+        let wire_err = |source| EdgeError::Wire { edge: edge.to_string(), source };
+        let data = wire.subscriber(&data_key(edge)).map_err(wire_err)?;
+        let credits = wire.publisher(&credit_key(edge)).map_err(wire_err)?;
+        Ok(CreditInlet {
+            edge: edge.to_string(),
+            data,
+            credits,
+            expected: 0,
+            ended: false,
+            stall: DEFAULT_STALL,
+            error: None,
+            _items: PhantomData,
+        })
+    }
+
+    /// The stall limit (default [`DEFAULT_STALL`]).
+    pub fn with_stall(mut self, stall: Duration) -> Self {
+        self.stall = stall;
+        self
+    }
+
+    /// The error that ended the edge, if one did (not the sender's normal end of stream).
+    pub fn error(&self) -> Option<&EdgeError> {
+        self.error.as_ref()
+    }
+
+    /// [`Inlet::recv`] with the error that stopped it: `Ok(None)` at the end of the stream.
+    pub fn recv_checked(&mut self) -> Result<Option<T>, EdgeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.ended {
+            return Ok(None);
+        }
+        let result = self.recv_inner();
+        keep(&mut self.error, result)
+    }
+
+    fn recv_inner(&mut self) -> Result<Option<T>, EdgeError> {
+        let edge = self.edge.clone();
+        let started = Instant::now();
+        let message = loop {
+            let left = self.stall.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(EdgeError::Timeout { edge, waited_s: started.elapsed().as_secs_f64() });
+            }
+            let got = self
+                .data
+                .recv_timeout(left.min(Duration::from_millis(200)))
+                .map_err(|source| EdgeError::Wire { edge: edge.clone(), source })?;
+            if let Some(m) = got {
+                break m;
+            }
+        };
+        let (seq, tag, body) =
+            envelope::open(&message).map_err(|source| EdgeError::Decode { edge: edge.clone(), source })?;
+        if seq != self.expected {
+            return Err(EdgeError::Gap { edge, expected: self.expected, got: seq });
+        }
+        if tag == Tag::End {
+            self.ended = true;
+            return Ok(None);
+        }
+        let item = T::decode(body).map_err(|source| EdgeError::Decode { edge: edge.clone(), source })?;
+        self.expected += 1;
+        // The slot frees as the item is taken, as with a bounded channel.
+        self.credits.put(envelope::credit(self.expected)).map_err(|source| EdgeError::Wire { edge, source })?;
+        Ok(Some(item))
+    }
+}
+
+impl<T: WireCodec> Inlet<T> for CreditInlet<T> {
+    fn recv(&mut self) -> Option<T> {
+        self.recv_checked().ok().flatten()
+    }
+
+    /// Not known on the receiving side of a network (the sender's [`Outlet::len`] is): 0.
+    fn len(&self) -> usize {
+        0
+    }
+}
+
+impl<T> Drop for CreditInlet<T> {
+    fn drop(&mut self) {
+        // Tells the sender nothing will be taken again (best effort: it may be gone).
+        let _ = self.credits.put(envelope::credit(GONE));
+    }
+}
+
+/// Both ends of a remote edge in this process (tests, and a pipeline whose stages share a host
+/// but whose edge the file places on the wire).
+pub fn credit_edge<T: WireCodec>(
+    wire: &dyn Wire,
+    edge: &str,
+    spec: EdgeSpec,
+) -> Result<(CreditOutlet<T>, CreditInlet<T>), EdgeError> {
+    // The receiver subscribes first, so no item can be published before anyone listens.
+    let inlet = CreditInlet::open(wire, edge)?;
+    Ok((CreditOutlet::open(wire, edge, spec)?, inlet))
+}
+
+/// A remote feedback edge: as [`crate::runtime::edge::feedback`], `delay` items made by
+/// `neutral` already sent and room for `capacity` more, on a window of its own (never behind
+/// forward data).
+pub fn credit_feedback<T: WireCodec>(
+    wire: &dyn Wire,
+    edge: &str,
+    capacity: usize,
+    delay: usize,
+    neutral: impl Fn() -> T,
+) -> Result<(CreditOutlet<T>, CreditInlet<T>), EdgeError> {
+    let (mut outlet, inlet) = credit_edge(wire, edge, EdgeSpec::blocking(capacity.max(1).saturating_add(delay)))?;
+    for _ in 0..delay {
+        // The window has room for `delay` more than `capacity`, and nobody has taken any: no wait.
+        outlet.send_checked(&neutral())?;
+    }
+    Ok((outlet, inlet))
+}

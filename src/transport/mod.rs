@@ -1,0 +1,55 @@
+//! Edges between processes and hosts (issue 13; `../shared/DISTRIBUTED.md`): the same
+//! [`crate::runtime::edge`] contract as the in-process channel, over a *wire* that only
+//! publishes bytes on a key and delivers them in order to the key's subscriber.
+//!
+//! No messaging engine gives "a channel of N packets whose sender blocks and that loses
+//! nothing": core NATS cuts off slow consumers, Zenoh's `put` drops by default and its
+//! blocking mode gives up after 5 s. So the bound is ffstream's own, a credit window
+//! ([`credit`]) on top of whatever wire carries the bytes:
+//!
+//! - [`Wire`]: publish on a key, subscribe to a key with a receive timeout. Reliable and ordered
+//!   per key; nothing said about buffering (an engine may buffer without limit).
+//! - [`memory::MemoryWire`]: an unbounded in-process wire, so the contract tests show the window
+//!   alone bounds an edge, without a network.
+//! - [`envelope`]: the bytes of a message on the wire (sequence number, tag, body), and the
+//!   [`WireCodec`] an item type implements to travel.
+//!
+//! An engine (Zenoh behind a cargo feature, NATS as the fallback) is one more [`Wire`].
+
+pub mod credit;
+pub mod envelope;
+pub mod memory;
+
+use std::time::Duration;
+
+pub use credit::{credit_edge, credit_feedback, CreditInlet, CreditOutlet, EdgeError};
+pub use envelope::{DecodeError, WireCodec};
+
+/// What a wire can fail with: the engine's own error, as text (each engine has its own type).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(pub String);
+
+/// A byte transport with ordered, reliable delivery per key.
+pub trait Wire: Send + Sync {
+    /// The publishing end of `key` (one publisher per key keeps its order).
+    fn publisher(&self, key: &str) -> Result<Box<dyn WirePublisher>, WireError>;
+    /// The subscribing end of `key`: every message published on it from now on, in order.
+    fn subscriber(&self, key: &str) -> Result<Box<dyn WireSubscriber>, WireError>;
+}
+
+/// Publishes messages on one key.
+pub trait WirePublisher: Send {
+    /// Sends one message; may buffer, must not drop.
+    fn put(&mut self, message: Vec<u8>) -> Result<(), WireError>;
+}
+
+/// Receives the messages of one key.
+pub trait WireSubscriber: Send {
+    /// The next message, waiting at most `timeout`; `Ok(None)` when none came in time.
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>, WireError>;
+    /// The next message if one is already here.
+    fn try_recv(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+        self.recv_timeout(Duration::ZERO)
+    }
+}
