@@ -96,6 +96,16 @@ fn keep<R>(slot: &mut Option<EdgeError>, result: Result<R, EdgeError>) -> Result
     result
 }
 
+/// Waits until `publisher`'s key has a subscriber (true), or the stall limit passes (an error).
+fn matched(publisher: &mut dyn WirePublisher, edge: &str, stall: Duration) -> Result<bool, EdgeError> {
+    let waited = Instant::now();
+    match publisher.wait_matched(stall) {
+        Ok(true) => Ok(true),
+        Ok(false) => Err(EdgeError::Timeout { edge: edge.to_string(), waited_s: waited.elapsed().as_secs_f64() }),
+        Err(source) => Err(EdgeError::Wire { edge: edge.to_string(), source }),
+    }
+}
+
 fn data_key(edge: &str) -> String {
     format!("ff/{edge}/data")
 }
@@ -116,6 +126,8 @@ pub struct CreditOutlet<T> {
     /// The largest count of taken items heard.
     consumed: u64,
     gone: bool,
+    /// The data key has a subscriber (nothing is put before: an engine would not route it).
+    matched: bool,
     stall: Duration,
     dropped: Arc<AtomicU64>,
     error: Option<EdgeError>,
@@ -157,6 +169,7 @@ impl<T: WireCodec> CreditOutlet<T> {
             next: 0,
             consumed: 0,
             gone: false,
+            matched: false,
             stall: DEFAULT_STALL,
             dropped: Arc::default(),
             error: None,
@@ -168,6 +181,15 @@ impl<T: WireCodec> CreditOutlet<T> {
     pub fn with_stall(mut self, stall: Duration) -> Self {
         self.stall = stall;
         self
+    }
+
+    /// Waits until the receiving end has subscribed (up to the stall limit): what a run does
+    /// for every edge before its first packet, so a start-up race cannot look like a stall.
+    pub fn connect(&mut self) -> Result<(), EdgeError> {
+        if !self.matched {
+            self.matched = matched(self.data.as_mut(), &self.edge, self.stall)?;
+        }
+        Ok(())
     }
 
     /// The error that closed the edge, if one did.
@@ -234,9 +256,22 @@ impl<T: WireCodec> CreditOutlet<T> {
             if let Some(m) = heard {
                 self.hear(&m)?;
             }
+            // A receiver that vanished without its last word (a killed process) leaves the
+            // data key with no subscriber: the same as its goodbye.
+            if self.matched
+                && !self
+                    .data
+                    .wait_matched(Duration::ZERO)
+                    .map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?
+            {
+                self.gone = true;
+            }
         }
         if self.gone {
             return Err(disconnected(&self.edge));
+        }
+        if !self.matched {
+            self.matched = matched(self.data.as_mut(), &self.edge, self.stall)?;
         }
         let message = envelope::seal(self.next, Tag::Item, |out| item.encode(out));
         self.data.put(message).map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?;
@@ -335,7 +370,9 @@ impl<T: WireCodec> CreditInlet<T> {
         }
         let item = T::decode(body).map_err(|source| EdgeError::Decode { edge: edge.clone(), source })?;
         self.expected += 1;
-        // The slot frees as the item is taken, as with a bounded channel.
+        // The slot frees as the item is taken, as with a bounded channel. No wait for the
+        // credit key's subscriber: the sender declared it before its first item, so an item that
+        // came means it is known here, unless the sender has gone (then nobody needs the credit).
         self.credits.put(envelope::credit(self.expected)).map_err(|source| EdgeError::Wire { edge, source })?;
         Ok(Some(item))
     }

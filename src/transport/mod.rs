@@ -14,11 +14,15 @@
 //! - [`envelope`]: the bytes of a message on the wire (sequence number, tag, body), and the
 //!   [`WireCodec`] an item type implements to travel.
 //!
-//! An engine (Zenoh behind a cargo feature, NATS as the fallback) is one more [`Wire`].
+//! - `zenoh::ZenohWire` (cargo feature `dist-zenoh`): a Zenoh peer session over TCP.
+//!
+//! NATS, the documented fallback, would be one more [`Wire`].
 
 pub mod credit;
 pub mod envelope;
 pub mod memory;
+#[cfg(feature = "dist-zenoh")]
+pub mod zenoh;
 
 use std::time::Duration;
 
@@ -40,8 +44,14 @@ pub trait Wire: Send + Sync {
 
 /// Publishes messages on one key.
 pub trait WirePublisher: Send {
-    /// Sends one message; may buffer, must not drop.
+    /// Sends one message; may buffer, must not drop once the key has a subscriber.
     fn put(&mut self, message: Vec<u8>) -> Result<(), WireError>;
+    /// Waits up to `timeout` until the key has a subscriber somewhere; false if none came. An
+    /// engine routes a message only to subscribers it already knows of, so an end puts nothing
+    /// before this says true (a wire that never loses unrouted messages answers at once).
+    fn wait_matched(&mut self, _timeout: Duration) -> Result<bool, WireError> {
+        Ok(true)
+    }
 }
 
 /// Receives the messages of one key.
