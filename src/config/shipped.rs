@@ -6,7 +6,7 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 37] = [
+pub const PIPELINES: [(&str, &str); 38] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
@@ -16,6 +16,7 @@ pub const PIPELINES: [(&str, &str); 37] = [
     ("moving-mnist-local", include_str!("../../pipeline/moving-mnist-local.toml")),
     ("moving-mnist-conv", include_str!("../../pipeline/moving-mnist-conv.toml")),
     ("moving-mnist-conv-wide", include_str!("../../pipeline/moving-mnist-conv-wide.toml")),
+    ("moving-mnist-conv-wide-2digits", include_str!("../../pipeline/moving-mnist-conv-wide-2digits.toml")),
     ("moving-mnist-local-2digits", include_str!("../../pipeline/moving-mnist-local-2digits.toml")),
     ("moving-mnist-local-shuffled", include_str!("../../pipeline/moving-mnist-local-shuffled.toml")),
     ("camera", include_str!("../../pipeline/camera.toml")),
