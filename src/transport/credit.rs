@@ -96,14 +96,45 @@ fn keep<R>(slot: &mut Option<EdgeError>, result: Result<R, EdgeError>) -> Result
     result
 }
 
-/// Waits until `publisher`'s key has a subscriber (true), or the stall limit passes (an error).
-fn matched(publisher: &mut dyn WirePublisher, edge: &str, stall: Duration) -> Result<bool, EdgeError> {
-    let waited = Instant::now();
-    match publisher.wait_matched(stall) {
-        Ok(true) => Ok(true),
-        Ok(false) => Err(EdgeError::Timeout { edge: edge.to_string(), waited_s: waited.elapsed().as_secs_f64() }),
-        Err(source) => Err(EdgeError::Wire { edge: edge.to_string(), source }),
+impl EdgeError {
+    /// The wire error of `edge`, for `map_err`.
+    fn wire(edge: &str) -> impl Fn(WireError) -> EdgeError + '_ {
+        move |source| EdgeError::Wire { edge: edge.to_string(), source }
     }
+
+    /// The decode error of `edge`, for `map_err`.
+    fn decode(edge: &str) -> impl Fn(DecodeError) -> EdgeError + '_ {
+        move |source| EdgeError::Decode { edge: edge.to_string(), source }
+    }
+
+    fn timeout(edge: &str, started: Instant) -> EdgeError {
+        EdgeError::Timeout { edge: edge.to_string(), waited_s: started.elapsed().as_secs_f64() }
+    }
+}
+
+/// Waits until `publisher`'s key has a subscriber, or the stall limit passes (a timeout).
+fn matched(publisher: &mut dyn WirePublisher, edge: &str, stall: Duration) -> Result<(), EdgeError> {
+    let started = Instant::now();
+    match publisher.wait_matched(stall).map_err(EdgeError::wire(edge))? {
+        true => Ok(()),
+        false => Err(EdgeError::timeout(edge, started)),
+    }
+}
+
+/// One wait of at most 200 ms for `subscriber`'s next message, within a stall limit counted
+/// from `started`: `Ok(None)` when none came yet, a timeout once the limit has passed. Both
+/// ends wait in these short steps, so the sender can look at its receiver between them.
+fn next_within(
+    subscriber: &mut dyn WireSubscriber,
+    edge: &str,
+    started: Instant,
+    stall: Duration,
+) -> Result<Option<Vec<u8>>, EdgeError> {
+    let left = stall.saturating_sub(started.elapsed());
+    if left.is_zero() {
+        return Err(EdgeError::timeout(edge, started));
+    }
+    subscriber.recv_timeout(left.min(Duration::from_millis(200))).map_err(EdgeError::wire(edge))
 }
 
 fn data_key(edge: &str) -> String {
@@ -153,13 +184,12 @@ impl<T: WireCodec> CreditOutlet<T> {
     /// source). Dropping the oldest waiting item cannot be done from the sender's side of a
     /// network and is refused.
     pub fn open(wire: &dyn Wire, edge: &str, spec: EdgeSpec) -> Result<CreditOutlet<T>, EdgeError> {
-        let wire_err = |source| EdgeError::Wire { edge: edge.to_string(), source };
         if spec.when_full == WhenFull::DropOldest {
             let what = "drop_oldest needs the waiting items at hand: use block or drop_newest".into();
             return Err(EdgeError::Unsupported { edge: edge.to_string(), what });
         }
-        let credits = wire.subscriber(&credit_key(edge)).map_err(wire_err)?;
-        let data = wire.publisher(&data_key(edge)).map_err(wire_err)?;
+        let credits = wire.subscriber(&credit_key(edge)).map_err(EdgeError::wire(edge))?;
+        let data = wire.publisher(&data_key(edge)).map_err(EdgeError::wire(edge))?;
         Ok(CreditOutlet {
             edge: edge.to_string(),
             data,
@@ -187,7 +217,8 @@ impl<T: WireCodec> CreditOutlet<T> {
     /// for every edge before its first packet, so a start-up race cannot look like a stall.
     pub fn connect(&mut self) -> Result<(), EdgeError> {
         if !self.matched {
-            self.matched = matched(self.data.as_mut(), &self.edge, self.stall)?;
+            matched(self.data.as_mut(), &self.edge, self.stall)?;
+            self.matched = true;
         }
         Ok(())
     }
@@ -203,8 +234,7 @@ impl<T: WireCodec> CreditOutlet<T> {
     }
 
     fn hear(&mut self, message: &[u8]) -> Result<(), EdgeError> {
-        let count =
-            envelope::read_credit(message).map_err(|source| EdgeError::Decode { edge: self.edge.clone(), source })?;
+        let count = envelope::read_credit(message).map_err(EdgeError::decode(&self.edge))?;
         if count == GONE {
             self.gone = true;
         } else {
@@ -215,9 +245,7 @@ impl<T: WireCodec> CreditOutlet<T> {
 
     /// Takes in every credit already here, without waiting.
     fn absorb(&mut self) -> Result<(), EdgeError> {
-        while let Some(m) =
-            self.credits.try_recv().map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?
-        {
+        while let Some(m) = self.credits.try_recv().map_err(EdgeError::wire(&self.edge))? {
             self.hear(&m)?;
         }
         Ok(())
@@ -237,7 +265,6 @@ impl<T: WireCodec> CreditOutlet<T> {
     }
 
     fn send_inner(&mut self, item: &T) -> Result<Sent, EdgeError> {
-        let disconnected = |edge: &str| EdgeError::Disconnected { edge: edge.to_string() };
         self.absorb()?;
         let started = Instant::now();
         while !self.gone && self.window_shut() {
@@ -245,36 +272,21 @@ impl<T: WireCodec> CreditOutlet<T> {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Ok(Sent::DroppedNewest);
             }
-            let left = self.stall.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(EdgeError::Timeout { edge: self.edge.clone(), waited_s: started.elapsed().as_secs_f64() });
-            }
-            let heard = self
-                .credits
-                .recv_timeout(left.min(Duration::from_millis(200)))
-                .map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?;
-            if let Some(m) = heard {
+            if let Some(m) = next_within(self.credits.as_mut(), &self.edge, started, self.stall)? {
                 self.hear(&m)?;
             }
             // A receiver that vanished without its last word (a killed process) leaves the
             // data key with no subscriber: the same as its goodbye.
-            if self.matched
-                && !self
-                    .data
-                    .wait_matched(Duration::ZERO)
-                    .map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?
-            {
+            if self.matched && !self.data.wait_matched(Duration::ZERO).map_err(EdgeError::wire(&self.edge))? {
                 self.gone = true;
             }
         }
         if self.gone {
-            return Err(disconnected(&self.edge));
+            return Err(EdgeError::Disconnected { edge: self.edge.clone() });
         }
-        if !self.matched {
-            self.matched = matched(self.data.as_mut(), &self.edge, self.stall)?;
-        }
+        self.connect()?;
         let message = envelope::seal(self.next, Tag::Item, |out| item.encode(out));
-        self.data.put(message).map_err(|source| EdgeError::Wire { edge: self.edge.clone(), source })?;
+        self.data.put(message).map_err(EdgeError::wire(&self.edge))?;
         self.next += 1;
         Ok(Sent::Queued)
     }
@@ -305,9 +317,8 @@ impl<T> Drop for CreditOutlet<T> {
 impl<T: WireCodec> CreditInlet<T> {
     /// Opens the receiving end of `edge` on `wire` (this process's end only).
     pub fn open(wire: &dyn Wire, edge: &str) -> Result<CreditInlet<T>, EdgeError> {
-        let wire_err = |source| EdgeError::Wire { edge: edge.to_string(), source };
-        let data = wire.subscriber(&data_key(edge)).map_err(wire_err)?;
-        let credits = wire.publisher(&credit_key(edge)).map_err(wire_err)?;
+        let data = wire.subscriber(&data_key(edge)).map_err(EdgeError::wire(edge))?;
+        let credits = wire.publisher(&credit_key(edge)).map_err(EdgeError::wire(edge))?;
         Ok(CreditInlet {
             edge: edge.to_string(),
             data,
@@ -344,36 +355,26 @@ impl<T: WireCodec> CreditInlet<T> {
     }
 
     fn recv_inner(&mut self) -> Result<Option<T>, EdgeError> {
-        let edge = self.edge.clone();
         let started = Instant::now();
         let message = loop {
-            let left = self.stall.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                return Err(EdgeError::Timeout { edge, waited_s: started.elapsed().as_secs_f64() });
-            }
-            let got = self
-                .data
-                .recv_timeout(left.min(Duration::from_millis(200)))
-                .map_err(|source| EdgeError::Wire { edge: edge.clone(), source })?;
-            if let Some(m) = got {
+            if let Some(m) = next_within(self.data.as_mut(), &self.edge, started, self.stall)? {
                 break m;
             }
         };
-        let (seq, tag, body) =
-            envelope::open(&message).map_err(|source| EdgeError::Decode { edge: edge.clone(), source })?;
+        let (seq, tag, body) = envelope::open(&message).map_err(EdgeError::decode(&self.edge))?;
         if seq != self.expected {
-            return Err(EdgeError::Gap { edge, expected: self.expected, got: seq });
+            return Err(EdgeError::Gap { edge: self.edge.clone(), expected: self.expected, got: seq });
         }
         if tag == Tag::End {
             self.ended = true;
             return Ok(None);
         }
-        let item = T::decode(body).map_err(|source| EdgeError::Decode { edge: edge.clone(), source })?;
+        let item = T::decode(body).map_err(EdgeError::decode(&self.edge))?;
         self.expected += 1;
         // The slot frees as the item is taken, as with a bounded channel. No wait for the
         // credit key's subscriber: the sender declared it before its first item, so an item that
         // came means it is known here, unless the sender has gone (then nobody needs the credit).
-        self.credits.put(envelope::credit(self.expected)).map_err(|source| EdgeError::Wire { edge, source })?;
+        self.credits.put(envelope::credit(self.expected)).map_err(EdgeError::wire(&self.edge))?;
         Ok(Some(item))
     }
 }

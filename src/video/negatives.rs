@@ -114,7 +114,7 @@ pub fn make_negative(
             for f in 0..frames {
                 let span = f * frame_len..(f + 1) * frame_len;
                 let (a, b, o) = (&real[span.clone()], &partner[span.clone()], &mut out[span]);
-                let fill = b.iter().copied().fold(f32::INFINITY, f32::min);
+                let fill = darkest(b);
                 for y in 0..h {
                     for x in 0..w {
                         let (by, bx) = (y as isize + sy, x as isize + sx);
@@ -144,13 +144,19 @@ pub fn make_negative(
     }
 }
 
+/// A frame's darkest value: what fills in where a moved frame leaves the canvas, and the zero
+/// of its brightness.
+fn darkest(frame: &[f32]) -> f32 {
+    frame.iter().copied().fold(f32::INFINITY, f32::min)
+}
+
 /// `(dy, dx)` in whole pixels from `to`'s centre of brightness to `from`'s, for frames of
 /// `w × h × channels` values: reading `from` at `(y + dy, x + dx)` puts its centre on `to`'s.
 /// Brightness is a value above the frame's darkest, so a centred (mean-subtracted) frame
 /// weighs the same as the raw one; a flat frame has its centre in the middle.
 fn centre_offset(from: &[f32], to: &[f32], w: usize, h: usize, channels: usize) -> (isize, isize) {
     let centre = |frame: &[f32]| {
-        let floor = frame.iter().copied().fold(f32::INFINITY, f32::min);
+        let floor = darkest(frame);
         let (mut total, mut sy, mut sx) = (0.0f64, 0.0f64, 0.0f64);
         for (i, &v) in frame.iter().enumerate() {
             let (weight, pixel) = ((v - floor) as f64, i / channels);
