@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::mnist;
-use ffstream::config::PipelineConfig;
+use ffstream::config::{PipelineConfig, ProbeSplit};
 use ffstream::video::feed::FrameFeed;
 use ffstream::video::moving::MovingMnistFeed;
 use ffstream::video::Frame;
@@ -23,8 +23,8 @@ fn indices(frames: &[Frame]) -> Vec<u64> {
 
 #[test]
 fn a_shuffled_epoch_plays_the_streams_frames_in_another_order_the_same_on_a_resume() {
-    let stream = epoch(&mut MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10).unwrap(), 2);
-    let mut feed = MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10).unwrap().shuffled(7);
+    let stream = epoch(&mut MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10, ProbeSplit::Test).unwrap(), 2);
+    let mut feed = MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10, ProbeSplit::Test).unwrap().shuffled(7);
     let shuffled = epoch(&mut feed, 2);
     assert_eq!(shuffled.len(), 400);
     assert_ne!(indices(&shuffled), indices(&stream), "the order must change");
@@ -39,9 +39,11 @@ fn a_shuffled_epoch_plays_the_streams_frames_in_another_order_the_same_on_a_resu
     let same_sequence_neighbours = shuffled.windows(2).filter(|w| w[0].sequence == w[1].sequence).count();
     assert!(same_sequence_neighbours < 40, "{same_sequence_neighbours} of 399 neighbours share a sequence");
     // A resumed run (a new feed, the same seed and epoch) plays the same order; another epoch another.
-    let again = epoch(&mut MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10).unwrap().shuffled(7), 2);
+    let again =
+        epoch(&mut MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10, ProbeSplit::Test).unwrap().shuffled(7), 2);
     assert_eq!(indices(&again), indices(&shuffled));
-    let other_seed = epoch(&mut MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10).unwrap().shuffled(8), 2);
+    let other_seed =
+        epoch(&mut MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10, ProbeSplit::Test).unwrap().shuffled(8), 2);
     assert_ne!(indices(&other_seed), indices(&shuffled));
 }
 
@@ -81,6 +83,8 @@ fn shuffled_frames_and_sampled_probes_are_refused_where_they_cannot_apply() {
     let video = include_str!("../pipeline/video-unsupervised.toml");
     let e = parse("v.toml", video, &["eval.probe_sampling=one_per_sequence"]);
     assert!(e.contains("eval.probe_sampling"), "{e}");
+    let e = parse("v.toml", video, &["eval.probe_split=validation"]);
+    assert!(e.contains("eval.probe_split") && e.contains("Moving MNIST"), "{e}");
     let dense = include_str!("../pipeline/moving-mnist.toml");
     let e = parse("d.toml", dense, &["source.order=shuffled", "head.window=2"]);
     assert!(e.contains("head.window = 1"), "{e}");
@@ -91,4 +95,21 @@ fn shuffled_frames_and_sampled_probes_are_refused_where_they_cannot_apply() {
         &["source.order=shuffled".into(), "eval.probe_sampling=one_per_sequence".into()],
     );
     assert!(ok.is_ok(), "{:?}", ok.err());
+}
+
+/// With validation probes the stream trains on other digits than with test probes (MNIST's
+/// first 50,000 training images), and its probe windows are digits of neither training stream
+/// nor of the test probes.
+#[test]
+fn validation_probes_change_the_held_out_frames_and_keep_the_training_stream_apart() {
+    let test = MovingMnistFeed::side_by_side(mnist(), 1, 1, 400, 10, ProbeSplit::Test).unwrap();
+    let validation = MovingMnistFeed::side_by_side(mnist(), 1, 1, 400, 10, ProbeSplit::Validation).unwrap();
+    let (a, b) = (test.probe_windows(20, 1), validation.probe_windows(20, 1));
+    assert_eq!(indices(&a), indices(&b), "numbered alike");
+    assert!(a.iter().zip(&b).all(|(x, y)| x.pixels != y.pixels), "other digits at other places");
+    // Training frames: the same sequence seeds, so the same paths; digits from 50,000 images
+    // instead of 60,000, so mostly other digits.
+    let (ta, tb) = (test.train_frames(200), validation.train_frames(200));
+    let differ = ta.iter().zip(&tb).filter(|(x, y)| x.pixels != y.pixels).count();
+    assert!(differ > 150, "{differ} of 200 training frames differ");
 }

@@ -176,3 +176,29 @@ fn the_stream_is_fast_enough_to_feed_a_pipeline() {
     // Loose floor: the machine may be loaded; the design target is well above 20,000 frames/s.
     assert!(rate > 2_000.0, "{rate:.0} frames/s");
 }
+
+/// `eval.probe_split = "validation"`: the training sequences draw only from MNIST's first
+/// 50,000 training images and the probe sequences only from the last 10,000, so no probe digit
+/// was ever learned from; the validation sequences' seeds are their own (not the test split's).
+#[test]
+fn validation_probes_draw_digits_the_training_split_never_shows() {
+    let m = mnist();
+    let train = generator(MovingSplit::TrainLess);
+    let validation = generator(MovingSplit::Validation);
+    assert_eq!((train.source_len(), validation.source_len()), (m.train.len(), m.validation.len()));
+    assert_eq!((train.source_len(), validation.source_len()), (50_000, 10_000));
+    for i in 0..2_000u64 {
+        for d in &train.sequence(i).digits {
+            assert_eq!(d.label, m.train.labels[d.source_index], "train sequence {i}");
+        }
+        for d in &validation.sequence(i).digits {
+            assert_eq!(d.label, m.validation.labels[d.source_index], "validation sequence {i}");
+        }
+    }
+    // The same sequence number is another draw in each held-out split.
+    let test = generator(MovingSplit::Test);
+    assert_ne!(
+        test.sequence(7).latents.first().map(|l| l.positions.clone()),
+        validation.sequence(7).latents.first().map(|l| l.positions.clone())
+    );
+}

@@ -40,7 +40,7 @@ fn streams_side_by_side_put_stream_j_in_row_j() {
         (0..n).map(|_| feed.next_frame().unwrap().unwrap()).collect::<Vec<_>>()
     };
     let mut one = MovingMnistFeed::new(mnist(), 1, 400, 10).unwrap();
-    let mut four = MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10).unwrap();
+    let mut four = MovingMnistFeed::side_by_side(mnist(), 1, 4, 400, 10, ffstream::config::ProbeSplit::Test).unwrap();
     let (one, four) = (frames(&mut one, 160), frames(&mut four, 160));
     // Frame t·4 + j of the side-by-side feed is frame t of the j-th sequence of its group.
     for group in 0..2 {

@@ -321,6 +321,12 @@ pub struct EvalConfig {
     /// (`one_per_sequence`: as many distinct digits as windows, not one per 20 frames).
     #[serde(default, skip_serializing_if = "ProbeSampling::is_stream")]
     pub probe_sampling: ProbeSampling,
+    /// Which held-out digits the final probes read: the test split (`test`, the default), or
+    /// the last 10,000 MNIST training images (`validation`; the stages then learn from the
+    /// first 50,000 only, and the probe errors are validation errors). Settings are chosen on
+    /// `validation`, and the test split is read once with what was chosen.
+    #[serde(default, skip_serializing_if = "ProbeSplit::is_test")]
+    pub probe_split: ProbeSplit,
     /// Epochs after which the test split is scored as well (labelled FF runs): a speedrun's
     /// declared checkpoints, the only places it reads the test set besides the end (`test`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -344,6 +350,24 @@ impl ProbeSampling {
     /// True for the default (kept out of serialized configs, so older records read the same).
     pub fn is_stream(&self) -> bool {
         *self == ProbeSampling::Stream
+    }
+}
+
+/// Which held-out digits a Moving MNIST run's final probes read.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeSplit {
+    /// MNIST's test images; the stages learn from all 60,000 training images.
+    #[default]
+    Test,
+    /// MNIST's last 10,000 training images; the stages learn from the first 50,000.
+    Validation,
+}
+
+impl ProbeSplit {
+    /// True for the default (kept out of serialized configs, so older records read the same).
+    pub fn is_test(&self) -> bool {
+        *self == ProbeSplit::Test
     }
 }
 
@@ -855,6 +879,9 @@ impl PipelineConfig {
         }
         if self.eval.probe_frames != 0 && !stream {
             return fail("eval.probe_frames", "applies to frame streams (moving_mnist, video) only: remove it");
+        }
+        if !self.eval.probe_split.is_test() && !matches!(self.source, SourceSpec::MovingMnist(_)) {
+            return fail("eval.probe_split", "validation probes hold out Moving MNIST's digits: remove it");
         }
         if !self.eval.probe_sampling.is_stream() {
             if !matches!(self.source, SourceSpec::MovingMnist(_)) {

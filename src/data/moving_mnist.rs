@@ -61,6 +61,8 @@ pub const FRAMES_PER_SEQUENCE: usize = 20;
 pub const STEP: f64 = 0.1;
 /// Seed of test sequence 0 (sequence `i` of the test split uses `TEST_BASE + i`).
 pub const TEST_BASE: u64 = 1 << 32;
+/// Seed of validation sequence 0 (sequence `i` of the validation split uses `VALIDATION_BASE + i`).
+pub const VALIDATION_BASE: u64 = 1 << 33;
 /// The most digits a sequence may hold (the recipe names 1 and 2).
 pub const MAX_DIGITS: usize = 2;
 
@@ -104,14 +106,21 @@ pub enum MovingSplit {
     Train,
     /// The 10,000 official test images; seeds `2³² + i`.
     Test,
+    /// The last 10,000 official training images (MNIST's usual validation split); seeds
+    /// `2³³ + i`. A run that probes on them trains on [`MovingSplit::TrainLess`].
+    Validation,
+    /// The first 50,000 official training images, the training split of a run whose probes
+    /// read [`MovingSplit::Validation`]; seeds `0 + i`.
+    TrainLess,
 }
 
 impl MovingSplit {
     /// The seed of sequence 0.
     pub fn base(self) -> u64 {
         match self {
-            MovingSplit::Train => 0,
+            MovingSplit::Train | MovingSplit::TrainLess => 0,
             MovingSplit::Test => TEST_BASE,
+            MovingSplit::Validation => VALIDATION_BASE,
         }
     }
 
@@ -119,7 +128,8 @@ impl MovingSplit {
     pub fn source_len(self) -> usize {
         match self {
             MovingSplit::Train => 60_000,
-            MovingSplit::Test => 10_000,
+            MovingSplit::TrainLess => 50_000,
+            MovingSplit::Test | MovingSplit::Validation => 10_000,
         }
     }
 }
@@ -129,6 +139,8 @@ impl fmt::Display for MovingSplit {
         f.write_str(match self {
             MovingSplit::Train => "train",
             MovingSplit::Test => "test",
+            MovingSplit::Validation => "validation",
+            MovingSplit::TrainLess => "train less validation",
         })
     }
 }
@@ -189,7 +201,8 @@ impl MovingMnistConfig {
 
     /// Builds the generator from loaded MNIST: for [`MovingSplit::Train`] all 60,000 official
     /// training images (`train` then `validation`, which is the official order), for
-    /// [`MovingSplit::Test`] the test images.
+    /// [`MovingSplit::Test`] the test images, for [`MovingSplit::Validation`] and
+    /// [`MovingSplit::TrainLess`] the `validation` and `train` rows.
     pub fn build(&self, mnist: &Labelled) -> Result<MovingMnist, MovingMnistError> {
         let source = match self.split {
             MovingSplit::Train => {
@@ -202,6 +215,8 @@ impl MovingMnistConfig {
                 Split { images, labels }
             }
             MovingSplit::Test => mnist.test.clone(),
+            MovingSplit::Validation => mnist.validation.clone(),
+            MovingSplit::TrainLess => mnist.train.clone(),
         };
         self.build_from(source)
     }

@@ -343,13 +343,21 @@ fn final_probes(
     if !quiet {
         let line: Vec<String> = test.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect();
         tracing::info!(
-            "frozen probes ({:.0} s, {} frames): {}",
+            "frozen probes ({:.0} s, {} {} frames): {}",
             started.elapsed().as_secs_f64(),
             x.nrows(),
+            match config.eval.probe_split {
+                crate::config::ProbeSplit::Test => "test",
+                crate::config::ProbeSplit::Validation => "validation",
+            },
             line.join(", ")
         );
     }
-    state.metrics.test_error_pct = test;
+    // Probes on validation digits are validation errors: the test split stays unread.
+    match config.eval.probe_split {
+        crate::config::ProbeSplit::Test => state.metrics.test_error_pct = test,
+        crate::config::ProbeSplit::Validation => state.metrics.val_error_pct.extend(test),
+    }
     Ok(())
 }
 

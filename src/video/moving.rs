@@ -4,7 +4,9 @@
 //! stream depends only on the epoch and a resumed run continues exactly. Digits come from the
 //! 60,000 MNIST training images. Held-out frames (separation) are test-split sequences from 0,
 //! probe frames test-split sequences from 1,000,000 on: digits no stage ever learned from, and
-//! never the same rows in both measures.
+//! never the same rows in both measures. With `eval.probe_split = "validation"` the training
+//! sequences draw from MNIST's first 50,000 training images, and the separation and probe
+//! frames are validation-split sequences (the last 10,000), numbered as the test ones.
 //!
 //! With `streams = B` the training and probe frames play B sequences side by side: frame
 //! `t·B + j` is frame t of sequence j of the group, so in packets of B rows, row j is always
@@ -15,6 +17,7 @@ use std::time::Instant;
 
 use super::feed::{FeedCounters, FeedError, FrameFeed};
 use super::Frame;
+use crate::config::ProbeSplit;
 use crate::data::moving_mnist::{MovingMnist, MovingMnistConfig, MovingSplit, Sequence, FRAMES_PER_SEQUENCE};
 use crate::data::Labelled;
 
@@ -85,25 +88,30 @@ impl SideBySide {
 impl MovingMnistFeed {
     /// A feed of `digits`-digit sequences; `holdout_frames` test frames for the separation set.
     pub fn new(mnist: &Labelled, digits: usize, frames_per_epoch: u64, holdout_frames: usize) -> anyhow::Result<Self> {
-        Self::side_by_side(mnist, digits, 1, frames_per_epoch, holdout_frames)
+        Self::side_by_side(mnist, digits, 1, frames_per_epoch, holdout_frames, ProbeSplit::Test)
     }
 
-    /// The same with `streams` sequences played side by side.
+    /// The same with `streams` sequences played side by side, held-out frames from `held_out`.
     pub fn side_by_side(
         mnist: &Labelled,
         digits: usize,
         streams: usize,
         frames_per_epoch: u64,
         holdout_frames: usize,
+        held_out: ProbeSplit,
     ) -> anyhow::Result<Self> {
+        let (train, test) = match held_out {
+            ProbeSplit::Test => (MovingSplit::Train, MovingSplit::Test),
+            ProbeSplit::Validation => (MovingSplit::TrainLess, MovingSplit::Validation),
+        };
         let build = |split| {
             let mut c = MovingMnistConfig::new(split);
             c.num_digits = digits;
             c.build(mnist)
         };
         Ok(MovingMnistFeed {
-            train: build(MovingSplit::Train)?,
-            test: build(MovingSplit::Test)?,
+            train: build(train)?,
+            test: build(test)?,
             frames_per_epoch,
             holdout_frames,
             play: SideBySide::new(0, streams),

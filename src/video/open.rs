@@ -20,8 +20,14 @@ pub fn open(
                 _ => (1, ProbeSettings::default().eval_windows, false),
             };
             let holdout = eval_windows + window;
-            let mut feed =
-                super::moving::MovingMnistFeed::side_by_side(&mnist, m.digits, m.streams, frames_per_epoch, holdout)?;
+            let mut feed = super::moving::MovingMnistFeed::side_by_side(
+                &mnist,
+                m.digits,
+                m.streams,
+                frames_per_epoch,
+                holdout,
+                config.eval.probe_split,
+            )?;
             if m.order == FrameOrder::Shuffled {
                 feed = feed.shuffled(config.seed);
             }
