@@ -35,6 +35,15 @@ pub enum StageError {
         /// What does not fit.
         reason: String,
     },
+    /// An edge into or out of the element failed (a remote edge: a gap, a damaged message,
+    /// a peer that stalled or vanished).
+    #[error("`{stage}`: {reason}")]
+    Edge {
+        /// The element at the failed edge's end (a stage, `source` or `sink`).
+        stage: String,
+        /// The edge's error, naming the edge.
+        reason: String,
+    },
     /// The stage's thread panicked.
     #[error("stage `{stage}` panicked: {message}")]
     Panicked {

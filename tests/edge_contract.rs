@@ -315,6 +315,33 @@ fn a_stalled_edge_times_out_naming_it_on_both_ends() {
     assert!(matches!(e, EdgeError::Timeout { .. }) && e.to_string().contains("slow/edge/1"), "{e}");
 }
 
+/// A sender whose process dies says no goodbye: its liveliness token vanishes, and the waiting
+/// receiver fails naming the edge within seconds instead of waiting out the stall limit. A
+/// sender that finished, whose token goes just after its end of stream, is a clean end.
+#[test]
+fn a_receiver_whose_sender_vanished_says_so_and_one_whose_sender_finished_ends_cleanly() {
+    let wire = MemoryWire::new();
+    let (mut out, inp) = credit_edge::<Item>(&wire, "run8/layer1-layer2", EdgeSpec::blocking(2)).unwrap();
+    let mut inp = inp.with_stall(Duration::from_secs(60));
+    out.send_checked(&Item::Marker(0)).unwrap();
+    assert_eq!(inp.recv_checked().unwrap(), Some(Item::Marker(0)));
+    let started = Instant::now();
+    wire.kill_tokens("ff/run8/layer1-layer2/sender");
+    let e = inp.recv_checked().unwrap_err();
+    assert!(matches!(e, EdgeError::Vanished { .. }), "{e}");
+    assert!(e.to_string().contains("run8/layer1-layer2") && e.to_string().contains("sending end vanished"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10), "noticed after {:?}", started.elapsed());
+    drop(out);
+
+    let (mut out, mut inp) = credit_edge::<Item>(&wire, "run8/layer2-sink", EdgeSpec::blocking(2)).unwrap();
+    out.send_checked(&Item::Marker(1)).unwrap();
+    let receiver = std::thread::spawn(move || (inp.recv_checked(), inp.recv_checked()));
+    std::thread::sleep(Duration::from_millis(1500)); // the receiver has asked after its sender
+    drop(out);
+    let (first, second) = receiver.join().unwrap();
+    assert_eq!((first.unwrap(), second.unwrap()), (Some(Item::Marker(1)), None));
+}
+
 #[test]
 fn dropping_the_oldest_is_refused_on_a_remote_edge() {
     let wire = MemoryWire::new();

@@ -1,6 +1,6 @@
 //! Property fuzzing of everything ffstream reads from a user or a disk (issue 12): pipeline
-//! files and `--set`, the IDX and CIFAR-10 parsers, checkpoints, records, and truncated or
-//! corrupted video files. Every input gives a value or an error, never a panic or a hang; a
+//! files and `--set`, the IDX and CIFAR-10 parsers, checkpoints, records, truncated or
+//! corrupted video files, and the messages of remote edges. Every input gives a value or an error, never a panic or a hang; a
 //! damaged checkpoint never loads as different weights.
 //!
 //! Brief by default (CI); `FFSTREAM_FUZZ_CASES=20000 cargo test --release --test fuzz` runs
@@ -324,5 +324,45 @@ mod video {
                 Err(_) => prop_assert!(false, "decoding panicked"),
             }
         }
+    }
+}
+
+/// A packet with every per-row field set, as an edge between two processes carries it.
+fn wire_packet() -> Vec<u8> {
+    use ffstream::packet::{Message, Packet, Purpose};
+    use ffstream::transport::WireCodec;
+    let mut p = Packet::new(3, 2, Purpose::Train, ndarray::Array2::from_elem((4, 3), 0.5));
+    p.positives = 2;
+    p.negatives = 1;
+    p.neutral = 1;
+    p.layer_goodness = vec![vec![1.0; 4]];
+    p.features = vec![ndarray::Array2::from_elem((1, 2), 0.25)];
+    let mut out = Vec::new();
+    Message::Data(p).encode(&mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(config(2048))]
+
+    /// What arrives on a remote edge (issue 13): any bytes, and damaged packets, decode to a
+    /// message whose per-row fields fit its rows, or to an error; never a panic.
+    #[test]
+    fn edge_messages_of_any_bytes_decode_or_say_why(
+        bytes in vec(any::<u8>(), 0..300),
+        broken in damaged(wire_packet()),
+    ) {
+        use ffstream::packet::Message;
+        use ffstream::transport::WireCodec;
+        for b in [&bytes, &broken] {
+            if let Ok(Message::Data(p)) = Message::decode(b) {
+                let rows = p.x.nrows();
+                prop_assert!(p.positives + p.negatives + p.neutral <= rows);
+                prop_assert!(p.truth.len() == rows && p.goodness.len() == rows && p.frame.len() == rows);
+                prop_assert!(p.layer_goodness.iter().all(|g| g.len() == rows));
+            }
+        }
+        let _ = ffstream::packet::Prediction::decode(&bytes);
+        let _ = ffstream::packet::TopDown::decode(&bytes);
     }
 }

@@ -63,6 +63,12 @@ pub trait Outlet<T>: Send {
     }
     /// Items dropped by the policy so far.
     fn dropped(&self) -> u64;
+    /// Why the edge failed, if it did (a remote edge: a gap, a damaged message, a stall),
+    /// naming the edge. A failed edge looks closed to [`Outlet::send`]; this tells a failure
+    /// from a receiver that finished. In-process edges never fail.
+    fn fault(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The receiving end of an edge.
@@ -74,6 +80,11 @@ pub trait Inlet<T>: Send {
     /// True when no item waits.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Why the edge failed, if it did; see [`Outlet::fault`]. A failed edge ends like a
+    /// finished stream at [`Inlet::recv`]; this tells the two apart.
+    fn fault(&self) -> Option<String> {
+        None
     }
 }
 

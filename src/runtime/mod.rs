@@ -36,6 +36,7 @@
 pub mod barrier;
 pub mod edge;
 mod lockstep;
+pub mod part;
 mod threaded;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use crate::error::{RestoreError, StageError};
 use crate::metrics::{Latency, StageStats};
 pub use crate::packet::{Message, Packet, Prediction, StageState, TopDown};
+pub use part::{Boundary, Part};
 
 /// One step of the pipeline. Owns its state; never reads another stage's weights (FF
 /// locality, kept by ownership: the only thing that leaves a stage is a copy,
@@ -199,6 +201,10 @@ pub enum PipelineError {
     /// The head's source failed.
     #[error(transparent)]
     Source(Box<dyn std::error::Error + Send + Sync>),
+    /// A part of a pipeline spread over processes lacks an edge it needs, or has one it
+    /// cannot use.
+    #[error("this process's part of the pipeline: {0}")]
+    Part(String),
     /// A stage left no state at the barrier of an epoch, or could not write its shard.
     #[error("at the end of epoch {epoch}: {source}")]
     Barrier {
@@ -276,11 +282,28 @@ pub fn run(
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
-    check_topology(&stages)?;
     match wiring.mode {
-        Mode::Threaded => threaded::run(head, stages, sink, wiring, stats, on_epoch),
-        Mode::Lockstep => lockstep::run(head, stages, sink, wiring, stats, on_epoch),
+        Mode::Threaded => run_part(Part::whole(head, stages, sink), wiring, stats, on_epoch),
+        Mode::Lockstep => {
+            check_pairs(&stages)?;
+            check_top(&stages)?;
+            lockstep::run(head, stages, sink, wiring, stats, on_epoch)
+        }
     }
+}
+
+/// Runs this process's part of a pipeline spread over several (always threaded: one thread per
+/// element, as [`run`]). Returns the part's stages and how the stream ended; a part without the
+/// head cannot tell a stop upstream from the end of the stream, and reports
+/// [`Ending::Finished`] when its input ended cleanly (the head's part knows).
+pub fn run_part(
+    part: Part<'_>,
+    wiring: Wiring,
+    stats: &PipelineStats,
+    on_epoch: &mut OnEpoch<'_>,
+) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
+    part.check(stats)?;
+    threaded::run(part, wiring, stats, on_epoch)
 }
 
 /// How the head's end becomes the run's: a failed source is the run's error; a stop, or
@@ -294,7 +317,7 @@ fn ending(played: Result<(), Interrupted>) -> Result<Ending, PipelineError> {
 }
 
 /// Every stage that reads the state above sits under one that sends it.
-fn check_topology(stages: &[Box<dyn Stage>]) -> Result<(), StageError> {
+fn check_pairs(stages: &[Box<dyn Stage>]) -> Result<(), StageError> {
     for pair in stages.windows(2) {
         if pair[0].reads_above() && !pair[1].sends_below() {
             return Err(StageError::Topology {
@@ -303,6 +326,11 @@ fn check_topology(stages: &[Box<dyn Stage>]) -> Result<(), StageError> {
             });
         }
     }
+    Ok(())
+}
+
+/// The chain's last stage reads no state from above (there is none).
+fn check_top(stages: &[Box<dyn Stage>]) -> Result<(), StageError> {
     if let Some(top) = stages.last().filter(|s| s.reads_above()) {
         return Err(StageError::Topology {
             stage: top.name().to_string(),

@@ -4,10 +4,8 @@ use std::time::{Duration, Instant};
 
 use super::barrier::Barrier;
 use super::edge::{self, EdgeSpec, Inlet, Outlet, UNBOUNDED};
-use super::{
-    deliver, frames_rows, panic_message, step, Head, HeadIo, OnEpoch, PipelineError, PipelineStats, Sink, SinkSide,
-};
-use super::{Closed, Ending, Interrupted, Message, Prediction, Stage, TopDown, Wiring};
+use super::{deliver, frames_rows, panic_message, step, HeadIo, OnEpoch, PipelineError, PipelineStats, SinkSide};
+use super::{Closed, Ending, Interrupted, Message, Part, Prediction, Stage, TopDown, Wiring};
 use crate::error::StageError;
 use crate::metrics::StageStats;
 
@@ -85,61 +83,123 @@ fn run_stage(
         stage.learn();
         stats.record(frames, rows, t2 - t1 + t3.elapsed(), t1 - t0, t3 - t2, ports.input.len());
     }
+    // A remote edge that failed ends like a finished stream; the stage says which it was.
+    let faults = [
+        ports.input.fault(),
+        ports.output.fault(),
+        ports.above.as_ref().and_then(|a| a.fault()),
+        ports.below.as_ref().and_then(|b| b.fault()),
+    ];
+    if let Some(reason) = faults.into_iter().flatten().next() {
+        return Err(StageError::Edge { stage: stage.name().to_string(), reason });
+    }
     tracing::debug!("finished");
     Ok(stage)
 }
 
+/// An element's way out, and (if the next element runs here) the next element's way in.
+type Hop = (Option<Box<dyn Outlet<Message>>>, Option<Box<dyn Inlet<Message>>>);
+
+/// The outlet of the edge after an element, and the inlet the next element here reads: a local
+/// edge, or the boundary's edge out when the element is this part's last (no inlet here then).
+fn edge_after(last_here: bool, spec: EdgeSpec, boundary_out: &mut Option<Box<dyn Outlet<Message>>>) -> Hop {
+    if last_here {
+        (boundary_out.take(), None)
+    } else {
+        let (o, i) = edge::local_boxed::<Message>(spec);
+        (Some(o), Some(i))
+    }
+}
+
+/// Runs a part of the chain (the whole chain: [`Part::whole`]), one thread per element.
+/// `part.check` has passed.
 pub(super) fn run(
-    head: &mut dyn Head,
-    stages: Vec<Box<dyn Stage>>,
-    sink: &mut dyn Sink,
+    part: Part<'_>,
     wiring: Wiring,
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
+    let Part { head, stages, first, sink, mut boundary } = part;
     let spec = EdgeSpec::blocking(wiring.capacity);
     let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
-    let barrier = Barrier::new(stages.len(), wiring.shards.clone());
+    let n = stages.len();
+    let barrier = Barrier::new(n, wiring.shards.clone());
     let barrier = &barrier;
-    // Feedback edges: stage k+1 -> stage k wherever stage k reads the state above.
-    let mut aboves: Vec<Option<Box<dyn Inlet<TopDown>>>> = Vec::new();
-    let mut belows: Vec<Option<Box<dyn Outlet<TopDown>>>> = (0..stages.len()).map(|_| None).collect();
+    // Feedback edges: stage k+1 -> stage k wherever stage k reads the state above; the last
+    // stage here reads it over the boundary, the first sends its own over the boundary.
+    let mut aboves: Vec<Option<Box<dyn Inlet<TopDown>>>> = (0..n).map(|_| None).collect();
+    let mut belows: Vec<Option<Box<dyn Outlet<TopDown>>>> = (0..n).map(|_| None).collect();
     for (k, stage) in stages.iter().enumerate() {
-        if stage.reads_above() {
+        if !stage.reads_above() {
+            continue;
+        }
+        if k + 1 < n {
             let (out, inp) = edge::feedback(wiring.capacity, wiring.feedback_delay, TopDown::neutral);
             belows[k + 1] = Some(Box::new(out));
-            aboves.push(Some(Box::new(inp)));
+            aboves[k] = Some(Box::new(inp));
         } else {
-            aboves.push(None);
+            aboves[k] = boundary.above_in.take();
         }
     }
+    if let (Some(first_below), Some(out)) = (belows.first_mut(), boundary.below_out.take()) {
+        *first_below = Some(out);
+    }
+    let has_sink = sink.is_some();
     std::thread::scope(|scope| {
-        let (head_out, mut input) = edge::local_boxed::<Message>(spec);
-        let (mut predictions_out, predictions_in) = edge::local_boxed::<Prediction>(EdgeSpec::blocking(UNBOUNDED));
-        let source_stats = &stats.source;
-        let head_thread = std::thread::Builder::new().name("source".into()).spawn_scoped(scope, move || {
-            let span = tracing::info_span!("head");
-            let _entered = span.enter();
-            let mut io = ChannelIo {
-                output: Some(head_out),
-                predictions: predictions_in,
-                stats: source_stats,
-                last: Instant::now(),
-                waited: Duration::ZERO,
-            };
-            head.run(&mut io)
-        });
-        let head_thread = match head_thread {
-            Ok(h) => Some(h),
-            Err(e) => return Err(StageError::Panicked { stage: "source".into(), message: e.to_string() }.into()),
-        };
-        let mut workers = Vec::new();
         let mut failure: Option<PipelineError> = None;
-        let wired = stages.into_iter().zip(&stats.stages).zip(aboves).zip(belows).enumerate();
-        for (k, (((stage, stage_stats), above), below)) in wired {
-            let (output, next_input) = edge::local_boxed::<Message>(spec);
+        // The inlet the next element reads: from upstream's part, or from the head here.
+        let mut input = boundary.input.take();
+        // The predictions edge: within this part, or across the boundary, or none.
+        let (mut predictions_out, predictions_in) = match (head.is_some(), has_sink) {
+            (true, true) => {
+                let (o, i) = edge::local_boxed::<Prediction>(EdgeSpec::blocking(UNBOUNDED));
+                (Some(o), Some(i))
+            }
+            (true, false) => (None, boundary.predictions_in.take()),
+            (false, _) => (boundary.predictions_out.take(), None),
+        };
+        let mut head_thread = None;
+        if let (Some(head), Some(predictions)) = (head, predictions_in) {
+            let (head_out, next) = edge_after(n == 0 && !has_sink, spec, &mut boundary.output);
+            input = next;
+            let source_stats = &stats.source;
+            let spawned = std::thread::Builder::new().name("source".into()).spawn_scoped(scope, move || {
+                let span = tracing::info_span!("head");
+                let _entered = span.enter();
+                let mut io = ChannelIo {
+                    output: head_out,
+                    predictions,
+                    stats: source_stats,
+                    last: Instant::now(),
+                    waited: Duration::ZERO,
+                };
+                let played = head.run(&mut io);
+                let fault = io.output.as_ref().and_then(|o| o.fault()).or_else(|| io.predictions.fault());
+                (played, fault)
+            });
+            match spawned {
+                Ok(h) => head_thread = Some(h),
+                Err(e) => return Err(StageError::Panicked { stage: "source".into(), message: e.to_string() }.into()),
+            }
+        }
+        let mut workers = Vec::new();
+        let wired = stages.into_iter().zip(aboves).zip(belows).enumerate();
+        for (k, ((stage, above), below)) in wired {
+            // Invariant: `part.check` saw an inlet for the first element here (from the head
+            // or the boundary), and each element here leaves one for the next.
+            let Some(stage_input) = input.take() else {
+                failure = Some(PipelineError::Part("a stage with no edge in".into()));
+                break;
+            };
+            let (output, next) = edge_after(k + 1 == n && !has_sink, spec, &mut boundary.output);
+            let Some(output) = output else {
+                failure = Some(PipelineError::Part("a stage with no edge out".into()));
+                break;
+            };
+            input = next;
             let name = stage.name().to_string();
-            let ports = Ports { input: std::mem::replace(&mut input, next_input), output, above, below };
+            let ports = Ports { input: stage_input, output, above, below };
+            let stage_stats = &stats.stages[first + k];
             match std::thread::Builder::new()
                 .name(name.clone())
                 .spawn_scoped(scope, move || run_stage(stage, k, ports, stage_stats, barrier))
@@ -151,24 +211,33 @@ pub(super) fn run(
                 }
             }
         }
-        let span = tracing::info_span!("sink");
-        let entered = span.enter();
-        let mut last = Instant::now();
-        let mut side = SinkSide { on_epoch, latency: &stats.latency, barrier, names: &names };
-        while failure.is_none() {
-            let Some(message) = input.recv() else { break };
-            let t1 = Instant::now();
-            let (frames, rows) = frames_rows(&message);
-            if let Err(e) = deliver(sink, message, &mut side, |p| {
-                let _ = predictions_out.send(p);
-            }) {
-                failure = Some(e);
-                break;
+        if let Some(sink) = sink {
+            let span = tracing::info_span!("sink");
+            let entered = span.enter();
+            let mut last = Instant::now();
+            let mut side = SinkSide { on_epoch, latency: &stats.latency, barrier, names: &names };
+            while let (None, Some(inlet)) = (&failure, input.as_mut()) {
+                let Some(message) = inlet.recv() else { break };
+                let t1 = Instant::now();
+                let (frames, rows) = frames_rows(&message);
+                if let Err(e) = deliver(sink, message, &mut side, |p| {
+                    if let Some(out) = predictions_out.as_mut() {
+                        let _ = out.send(p);
+                    }
+                }) {
+                    failure = Some(e);
+                    break;
+                }
+                stats.sink.record(frames, rows, t1.elapsed(), t1 - last, Duration::ZERO, inlet.len());
+                last = Instant::now();
             }
-            stats.sink.record(frames, rows, t1.elapsed(), t1 - last, Duration::ZERO, input.len());
-            last = Instant::now();
+            drop(entered);
+            let fault =
+                input.as_ref().and_then(|i| i.fault()).or_else(|| predictions_out.as_ref().and_then(|o| o.fault()));
+            if let Some(reason) = fault {
+                failure = failure.or(Some(StageError::Edge { stage: "sink".into(), reason }.into()));
+            }
         }
-        drop(entered);
         // Closing our ends unblocks everyone: stages see a closed edge, the head a closed
         // prediction edge.
         drop(input);
@@ -185,13 +254,19 @@ pub(super) fn run(
             }
         }
         let played = match head_thread.map(|h| h.join()) {
-            Some(Ok(played)) => played,
+            Some(Ok((played, fault))) => {
+                if let Some(reason) = fault {
+                    failure = failure.or(Some(StageError::Edge { stage: "source".into(), reason }.into()));
+                }
+                played
+            }
             Some(Err(payload)) => {
                 let message = panic_message(payload);
                 failure = failure.or(Some(StageError::Panicked { stage: "source".into(), message }.into()));
                 Err(Interrupted::Stopped)
             }
-            None => Err(Interrupted::Stopped),
+            // The head runs elsewhere: this part's input ended cleanly.
+            None => Ok(()),
         };
         match failure {
             Some(e) => Err(e),

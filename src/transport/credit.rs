@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::envelope::{self, DecodeError, Tag, WireCodec, GONE};
-use super::{Wire, WireError, WirePublisher, WireSubscriber};
+use super::{Wire, WireError, WirePublisher, WireSubscriber, WireWatch};
 use crate::runtime::edge::{Closed, EdgeSpec, Inlet, Outlet, Sent, WhenFull, UNBOUNDED};
 
 /// How long a sender waits for room, or a receiver for an item, before the edge is declared
@@ -41,6 +41,16 @@ pub enum EdgeError {
     Disconnected {
         /// The edge.
         edge: String,
+    },
+    /// The other end went without saying so (its process was killed, or its host left the
+    /// network): a failure, where [`EdgeError::Disconnected`] is a receiver that finished and
+    /// the end of the stream a sender that did.
+    #[error("edge {edge}: the {end} end vanished without a goodbye (its process died or lost the network)")]
+    Vanished {
+        /// The edge.
+        edge: String,
+        /// Which end: `sending` or `receiving`.
+        end: &'static str,
     },
     /// A message was lost, repeated or reordered.
     #[error("edge {edge}: expected message {expected}, got {got} (lost, repeated or reordered)")]
@@ -145,6 +155,14 @@ fn credit_key(edge: &str) -> String {
     format!("ff/{edge}/credit")
 }
 
+/// The sender's liveliness token.
+fn sender_key(edge: &str) -> String {
+    format!("ff/{edge}/sender")
+}
+
+/// How often a waiting receiver asks whether its sender is still there.
+const LIVELINESS_EVERY: Duration = Duration::from_secs(1);
+
 /// The sending end of a remote edge.
 pub struct CreditOutlet<T> {
     edge: String,
@@ -162,6 +180,8 @@ pub struct CreditOutlet<T> {
     stall: Duration,
     dropped: Arc<AtomicU64>,
     error: Option<EdgeError>,
+    /// Says the sender is alive while it is (liveliness, where the wire has it).
+    _alive: Box<dyn Send + Sync>,
     _items: PhantomData<fn(T)>,
 }
 
@@ -175,6 +195,9 @@ pub struct CreditInlet<T> {
     ended: bool,
     stall: Duration,
     error: Option<EdgeError>,
+    /// The sender's liveliness, and whether it was ever seen (alive, or by a message).
+    sender: Box<dyn WireWatch>,
+    sender_seen: bool,
     _items: PhantomData<fn() -> T>,
 }
 
@@ -203,6 +226,7 @@ impl<T: WireCodec> CreditOutlet<T> {
             stall: DEFAULT_STALL,
             dropped: Arc::default(),
             error: None,
+            _alive: wire.token(&sender_key(edge)).map_err(EdgeError::wire(edge))?,
             _items: PhantomData,
         })
     }
@@ -278,7 +302,12 @@ impl<T: WireCodec> CreditOutlet<T> {
             // A receiver that vanished without its last word (a killed process) leaves the
             // data key with no subscriber: the same as its goodbye.
             if self.matched && !self.data.wait_matched(Duration::ZERO).map_err(EdgeError::wire(&self.edge))? {
-                self.gone = true;
+                // Its goodbye may still be on its way on the credit key.
+                std::thread::sleep(Duration::from_millis(50));
+                self.absorb()?;
+                if !self.gone {
+                    return Err(EdgeError::Vanished { edge: self.edge.clone(), end: "receiving" });
+                }
             }
         }
         if self.gone {
@@ -305,6 +334,11 @@ impl<T: WireCodec> Outlet<T> for CreditOutlet<T> {
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Any error but a receiver that said goodbye (it finished or stopped: not a failure here).
+    fn fault(&self) -> Option<String> {
+        self.error.as_ref().filter(|e| !matches!(e, EdgeError::Disconnected { .. })).map(ToString::to_string)
+    }
 }
 
 impl<T> Drop for CreditOutlet<T> {
@@ -327,6 +361,8 @@ impl<T: WireCodec> CreditInlet<T> {
             ended: false,
             stall: DEFAULT_STALL,
             error: None,
+            sender: wire.watch(&sender_key(edge)).map_err(EdgeError::wire(edge))?,
+            sender_seen: false,
             _items: PhantomData,
         })
     }
@@ -354,13 +390,39 @@ impl<T: WireCodec> CreditInlet<T> {
         keep(&mut self.error, result)
     }
 
+    /// Asks whether the sender is still there: an error once it has gone without its end of
+    /// stream (or a message that came meanwhile: its end of stream may have been on its way
+    /// behind its token's withdrawal).
+    fn sender_vanished(&mut self) -> Result<Option<Vec<u8>>, EdgeError> {
+        match self.sender.alive().map_err(EdgeError::wire(&self.edge))? {
+            Some(true) => self.sender_seen = true,
+            Some(false) if self.sender_seen => {
+                let last = self.data.recv_timeout(Duration::from_millis(500)).map_err(EdgeError::wire(&self.edge))?;
+                return match last {
+                    Some(m) => Ok(Some(m)),
+                    None => Err(EdgeError::Vanished { edge: self.edge.clone(), end: "sending" }),
+                };
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
     fn recv_inner(&mut self) -> Result<Option<T>, EdgeError> {
         let started = Instant::now();
+        let mut asked = started;
         let message = loop {
             if let Some(m) = next_within(self.data.as_mut(), &self.edge, started, self.stall)? {
                 break m;
             }
+            if asked.elapsed() >= LIVELINESS_EVERY {
+                asked = Instant::now();
+                if let Some(m) = self.sender_vanished()? {
+                    break m;
+                }
+            }
         };
+        self.sender_seen = true;
         let (seq, tag, body) = envelope::open(&message).map_err(EdgeError::decode(&self.edge))?;
         if seq != self.expected {
             return Err(EdgeError::Gap { edge: self.edge.clone(), expected: self.expected, got: seq });
@@ -387,6 +449,10 @@ impl<T: WireCodec> Inlet<T> for CreditInlet<T> {
     /// Not known on the receiving side of a network (the sender's [`Outlet::len`] is): 0.
     fn len(&self) -> usize {
         0
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.error.as_ref().map(ToString::to_string)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
-use super::{Wire, WireError, WirePublisher, WireSubscriber};
+use super::{Wire, WireError, WirePublisher, WireSubscriber, WireWatch};
 
 /// A key's queue: both ends of one unbounded channel.
 type Key = (Sender<Vec<u8>>, Receiver<Vec<u8>>);
@@ -19,6 +19,8 @@ type Key = (Sender<Vec<u8>>, Receiver<Vec<u8>>);
 #[derive(Clone, Default)]
 pub struct MemoryWire {
     keys: Arc<Mutex<HashMap<String, Key>>>,
+    /// Liveliness: the tokens declared per key.
+    tokens: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl MemoryWire {
@@ -30,6 +32,14 @@ impl MemoryWire {
     fn channel(&self, key: &str) -> Result<Key, WireError> {
         let mut keys = self.keys.lock().map_err(|_| WireError("the memory wire's key table is poisoned".into()))?;
         Ok(keys.entry(key.to_string()).or_insert_with(unbounded).clone())
+    }
+
+    /// Withdraws every token on `key` as a killed process's vanish, without the goodbyes its
+    /// ends would send (tests of a vanished peer).
+    pub fn kill_tokens(&self, key: &str) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.remove(key);
+        }
     }
 
     /// Messages waiting on `key` now (what an engine would be buffering).
@@ -51,6 +61,45 @@ impl Wire for MemoryWire {
 
     fn subscriber(&self, key: &str) -> Result<Box<dyn WireSubscriber>, WireError> {
         Ok(Box::new(MemorySubscriber(self.channel(key)?.1, self.clone())))
+    }
+
+    fn token(&self, key: &str) -> Result<Box<dyn Send + Sync>, WireError> {
+        let mut tokens = self.tokens.lock().map_err(|_| WireError("the memory wire's tokens are poisoned".into()))?;
+        *tokens.entry(key.to_string()).or_default() += 1;
+        Ok(Box::new(MemoryToken { key: key.to_string(), wire: self.clone() }))
+    }
+
+    fn watch(&self, key: &str) -> Result<Box<dyn WireWatch>, WireError> {
+        Ok(Box::new(MemoryWatch { key: key.to_string(), wire: self.clone() }))
+    }
+}
+
+/// A declared token; dropped, it is withdrawn.
+struct MemoryToken {
+    key: String,
+    wire: MemoryWire,
+}
+
+impl Drop for MemoryToken {
+    fn drop(&mut self) {
+        if let Ok(mut tokens) = self.wire.tokens.lock() {
+            if let Some(n) = tokens.get_mut(&self.key) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// A watch on a key's tokens.
+struct MemoryWatch {
+    key: String,
+    wire: MemoryWire,
+}
+
+impl WireWatch for MemoryWatch {
+    fn alive(&mut self) -> Result<Option<bool>, WireError> {
+        let tokens = self.wire.tokens.lock().map_err(|_| WireError("the memory wire's tokens are poisoned".into()))?;
+        Ok(Some(tokens.get(&self.key).is_some_and(|&n| n > 0)))
     }
 }
 

@@ -14,13 +14,21 @@
 //! - [`envelope`]: the bytes of a message on the wire (sequence number, tag, body), and the
 //!   [`WireCodec`] an item type implements to travel.
 //!
+//! - [`packet_wire`]: the runtime's messages (packets, epoch markers, predictions, top-down
+//!   state) in that form: rows and per-row fields, no clocks.
+//!
+//! - [`boundary`]: a pipeline part's edges to the other parts, each a credit edge under keys
+//!   derived from the run's name and the chain's shape.
+//!
 //! - `zenoh::ZenohWire` (cargo feature `dist-zenoh`): a Zenoh peer session over TCP.
 //!
 //! NATS, the documented fallback, would be one more [`Wire`].
 
+pub mod boundary;
 pub mod credit;
 pub mod envelope;
 pub mod memory;
+pub mod packet_wire;
 #[cfg(feature = "dist-zenoh")]
 pub mod zenoh;
 
@@ -40,6 +48,32 @@ pub trait Wire: Send + Sync {
     fn publisher(&self, key: &str) -> Result<Box<dyn WirePublisher>, WireError>;
     /// The subscribing end of `key`: every message published on it from now on, in order.
     fn subscriber(&self, key: &str) -> Result<Box<dyn WireSubscriber>, WireError>;
+    /// Declares the caller alive under `key` until the token is dropped; a killed process's
+    /// tokens vanish with it (Zenoh liveliness). A wire without liveliness gives a token that
+    /// says nothing.
+    fn token(&self, _key: &str) -> Result<Box<dyn Send + Sync>, WireError> {
+        Ok(Box::new(()))
+    }
+    /// A watch on the token of `key`, for the other end of an edge.
+    fn watch(&self, _key: &str) -> Result<Box<dyn WireWatch>, WireError> {
+        Ok(Box::new(Unwatched))
+    }
+}
+
+/// Whether a token is declared somewhere now.
+pub trait WireWatch: Send {
+    /// `Some(true)` while a token on the key is declared, `Some(false)` once none is, `None`
+    /// where the wire cannot tell.
+    fn alive(&mut self) -> Result<Option<bool>, WireError>;
+}
+
+/// The watch of a wire without liveliness.
+struct Unwatched;
+
+impl WireWatch for Unwatched {
+    fn alive(&mut self) -> Result<Option<bool>, WireError> {
+        Ok(None)
+    }
 }
 
 /// Publishes messages on one key.

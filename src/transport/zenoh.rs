@@ -17,7 +17,7 @@ use zenoh::sample::Sample;
 use zenoh::{Config, Session, Wait};
 
 use super::credit::DEFAULT_STALL;
-use super::{Wire, WireError, WirePublisher, WireSubscriber};
+use super::{Wire, WireError, WirePublisher, WireSubscriber, WireWatch};
 
 /// Messages a subscriber holds before the link blocks: the window bounds a data key to its
 /// capacity and a credit key to one message per item, so this is never reached by a run's
@@ -93,6 +93,39 @@ impl Wire for ZenohWire {
             .wait()
             .map_err(wire_err)?;
         Ok(Box::new(ZenohSubscriber(subscriber)))
+    }
+
+    fn token(&self, key: &str) -> Result<Box<dyn Send + Sync>, WireError> {
+        let token = self.session.liveliness().declare_token(key.to_string()).wait().map_err(wire_err)?;
+        Ok(Box::new(token))
+    }
+
+    fn watch(&self, key: &str) -> Result<Box<dyn WireWatch>, WireError> {
+        Ok(Box::new(ZenohWatch { session: self.session.clone(), key: key.to_string() }))
+    }
+}
+
+/// Asks the network for the liveliness tokens of one key (a query per call: only made while
+/// an edge waits).
+struct ZenohWatch {
+    session: Session,
+    key: String,
+}
+
+impl WireWatch for ZenohWatch {
+    fn alive(&mut self) -> Result<Option<bool>, WireError> {
+        let replies = self
+            .session
+            .liveliness()
+            .get(self.key.as_str())
+            .timeout(Duration::from_secs(1))
+            .wait()
+            .map_err(wire_err)?;
+        let mut alive = false;
+        while let Ok(reply) = replies.recv() {
+            alive |= reply.result().is_ok();
+        }
+        Ok(Some(alive))
     }
 }
 

@@ -1,0 +1,355 @@
+//! A pipeline spread over parts (issue 13, items 2 and 4): each part runs its share of the
+//! chain threaded, the parts joined by credit edges on a wire, and the stages end with the
+//! weights they end with when the whole chain runs in one process, bit for bit. Over the
+//! in-memory wire, over two Zenoh peers in this process, and (feature `dist-zenoh`) over
+//! Zenoh between separate OS processes on loopback, each started by this test.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::synthetic_mnist;
+use ffstream::boring_video::{Join, Repeat};
+use ffstream::config::build::{build_head, build_sink, build_stages};
+use ffstream::config::PipelineConfig;
+use ffstream::packet::StageState;
+use ffstream::runtime::{self, Ending, Head, Mode, Part, PipelineStats, Sink, Wiring};
+use ffstream::stage::Stage;
+use ffstream::transport::boundary::{self, EdgeSettings, Placement};
+use ffstream::transport::memory::MemoryWire;
+use ffstream::transport::Wire;
+
+/// The dense net of `tests/pipeline.rs`, or the recurrent net of `tests/recurrent.rs` (its
+/// feedback edges then cross the parts' boundaries too).
+fn config(recurrent: bool) -> PipelineConfig {
+    let (text, file, mut overrides): (&str, &str, Vec<&str>) = if recurrent {
+        (
+            include_str!("../pipeline/mnist-recurrent.toml"),
+            "mnist-recurrent.toml",
+            vec![
+                "stage.1.units=40",
+                "stage.2.units=32",
+                "recurrent.iterations=4",
+                "recurrent.learn_steps=[1, 4]",
+                "recurrent.goodness_steps=[2, 3]",
+            ],
+        )
+    } else {
+        (include_str!("../pipeline/mnist-quick.toml"), "mnist-quick.toml", vec!["model.layers=[48, 40, 32]"])
+    };
+    overrides.extend(["data.epochs=2", "data.batch=50", "head.prediction_delay=2", "eval.every=1", "eval.batch=50"]);
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    PipelineConfig::parse(text, file, &overrides).unwrap()
+}
+
+/// How a part is cut from the chain: the head here or not, the stages `first..first + count`,
+/// the sink here or not.
+#[derive(Clone, Copy, Debug)]
+struct Cut {
+    head: bool,
+    first: usize,
+    count: usize,
+    sink: bool,
+}
+
+/// What a part ends with: its stages' final states and the epochs' measures its sink reported.
+type Outcome = (Vec<StageState>, Vec<std::collections::BTreeMap<String, f64>>);
+
+fn wiring() -> Wiring {
+    Wiring { mode: Mode::Threaded, capacity: 2, feedback_delay: 1, shards: None }
+}
+
+/// The whole chain in one process: the reference.
+fn whole(c: &PipelineConfig) -> Outcome {
+    let parts = [Cut { head: true, first: 0, count: c.stage_names().len(), sink: true }];
+    let wire = MemoryWire::new();
+    run_cut(c, &wire, "whole", parts[0])
+}
+
+/// Runs one part of `c` on `wire`.
+fn run_cut(c: &PipelineConfig, wire: &dyn Wire, run: &str, cut: Cut) -> Outcome {
+    let names = c.stage_names();
+    let recurrent = c.is_recurrent();
+    let mut stages: Vec<Box<dyn Stage>> = build_stages(c);
+    let chain: Vec<(String, bool)> = stages.iter().map(|s| (s.name().to_string(), s.reads_above())).collect();
+    let mine: Vec<Box<dyn Stage>> = stages.drain(cut.first..cut.first + cut.count).collect();
+    let at = Placement {
+        run: run.into(),
+        head: cut.head,
+        first: cut.first,
+        count: cut.count,
+        sink: cut.sink,
+        stages: chain,
+    };
+    let settings = EdgeSettings { capacity: 2, feedback_delay: 1, stall: Duration::from_secs(60) };
+    let boundary = if cut.head && cut.sink && cut.count == names.len() {
+        runtime::Boundary::default()
+    } else {
+        boundary::open(wire, &at, settings).unwrap()
+    };
+    let steps = c.recurrent_settings();
+    // A recurrent net plays each packet for its steps and joins its goodness steps at the sink.
+    let mut head: Option<Box<dyn Head>> = cut.head.then(|| {
+        let h = build_head(c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
+        if recurrent {
+            Box::new(Repeat::new(h, steps.steps())) as Box<dyn Head>
+        } else {
+            Box::new(h)
+        }
+    });
+    let mut sink: Option<Box<dyn Sink>> = cut.sink.then(|| {
+        let s = build_sink(c);
+        let [from, to] = steps.goodness_steps;
+        if recurrent {
+            Box::new(Join::new(s, from..=to)) as Box<dyn Sink>
+        } else {
+            Box::new(s)
+        }
+    });
+    let head = head.as_mut().map(|h| h.as_mut() as &mut dyn Head);
+    let sink = sink.as_mut().map(|s| s.as_mut() as &mut dyn Sink);
+    let part = Part { head, stages: mine, first: cut.first, sink, boundary };
+    let stats = PipelineStats::new(&names);
+    let mut measures = Vec::new();
+    let (stages, ending) = runtime::run_part(part, wiring(), &stats, &mut |r| {
+        measures.push(r.measures);
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("part {cut:?}: {e}"));
+    assert_eq!(ending, Ending::Finished);
+    (stages.iter().map(|s| s.snapshot()).collect(), measures)
+}
+
+/// Runs the parts of `c` on threads of this process, each on its own wire end.
+fn spread(c: &PipelineConfig, wires: &[&dyn Wire], run: &str, cuts: &[Cut]) -> Vec<Outcome> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cuts
+            .iter()
+            .enumerate()
+            .map(|(i, &cut)| {
+                let wire = wires[i % wires.len()];
+                s.spawn(move || run_cut(c, wire, run, cut))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// The parts' stages, in chain order, equal the whole chain's, and the sink's part reports the
+/// same measures every epoch.
+fn assert_same(whole: &Outcome, parts: &[Outcome]) {
+    let states: Vec<&StageState> = parts.iter().flat_map(|p| &p.0).collect();
+    assert_eq!(states.len(), whole.0.len());
+    for (a, b) in states.iter().zip(&whole.0) {
+        assert_eq!(a.stage, b.stage);
+        assert_eq!(a.tensors, b.tensors, "stage {} differs from the run in one process", a.stage);
+    }
+    let measures = &parts.iter().find(|p| !p.1.is_empty()).expect("a part with the sink").1;
+    assert_eq!(measures, &whole.1);
+    assert_eq!(measures.len(), 2, "an epoch report per epoch");
+}
+
+const HEAD_AND_ONE: [Cut; 2] =
+    [Cut { head: true, first: 0, count: 1, sink: false }, Cut { head: false, first: 1, count: 2, sink: true }];
+
+const EVERY_ELEMENT_APART: [Cut; 5] = [
+    Cut { head: true, first: 0, count: 0, sink: false },
+    Cut { head: false, first: 0, count: 1, sink: false },
+    Cut { head: false, first: 1, count: 1, sink: false },
+    Cut { head: false, first: 2, count: 1, sink: false },
+    Cut { head: false, first: 3, count: 0, sink: true },
+];
+
+#[test]
+fn parts_on_a_wire_end_with_the_weights_of_one_process() {
+    let c = config(false);
+    let reference = whole(&c);
+    // The stages learned (the comparison is not between untouched weights).
+    assert_ne!(build_stages(&c)[0].snapshot().tensors, reference.0[0].tensors);
+    let wire = MemoryWire::new();
+    assert_same(&reference, &spread(&c, &[&wire], "dense-2", &HEAD_AND_ONE));
+    // Head alone, every stage alone, the sink alone: the predictions edge and every forward
+    // edge cross a boundary.
+    assert_same(&reference, &spread(&c, &[&wire], "dense-5", &EVERY_ELEMENT_APART));
+}
+
+#[test]
+fn a_recurrent_net_split_between_its_layers_keeps_its_feedback_edges() {
+    let c = config(true);
+    let reference = whole(&c);
+    let wire = MemoryWire::new();
+    assert_eq!(c.stage_names().len(), 2);
+    // Layer 1 reads layer 2's state: that feedback edge crosses the boundary.
+    let cuts =
+        [Cut { head: true, first: 0, count: 1, sink: false }, Cut { head: false, first: 1, count: 1, sink: true }];
+    assert_same(&reference, &spread(&c, &[&wire], "recurrent-2", &cuts));
+}
+
+#[test]
+fn a_part_without_an_edge_it_needs_is_refused_with_a_sentence() {
+    let c = config(false);
+    let mut sink = build_sink(&c);
+    let stages: Vec<Box<dyn Stage>> = build_stages(&c).into_iter().skip(1).collect();
+    let part = Part { head: None, stages, first: 1, sink: Some(&mut sink), boundary: Default::default() };
+    let stats = PipelineStats::new(&c.stage_names());
+    let err = runtime::run_part(part, wiring(), &stats, &mut |_| Ok(())).err().unwrap().to_string();
+    assert!(err.contains("needs an edge in from upstream"), "{err}");
+}
+
+/// A sender that dies mid-stream: the part downstream stops with an error naming the edge and
+/// its stage, not with a clean end.
+#[test]
+fn a_damaged_stream_stops_the_part_with_the_edge_named() {
+    use ffstream::runtime::Message;
+    use ffstream::transport::envelope::{seal, Tag};
+    let c = config(false);
+    let wire = MemoryWire::new();
+    let chain = c.stage_names().into_iter().map(|n| (n, false)).collect();
+    let at = Placement { run: "broken".into(), head: false, first: 1, count: 2, sink: true, stages: chain };
+    let settings = EdgeSettings { capacity: 2, feedback_delay: 1, stall: Duration::from_secs(5) };
+    let b = boundary::open(&wire, &at, settings).unwrap();
+    // Message 1 where 0 is due: a gap.
+    let mut publisher = wire.publisher("ff/broken/layer1-layer2/data").unwrap();
+    let m = Message::EpochEnd { epoch: 1, stamp: std::time::Instant::now() };
+    publisher.put(seal(1, Tag::Item, |out| ffstream::transport::WireCodec::encode(&m, out))).unwrap();
+    let mut sink = build_sink(&c);
+    let stages: Vec<Box<dyn Stage>> = build_stages(&c).into_iter().skip(1).collect();
+    let part = Part { head: None, stages, first: 1, sink: Some(&mut sink), boundary: b };
+    let stats = PipelineStats::new(&c.stage_names());
+    let err = runtime::run_part(part, wiring(), &stats, &mut |_| Ok(())).err().unwrap().to_string();
+    assert!(
+        err.contains("layer2") && err.contains("broken/layer1-layer2") && err.contains("expected message 0"),
+        "{err}"
+    );
+}
+
+#[cfg(feature = "dist-zenoh")]
+mod over_zenoh {
+    use super::*;
+    use ffstream::transport::zenoh::{Peers, ZenohWire};
+    use std::time::Instant;
+
+    fn free_endpoint() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("tcp/127.0.0.1:{port}")
+    }
+
+    fn connected(listen: &str) -> (ZenohWire, ZenohWire) {
+        let a = ZenohWire::open(&Peers { listen: vec![listen.to_string()], connect: vec![] }).unwrap();
+        let b = ZenohWire::open(&Peers { listen: vec![], connect: vec![listen.to_string()] }).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (a.peers() == 0 || b.peers() == 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(a.peers() > 0 && b.peers() > 0, "the two Zenoh peers did not connect");
+        (a, b)
+    }
+
+    #[test]
+    fn parts_on_two_zenoh_peers_end_with_the_weights_of_one_process() {
+        let c = config(false);
+        let reference = whole(&c);
+        let (a, b) = connected(&free_endpoint());
+        assert_same(&reference, &spread(&c, &[&a, &b], "zenoh-dense", &HEAD_AND_ONE));
+    }
+
+    /// The child's side of the multi-process test: runs the part `FFSTREAM_PART` names over a
+    /// Zenoh peer and prints its stages' states as one hash line. Only runs when the parent
+    /// starts it (the variable unset: nothing to do).
+    #[test]
+    fn child_part() {
+        let Ok(spec) = std::env::var("FFSTREAM_PART") else { return };
+        // "<index> <listen or -> <connect or -> <epochs>"
+        let fields: Vec<&str> = spec.split_whitespace().collect();
+        let index: usize = fields[0].parse().unwrap();
+        let epochs = format!("data.epochs={}", fields[3]);
+        let endpoint = |s: &str| if s == "-" { vec![] } else { vec![s.to_string()] };
+        let wire = ZenohWire::open(&Peers { listen: endpoint(fields[1]), connect: endpoint(fields[2]) }).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while wire.peers() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut c = config(false);
+        c = PipelineConfig::parse(&toml::to_string(&c).unwrap(), "child.toml", &[epochs]).unwrap();
+        let outcome = run_cut(&c, &wire, "processes", HEAD_AND_ONE[index]);
+        println!("PART {index} {}", digest(&outcome.0));
+    }
+
+    /// The stages' tensors as one hex digest (what the processes compare).
+    fn digest(states: &[StageState]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for s in states {
+            for (name, shape, values) in &s.tensors {
+                h.update(name.as_bytes());
+                h.update(format!("{shape:?}").as_bytes());
+                for v in values {
+                    h.update(v.to_le_bytes());
+                }
+            }
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The two parts of [`HEAD_AND_ONE`] as two processes of this test binary, peers on a
+    /// free loopback port, each training `epochs` epochs.
+    fn two_processes(epochs: u32) -> Vec<std::process::Child> {
+        let listen = free_endpoint();
+        let exe = std::env::current_exe().unwrap();
+        (0..2)
+            .map(|i| {
+                let spec = if i == 0 { format!("0 {listen} - {epochs}") } else { format!("1 - {listen} {epochs}") };
+                std::process::Command::new(&exe)
+                    .args(["over_zenoh::child_part", "--exact", "--nocapture", "--test-threads=1"])
+                    .env("FFSTREAM_PART", spec)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// A part killed mid-run: the other part stops within seconds, with an error that names the
+    /// edge to the part that vanished (not a clean end, and not after the 60 s stall limit).
+    #[test]
+    fn a_killed_part_stops_the_other_with_the_edge_named() {
+        for killed in [1, 0] {
+            let mut children = two_processes(2000);
+            std::thread::sleep(Duration::from_secs(3));
+            children[killed].kill().unwrap();
+            let _ = children[killed].wait();
+            let started = Instant::now();
+            let other = children.remove(1 - killed).wait_with_output().unwrap();
+            let waited = started.elapsed();
+            let text = String::from_utf8_lossy(&other.stderr).to_string() + &String::from_utf8_lossy(&other.stdout);
+            assert!(
+                !other.status.success(),
+                "part {} ended cleanly after part {killed} was killed: {text}",
+                1 - killed
+            );
+            assert!(text.contains("vanished") && text.contains("processes/"), "part {killed} killed: {text}");
+            assert!(waited < Duration::from_secs(20), "noticed after {waited:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn parts_in_two_processes_end_with_the_weights_hash_of_one_process() {
+        let reference = whole(&config(false));
+        let children = two_processes(2);
+        let mut hashes = Vec::new();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "part {i} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+            // The harness prints the test's name on the same line first.
+            let tag = format!("PART {i} ");
+            let at = stdout.find(&tag).unwrap_or_else(|| panic!("no `{tag}` line from part {i}: {stdout}"));
+            hashes.push(stdout[at + tag.len()..].split_whitespace().next().unwrap_or_default().to_string());
+        }
+        assert_eq!(hashes[0], digest(&reference.0[..1]), "layer1 in process 1");
+        assert_eq!(hashes[1], digest(&reference.0[1..]), "layer2 and layer3 in process 2");
+    }
+}
