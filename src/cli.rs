@@ -66,6 +66,12 @@ pub enum Command {
         /// Serve per-stage counters for Prometheus at http://ADDR/metrics (e.g. 127.0.0.1:9898).
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<String>,
+        /// Run only part N (1-based) of the file's [placement], on this host.
+        #[arg(long, value_name = "N", conflicts_with = "launch")]
+        part: Option<usize>,
+        /// Start every part of the file's [placement] as a process on this host, and wait for them.
+        #[arg(long)]
+        launch: bool,
     },
     /// Score a run's last checkpoint on the validation and test splits.
     Eval {
@@ -252,6 +258,8 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
         quiet: false,
         threads: 0,
         metrics_addr: None,
+        part: None,
+        launch: false,
     });
     match command {
         Command::Run {
@@ -265,6 +273,8 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             quiet,
             threads,
             metrics_addr,
+            part,
+            launch,
         } => {
             if let Some(dir) = data_dir.as_ref().filter(|d| !d.is_dir()) {
                 bail!("--data-dir {} is not a folder", dir.display());
@@ -279,6 +289,23 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 let (text, origin) = pipeline_text(pipeline.as_deref().unwrap_or(DEFAULT_PIPELINE))?;
                 PipelineConfig::parse(&text, &origin, &overrides)?
             };
+            if let (Some(placement), None) = (&config.placement, part) {
+                if launch {
+                    let name = pipeline.as_deref().unwrap_or(DEFAULT_PIPELINE);
+                    let flags =
+                        LaunchFlags { data_dir: data_dir.as_deref(), runs_dir: &runs_dir, record, replace_record };
+                    return launch_parts(placement, name, &overrides, &flags, out);
+                }
+                tracing::info!(
+                    "the file places its elements in {} parts; running all of them in this process (--launch, or --part N on each host, to spread them)",
+                    placement.parts.len()
+                );
+            } else if launch {
+                bail!("--launch starts the parts of the file's [placement], and `{}` has none", config.name);
+            }
+            if part.is_some() && resume.is_some() {
+                bail!("--part with --resume: resuming a run spread over processes is not built yet");
+            }
             let options = RunOptions {
                 // What the command named, for a speedrun's command line (a resume names none).
                 pipeline: resume.is_none().then(|| pipeline.clone().unwrap_or_else(|| DEFAULT_PIPELINE.to_string())),
@@ -293,6 +320,7 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 threads,
                 live,
                 metrics_addr,
+                part: part.map(|p| p.saturating_sub(1)),
             };
             writeln!(
                 out,
@@ -303,6 +331,19 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             )?;
             let outcome = session::run(&config, &options)?;
             writeln!(out, "{}", outcome.table)?;
+            if let (Some(p), Some(placement)) = (part, &config.placement) {
+                if p < placement.parts.len() {
+                    // The errors are measured at the sink, in the last part.
+                    writeln!(
+                        out,
+                        "Part {p} of {} finished ({:.1} s).",
+                        placement.parts.len(),
+                        outcome.record.wall_time_s
+                    )?;
+                    writeln!(out, "Run folder: {}", outcome.run_dir.display())?;
+                    return Ok(());
+                }
+            }
             let fmt =
                 |m: &record::ErrorsPct| m.iter().map(|(k, v)| format!("{k} {v:.2}%")).collect::<Vec<_>>().join(", ");
             let metrics = &outcome.record.metrics;
@@ -439,4 +480,61 @@ fn between_markers(text: String, name: &str, body: &str) -> String {
         (Some(a), Some(b)) => format!("{}{begin}\n{body}{}", &text[..a], &text[b..]),
         _ => text,
     }
+}
+
+/// The `run` flags every part of a launch gets.
+struct LaunchFlags<'a> {
+    data_dir: Option<&'a std::path::Path>,
+    runs_dir: &'a std::path::Path,
+    record: bool,
+    replace_record: bool,
+}
+
+/// `--launch`: every part of `placement` as a process of this binary on this host (`run ...
+/// --part I`), their output on this terminal; waits for all of them. The sink's part (the last)
+/// draws the live line and writes the record; the others run quiet.
+fn launch_parts(
+    placement: &crate::config::PlacementConfig,
+    pipeline: &str,
+    overrides: &[String],
+    flags: &LaunchFlags<'_>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program to start the parts")?;
+    let parts = placement.parts.len();
+    let mut children = Vec::new();
+    for i in 1..=parts {
+        let mut command = std::process::Command::new(&exe);
+        command.args(["run", pipeline, "--part", &i.to_string(), "--runs-dir"]).arg(flags.runs_dir);
+        for o in overrides {
+            command.args(["--set", o]);
+        }
+        if let Some(dir) = flags.data_dir {
+            command.arg("--data-dir").arg(dir);
+        }
+        if flags.record {
+            command.arg("--record");
+        }
+        if flags.replace_record {
+            command.arg("--replace-record");
+        }
+        if i < parts {
+            command.arg("--quiet");
+        }
+        let child = command.spawn().with_context(|| format!("cannot start part {i}"))?;
+        writeln!(out, "Started part {i} of {parts} ({}), process {}.", placement.parts[i - 1].join(", "), child.id())?;
+        children.push(child);
+    }
+    let mut failed = Vec::new();
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = child.wait().with_context(|| format!("cannot wait for part {}", i + 1))?;
+        if !status.success() {
+            failed.push(format!("part {} ({status})", i + 1));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{} of {parts} parts failed: {}", failed.len(), failed.join(", "));
+    }
+    writeln!(out, "All {parts} parts finished.")?;
+    Ok(())
 }

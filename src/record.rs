@@ -85,9 +85,9 @@ pub struct Record {
 
 /// All records under `results/`.
 /// Keys of a record's `pipeline` that do not make it another experiment: the seed (records of
-/// seeds sit side by side), the paper's description, and what only sets how many threads do
-/// the same work (the results are bit-identical: tested).
-const NOT_THE_EXPERIMENT: [&str; 3] = ["seed", "paper", "threads"];
+/// seeds sit side by side), the paper's description, and what only sets how many threads or
+/// processes do the same work (the results are bit-identical: tested).
+const NOT_THE_EXPERIMENT: [&str; 4] = ["seed", "paper", "threads", "placement"];
 
 /// The first setting where two pipelines (as records store them) are different experiments:
 /// `(dotted key, value in a, value in b)`. Keys only one side has are skipped: a record

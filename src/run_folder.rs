@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub threads: usize,
     /// Serve the run's counters for Prometheus at this address (`--metrics-addr`).
     pub metrics_addr: Option<String>,
+    /// Run only this part (0-based) of the file's `[placement]` (`--part`, 1-based).
+    pub part: Option<usize>,
 }
 
 impl RunOptions {
@@ -216,7 +218,8 @@ pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<
         return Ok((dir.clone(), state));
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let dir = new_run_folder(&options.runs_dir, &format!("{}-seed{}-{stamp}", config.name, config.seed))?;
+    let part = options.part.map(|i| format!("-part{}", i + 1)).unwrap_or_default();
+    let dir = new_run_folder(&options.runs_dir, &format!("{}-seed{}{part}-{stamp}", config.name, config.seed))?;
     std::fs::write(dir.join("pipeline.toml"), toml::to_string(config)?)?;
     let meta = serde_json::json!({
         "commit": git_commit(), "machine": machine(), "matmul": crate::matmul::backend_name(),

@@ -352,4 +352,100 @@ mod over_zenoh {
         assert_eq!(hashes[0], digest(&reference.0[..1]), "layer1 in process 1");
         assert_eq!(hashes[1], digest(&reference.0[1..]), "layer2 and layer3 in process 2");
     }
+
+    /// The shard a stage of the run folder under `runs` whose name contains `tag` wrote at the
+    /// end of `epoch`.
+    fn shard(runs: &std::path::Path, tag: &str, stage: &str, epoch: u32) -> Vec<u8> {
+        let dir = std::fs::read_dir(runs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().contains(tag))
+            .unwrap_or_else(|| panic!("no run folder with `{tag}` in {}", runs.display()));
+        let path = dir.join(format!("checkpoint/{stage}.e{epoch}.safetensors"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// `ffstream run FILE --launch`: the file's [placement] starts two processes on this host,
+    /// and they end with the shards and the record of the same file run in one process.
+    #[test]
+    fn a_launched_placement_records_what_one_process_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("placed.toml");
+        let text = include_str!("../pipeline/mnist-quick.toml").to_string()
+            + &format!(
+                "\n[placement]\nparts = [[\"source\", \"layer1\"], [\"layer2\", \"layer3\", \"layer4\", \"sink\"]]\nendpoints = [\"{}\", \"{}\"]\nstall_s = 60\n",
+                free_endpoint(),
+                free_endpoint()
+            );
+        std::fs::write(&file, text).unwrap();
+        let sets = [
+            "data.train_size=1000",
+            "data.validation_size=500",
+            "stage.1.units=64",
+            "stage.2.units=48",
+            "stage.3.units=40",
+            "stage.4.units=32",
+        ];
+        let run = |runs: &str, launch: bool| {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ffstream"));
+            command.arg("run").arg(&file).args(["--quiet", "--runs-dir"]).arg(dir.path().join(runs));
+            for s in sets {
+                command.args(["--set", s]);
+            }
+            if launch {
+                command.arg("--launch");
+            }
+            let out = command.output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            text
+        };
+        let launched = run("parts", true);
+        assert!(launched.contains("All 2 parts finished"), "{launched}");
+        run("one", false);
+        let (parts, one) = (dir.path().join("parts"), dir.path().join("one"));
+        assert_eq!(shard(&parts, "part1", "layer1", 2), shard(&one, "seed0", "layer1", 2), "layer1");
+        for stage in ["layer2", "layer3", "layer4", "readout"] {
+            assert_eq!(shard(&parts, "part2", stage, 2), shard(&one, "seed0", stage, 2), "{stage}");
+        }
+        let record = |runs: &std::path::Path, tag: &str| -> serde_json::Value {
+            let dir = std::fs::read_dir(runs)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.to_string_lossy().contains(tag))
+                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("record.json")).unwrap()).unwrap()
+        };
+        let (a, b) = (record(&parts, "part2"), record(&one, "seed0"));
+        assert_eq!(a["metrics"], b["metrics"]);
+        assert!(a["metrics"]["test_error_pct"]["softmax"].as_f64().is_some(), "{a}");
+        // Only the sink's part writes a record.
+        let part1 = std::fs::read_dir(&parts)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("part1"))
+            .unwrap();
+        assert!(!part1.join("record.json").exists());
+    }
+}
+
+/// `[placement]` is checked when the file is read: the chain in order, and only where every
+/// measure passes through the pipeline.
+#[test]
+fn a_placement_is_refused_with_a_sentence_where_it_cannot_run() {
+    let placed = |text: &str, parts: &str| {
+        let text =
+            format!("{text}\n[placement]\nparts = {parts}\nendpoints = [\"tcp/127.0.0.1:1\", \"tcp/127.0.0.1:2\"]\n");
+        PipelineConfig::parse(&text, "placed.toml", &[]).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let quick = include_str!("../pipeline/mnist-quick.toml");
+    placed(quick, r#"[["source", "layer1"], ["layer2", "layer3", "layer4", "sink"]]"#).unwrap();
+    let e = placed(quick, r#"[["source", "layer2"], ["layer1", "layer3", "layer4", "sink"]]"#).unwrap_err();
+    assert!(e.contains("placement") && e.contains("in order"), "{e}");
+    let video = include_str!("../pipeline/moving-mnist.toml");
+    let e = placed(video, r#"[["source", "layer1"], ["layer2", "layer3", "sink"]]"#).unwrap_err();
+    assert!(e.contains("placement") && e.contains("frame stream"), "{e}");
 }

@@ -6,6 +6,7 @@
 
 pub mod build;
 mod legacy;
+pub mod placement;
 pub mod sections;
 pub mod shipped;
 pub mod stage;
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use placement::{PartCut, PlacementConfig};
 pub use sections::{
     Cifar10Source, FrameHeadSpec, FrameOrder, HeadSpec, IdxSource, LabelledHeadSpec, MnistSource, MovingMnistSettings,
     ProbeSettings, ReadoutSettings, Roles, SinkSpec, SoftmaxProbeSettings, SourceSpec,
@@ -449,6 +451,9 @@ pub struct PipelineConfig {
     /// A speedrun's target (`[speedrun]`; see [`SpeedrunConfig`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speedrun: Option<SpeedrunConfig>,
+    /// Which elements run in which process (`[placement]`; see [`placement`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementConfig>,
 }
 
 /// A finite number above zero (NaN is not).
@@ -810,6 +815,25 @@ impl PipelineConfig {
         Ok(())
     }
 
+    /// A placement covers the chain, and the run is one whose every measure passes through the
+    /// pipeline (a frame stream's final probes read every stage at once, in one process).
+    fn validate_placement(&self) -> Result<(), (String, String)> {
+        let Some(p) = &self.placement else { return Ok(()) };
+        let fail = |message: String| Err(("placement".to_string(), message));
+        if self.trainer != Trainer::Ff {
+            return fail("places FF stages; a backprop twin runs in one process: remove it".into());
+        }
+        if self.is_frame_stream() {
+            return fail(
+                "a frame stream's final probes read every stage in one process; parts of one are not built yet".into(),
+            );
+        }
+        if self.pipeline.as_ref().is_some_and(|r| r.mode == crate::runtime::Mode::Lockstep) {
+            return fail("parts run threaded; pipeline.mode = \"lockstep\" runs in one thread: remove one".into());
+        }
+        p.check(&self.stage_names()).or_else(fail)
+    }
+
     /// Range checks, as `(dotted key, complaint)`.
     fn validate(&self) -> Result<(), (String, String)> {
         let fail = |key: &str, message: &str| Err((key.to_string(), message.to_string()));
@@ -820,6 +844,7 @@ impl PipelineConfig {
         }
         self.validate_stages()?;
         Roles::check(self)?;
+        self.validate_placement()?;
         if self.trainer == Trainer::Backprop && self.pipeline.is_some() {
             return fail(
                 "pipeline",

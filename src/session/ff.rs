@@ -31,6 +31,8 @@ pub struct Play<'a> {
     pub wiring: Wiring,
     /// The per-stage counters.
     pub stats: &'a PipelineStats,
+    /// The part of the file's `[placement]` this process runs (0-based); none: the whole chain.
+    pub part: Option<usize>,
 }
 
 /// One workload (a dataset of labelled rows, a frame stream): its head, its sink, and what
@@ -115,8 +117,15 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
         }
         Ok(())
     };
-    let play =
-        Play { config, first_epoch, stop: Arc::clone(&session.stop), progress: &progress, wiring, stats: &stats };
+    let play = Play {
+        config,
+        first_epoch,
+        stop: Arc::clone(&session.stop),
+        progress: &progress,
+        wiring,
+        stats: &stats,
+        part: options.part,
+    };
     let played = workload.play(play, stages, &mut on_epoch);
     drop(reporter);
     let (stages, ending) = played?;

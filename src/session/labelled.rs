@@ -90,7 +90,24 @@ impl Workload for Labelled {
     ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
         let mut head = build_head(play.config, Arc::clone(&self.data), play.first_epoch, play.stop);
         head.publish_to(Arc::clone(play.progress));
-        run_labelled(play.config, &mut head, stages, &mut self.sink, play.wiring, play.stats, on_epoch)
+        let Some(part) = play.part else {
+            return run_labelled(play.config, &mut head, stages, &mut self.sink, play.wiring, play.stats, on_epoch);
+        };
+        // One part of a pipeline spread over processes: the same head and sink, as a recurrent
+        // net's boring video wraps them in one process.
+        let config = play.config;
+        let recurrent = config.recurrent_settings();
+        let [from, to] = recurrent.goodness_steps;
+        let (mut repeat, mut join);
+        let (head, sink): (&mut dyn runtime::Head, &mut dyn Sink) = if config.is_recurrent() {
+            repeat = Repeat::new(&mut head, recurrent.steps());
+            join = Join::new(&mut self.sink, from..=to);
+            (&mut repeat, &mut join)
+        } else {
+            (&mut head, &mut self.sink)
+        };
+        let elements = super::parts::Elements { head, stages, sink };
+        super::parts::run(config, part, elements, play.wiring, play.stats, on_epoch)
     }
 
     fn apply_epoch(report: &EpochReport, state: &mut RunState, _config: &PipelineConfig, seconds: f64) -> String {

@@ -13,6 +13,7 @@
 pub mod ff;
 pub mod frames;
 pub mod labelled;
+pub mod parts;
 pub mod twin;
 
 use std::path::{Path, PathBuf};
@@ -41,15 +42,29 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     // An idx folder's image size and classes come from its files: read them before anything
     // is built for them.
     let config = &config.resolved(options.data_dir.as_deref())?;
+    // One part of a pipeline spread over processes: the sink's part measures, so it alone
+    // writes the record.
+    let measures = match (options.part, &config.placement) {
+        (None, _) => true,
+        (Some(_), None) => bail!("--part runs a part of the file's [placement], and `{}` has none", config.name),
+        (Some(_), Some(_)) if options.resume.is_some() => {
+            bail!("resuming a run spread over processes is not built yet")
+        }
+        (Some(i), Some(p)) if i >= p.parts.len() => bail!("--part {} of a placement of {} parts", i + 1, p.parts.len()),
+        (Some(i), Some(p)) => i + 1 == p.parts.len(),
+    };
     // A run that would replace a committed record of another experiment stops before it starts.
-    let record_path =
-        options.results_dir.as_ref().map(|r| r.join(&config.name).join(format!("seed{}.json", config.seed)));
+    let record_path = options
+        .results_dir
+        .as_ref()
+        .filter(|_| measures)
+        .map(|r| r.join(&config.name).join(format!("seed{}.json", config.seed)));
     let settings = serde_json::to_value(config)?;
     if let Some(path) = &record_path {
         crate::record::check_replaceable(path, &settings, options.replace_record).map_err(anyhow::Error::msg)?;
     }
     let speedrun_path = match (&options.results_dir, &config.speedrun) {
-        (Some(results), Some(_)) => Some(crate::speedrun::path(results, &config.name)),
+        (Some(results), Some(_)) if measures => Some(crate::speedrun::path(results, &config.name)),
         _ => None,
     };
     if let Some(path) = &speedrun_path {
@@ -107,7 +122,7 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
         state.seconds = wall;
     }
     save_state(&dir, &state)?;
-    if completed {
+    if completed && measures {
         std::fs::write(dir.join("record.json"), serde_json::to_string_pretty(&record)?)?;
         if let Some(path) = &record_path {
             // Checked again: another run may have recorded meanwhile. The run folder keeps
@@ -119,7 +134,8 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
             }
             std::fs::write(path, serde_json::to_string_pretty(&record)?)?;
         }
-        if let (Some(results), Some(speedrun)) = (&options.results_dir, &config.speedrun) {
+        if let (Some(results), Some(speedrun), true) = (&options.results_dir, &config.speedrun, speedrun_path.is_some())
+        {
             let run = crate::speedrun::run_of(&record, speedrun, options.pipeline.as_deref());
             let written = crate::speedrun::write(results, config, run, options.replace_record)
                 .map_err(|e| anyhow::anyhow!("{e}; this run's record is in {}", dir.join("record.json").display()))?;

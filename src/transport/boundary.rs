@@ -21,6 +21,9 @@ use super::{Wire, WireCodec};
 use crate::runtime::edge::{EdgeSpec, UNBOUNDED};
 use crate::runtime::{Boundary, Message, Prediction, TopDown};
 
+/// The longest an outlet's drop waits for its receiver's goodbye.
+const LINGER: Duration = Duration::from_secs(10);
+
 /// Where a part sits in its chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
@@ -87,7 +90,8 @@ pub fn open(wire: &dyn Wire, at: &Placement, settings: EdgeSettings) -> Result<B
         spec: EdgeSpec,
         stall: Duration,
     ) -> Result<CreditOutlet<T>, EdgeError> {
-        CreditOutlet::open(wire, &key, spec).map(|o| o.with_stall(stall))
+        // The end of stream must reach the other part before this process may exit.
+        CreditOutlet::open(wire, &key, spec).map(|o| o.with_stall(stall).with_linger(stall.min(LINGER)))
     }
     let mut b = Boundary::default();
     // Receiving ends.

@@ -180,6 +180,8 @@ pub struct CreditOutlet<T> {
     stall: Duration,
     dropped: Arc<AtomicU64>,
     error: Option<EdgeError>,
+    /// How long a drop waits for the receiver's goodbye.
+    linger: Duration,
     /// Says the sender is alive while it is (liveliness, where the wire has it).
     _alive: Box<dyn Send + Sync>,
     _items: PhantomData<fn(T)>,
@@ -226,6 +228,7 @@ impl<T: WireCodec> CreditOutlet<T> {
             stall: DEFAULT_STALL,
             dropped: Arc::default(),
             error: None,
+            linger: Duration::ZERO,
             _alive: wire.token(&sender_key(edge)).map_err(EdgeError::wire(edge))?,
             _items: PhantomData,
         })
@@ -234,6 +237,13 @@ impl<T: WireCodec> CreditOutlet<T> {
     /// The stall limit (default [`DEFAULT_STALL`]).
     pub fn with_stall(mut self, stall: Duration) -> Self {
         self.stall = stall;
+        self
+    }
+
+    /// On drop, after the end of stream, waits up to `linger` for the receiver's goodbye, so the
+    /// end reaches a receiver in another process before this one exits (default: no wait).
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -345,6 +355,25 @@ impl<T> Drop for CreditOutlet<T> {
     fn drop(&mut self) {
         // End of stream, in band after every item sent (best effort: the receiver may be gone).
         let _ = self.data.put(envelope::seal(self.next, Tag::End, |_| {}));
+        // A process that exits right after its last send would take the end of stream down with
+        // its session: with a linger, wait (bounded) until the receiver has said goodbye.
+        let started = Instant::now();
+        while self.matched && !self.gone && started.elapsed() < self.linger {
+            match self.credits.recv_timeout(Duration::from_millis(50)) {
+                Ok(Some(m)) => {
+                    if envelope::read_credit(&m) == Ok(GONE) {
+                        self.gone = true;
+                    }
+                }
+                Ok(None) => {
+                    // A receiver that vanished will say nothing more.
+                    if !self.data.wait_matched(Duration::ZERO).unwrap_or(false) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
     }
 }
 
