@@ -353,82 +353,185 @@ mod over_zenoh {
         assert_eq!(hashes[1], digest(&reference.0[1..]), "layer2 and layer3 in process 2");
     }
 
-    /// The shard a stage of the run folder under `runs` whose name contains `tag` wrote at the
-    /// end of `epoch`.
-    fn shard(runs: &std::path::Path, tag: &str, stage: &str, epoch: u32) -> Vec<u8> {
-        let dir = std::fs::read_dir(runs)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().contains(tag))
-            .unwrap_or_else(|| panic!("no run folder with `{tag}` in {}", runs.display()));
-        let path = dir.join(format!("checkpoint/{stage}.e{epoch}.safetensors"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    /// mnist-quick, small, placed in two parts listening on `endpoints`.
+    struct Placed {
+        dir: tempfile::TempDir,
+        file: std::path::PathBuf,
+    }
+
+    const SETS: [&str; 6] = [
+        "data.train_size=1000",
+        "data.validation_size=500",
+        "stage.1.units=64",
+        "stage.2.units=48",
+        "stage.3.units=40",
+        "stage.4.units=32",
+    ];
+
+    impl Placed {
+        fn new(endpoints: [&str; 2]) -> Placed {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("placed.toml");
+            let text = include_str!("../pipeline/mnist-quick.toml").to_string()
+                + &format!(
+                    "\n[placement]\nparts = [[\"source\", \"layer1\"], [\"layer2\", \"layer3\", \"layer4\", \"sink\"]]\nendpoints = [\"{}\", \"{}\"]\nstall_s = 60\n",
+                    endpoints[0], endpoints[1]
+                );
+            std::fs::write(&file, text).unwrap();
+            Placed { dir, file }
+        }
+
+        /// `ffstream run FILE --quiet --runs-dir <dir>/<runs> --set ... <extra>`, run in network
+        /// namespace `netns` when given.
+        fn command(&self, runs: &str, extra: &[&str], netns: Option<&str>) -> std::process::Command {
+            let bin = env!("CARGO_BIN_EXE_ffstream");
+            let mut command = match netns {
+                Some(ns) => {
+                    let mut c = std::process::Command::new("ip");
+                    c.args(["netns", "exec", ns, bin]);
+                    c
+                }
+                None => std::process::Command::new(bin),
+            };
+            command.arg("run").arg(&self.file).args(["--quiet", "--runs-dir"]).arg(self.dir.path().join(runs));
+            for s in SETS {
+                command.args(["--set", s]);
+            }
+            command.args(extra);
+            command
+        }
+
+        fn folder(&self, runs: &str, tag: &str) -> std::path::PathBuf {
+            std::fs::read_dir(self.dir.path().join(runs))
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().contains(tag))
+                .unwrap_or_else(|| panic!("no run folder with `{tag}` under {runs}"))
+        }
+
+        /// The parts' run folders under `runs` hold the shards and the record the same file run
+        /// in one process (under `one`) ends with; only the sink's part writes a record.
+        fn assert_same_as_one_process(&self, runs: &str) {
+            let out = self.command("one", &[], None).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let shard = |folder: std::path::PathBuf, stage: &str| {
+                std::fs::read(folder.join(format!("checkpoint/{stage}.e2.safetensors"))).unwrap()
+            };
+            assert_eq!(shard(self.folder(runs, "part1"), "layer1"), shard(self.folder("one", "seed0"), "layer1"));
+            for stage in ["layer2", "layer3", "layer4", "readout"] {
+                assert_eq!(
+                    shard(self.folder(runs, "part2"), stage),
+                    shard(self.folder("one", "seed0"), stage),
+                    "{stage}"
+                );
+            }
+            let record = |folder: std::path::PathBuf| -> serde_json::Value {
+                serde_json::from_str(&std::fs::read_to_string(folder.join("record.json")).unwrap()).unwrap()
+            };
+            let (a, b) = (record(self.folder(runs, "part2")), record(self.folder("one", "seed0")));
+            assert_eq!(a["metrics"], b["metrics"]);
+            assert!(a["metrics"]["test_error_pct"]["softmax"].as_f64().is_some(), "{a}");
+            assert!(!self.folder(runs, "part1").join("record.json").exists());
+        }
     }
 
     /// `ffstream run FILE --launch`: the file's [placement] starts two processes on this host,
     /// and they end with the shards and the record of the same file run in one process.
     #[test]
     fn a_launched_placement_records_what_one_process_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("placed.toml");
-        let text = include_str!("../pipeline/mnist-quick.toml").to_string()
-            + &format!(
-                "\n[placement]\nparts = [[\"source\", \"layer1\"], [\"layer2\", \"layer3\", \"layer4\", \"sink\"]]\nendpoints = [\"{}\", \"{}\"]\nstall_s = 60\n",
-                free_endpoint(),
-                free_endpoint()
-            );
-        std::fs::write(&file, text).unwrap();
-        let sets = [
-            "data.train_size=1000",
-            "data.validation_size=500",
-            "stage.1.units=64",
-            "stage.2.units=48",
-            "stage.3.units=40",
-            "stage.4.units=32",
-        ];
-        let run = |runs: &str, launch: bool| {
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ffstream"));
-            command.arg("run").arg(&file).args(["--quiet", "--runs-dir"]).arg(dir.path().join(runs));
-            for s in sets {
-                command.args(["--set", s]);
+        let (a, b) = (free_endpoint(), free_endpoint());
+        let placed = Placed::new([&a, &b]);
+        let out = placed.command("parts", &["--launch"], None).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("All 2 parts finished"), "{text}");
+        placed.assert_same_as_one_process("parts");
+    }
+
+    /// Two network namespaces joined by a veth pair, each end shaped to 1 Gbit/s (with 1 ms of
+    /// delay where the kernel has netem; a token bucket filter where it has not): two "hosts"
+    /// with addresses of their own, made by the test and removed when it ends. None where this
+    /// process may not make namespaces (not root).
+    struct Hosts {
+        names: [String; 2],
+        addresses: [String; 2],
+    }
+
+    impl Hosts {
+        fn new() -> Option<Hosts> {
+            let id = std::process::id();
+            let names = [format!("ffa{id}"), format!("ffb{id}")];
+            let net = 10 + id % 240;
+            let addresses = [format!("10.77.{net}.1"), format!("10.77.{net}.2")];
+            let ip =
+                |args: &[&str]| std::process::Command::new("ip").args(args).output().is_ok_and(|o| o.status.success());
+            if !ip(&["netns", "add", &names[0]]) {
+                eprintln!("skipped: cannot make network namespaces here (needs root and iproute2)");
+                return None;
             }
-            if launch {
-                command.arg("--launch");
+            // Made now, so that a failure below still removes what was made.
+            let hosts = Hosts { names, addresses };
+            let [a, b] = &hosts.names;
+            let (va, vb) = (format!("v{a}"), format!("v{b}"));
+            let made = ip(&["netns", "add", b])
+                && ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+                && ip(&["link", "set", &va, "netns", a])
+                && ip(&["link", "set", &vb, "netns", b])
+                && ip(&["-n", a, "addr", "add", &format!("{}/24", hosts.addresses[0]), "dev", &va])
+                && ip(&["-n", b, "addr", "add", &format!("{}/24", hosts.addresses[1]), "dev", &vb])
+                && [a, b].iter().all(|ns| ip(&["-n", ns, "link", "set", "lo", "up"]))
+                && ip(&["-n", a, "link", "set", &va, "up"])
+                && ip(&["-n", b, "link", "set", &vb, "up"]);
+            assert!(made, "could not wire the two namespaces");
+            for (ns, dev) in [(a, &va), (b, &vb)] {
+                // netem for delay and rate where the kernel has it, else a token bucket at the rate.
+                let tc = |qdisc: &[&str]| {
+                    std::process::Command::new("tc")
+                        .args(["-n", ns, "qdisc", "add", "dev", dev, "root"])
+                        .args(qdisc)
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                };
+                let shaped = tc(&["netem", "delay", "1ms", "rate", "1gbit"])
+                    || tc(&["tbf", "rate", "1gbit", "burst", "128kb", "latency", "50ms"]);
+                assert!(shaped, "could not shape {dev} with tc");
             }
-            let out = command.output().unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success(), "{text}");
-            text
-        };
-        let launched = run("parts", true);
-        assert!(launched.contains("All 2 parts finished"), "{launched}");
-        run("one", false);
-        let (parts, one) = (dir.path().join("parts"), dir.path().join("one"));
-        assert_eq!(shard(&parts, "part1", "layer1", 2), shard(&one, "seed0", "layer1", 2), "layer1");
-        for stage in ["layer2", "layer3", "layer4", "readout"] {
-            assert_eq!(shard(&parts, "part2", stage, 2), shard(&one, "seed0", stage, 2), "{stage}");
+            Some(hosts)
         }
-        let record = |runs: &std::path::Path, tag: &str| -> serde_json::Value {
-            let dir = std::fs::read_dir(runs)
-                .unwrap()
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.to_string_lossy().contains(tag))
-                .unwrap();
-            serde_json::from_str(&std::fs::read_to_string(dir.join("record.json")).unwrap()).unwrap()
-        };
-        let (a, b) = (record(&parts, "part2"), record(&one, "seed0"));
-        assert_eq!(a["metrics"], b["metrics"]);
-        assert!(a["metrics"]["test_error_pct"]["softmax"].as_f64().is_some(), "{a}");
-        // Only the sink's part writes a record.
-        let part1 = std::fs::read_dir(&parts)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().contains("part1"))
-            .unwrap();
-        assert!(!part1.join("record.json").exists());
+    }
+
+    impl Drop for Hosts {
+        fn drop(&mut self) {
+            // Removing a namespace removes its end of the veth pair, and so the pair.
+            for ns in &self.names {
+                let _ = std::process::Command::new("ip").args(["netns", "del", ns]).output();
+            }
+        }
+    }
+
+    /// The two parts in two network namespaces, each with its own address, over a link shaped
+    /// to 1 Gbit/s: the same shards and record as one process.
+    #[test]
+    fn parts_on_two_shaped_hosts_record_what_one_process_records() {
+        let Some(hosts) = Hosts::new() else { return };
+        let endpoints = hosts.addresses.each_ref().map(|a| format!("tcp/{a}:7447"));
+        let placed = Placed::new([&endpoints[0], &endpoints[1]]);
+        let children: Vec<_> = (0..2)
+            .map(|i| {
+                let part = (i + 1).to_string();
+                placed
+                    .command("hosts", &["--part", &part], Some(&hosts.names[i]))
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "part {}: {}", i + 1, String::from_utf8_lossy(&out.stderr));
+        }
+        placed.assert_same_as_one_process("hosts");
     }
 }
 
