@@ -133,6 +133,20 @@ impl ShardStore {
     /// then the shards of earlier epochs are removed. Later epochs' shards stay: a stage ahead
     /// of the sink may be writing its next epoch's shard while this one commits.
     pub fn commit(&self, epoch: u32, shards: &[Shard], metadata: &[(&str, String)]) -> Result<(), CheckpointError> {
+        self.commit_keeping(epoch, shards, metadata, 1)
+    }
+
+    /// [`ShardStore::commit`] that keeps the last `epochs` epochs loadable: their shards, and a
+    /// copy of each one's manifest (`checkpoint/manifest.e<epoch>.json`). A part of a pipeline
+    /// spread over processes keeps 2: it may have committed one epoch more than the sink's part
+    /// when a run stops, and a resume starts every part from the sink's epoch ([`load_run_at`]).
+    pub fn commit_keeping(
+        &self,
+        epoch: u32,
+        shards: &[Shard],
+        metadata: &[(&str, String)],
+        epochs: u32,
+    ) -> Result<(), CheckpointError> {
         let path = self.run_dir.join(MANIFEST);
         let manifest = Manifest {
             format: FORMAT.into(),
@@ -142,7 +156,13 @@ impl ShardStore {
         };
         let text = serde_json::to_string_pretty(&manifest)
             .map_err(|e| CheckpointError::Invalid { path: path.clone(), reason: e.to_string() })?;
+        if epochs > 1 {
+            let copy = self.run_dir.join(history(epoch));
+            write_atomic(&copy, text.as_bytes())
+                .map_err(|source| CheckpointError::Io { path: copy.clone(), source })?;
+        }
         write_atomic(&path, text.as_bytes()).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+        let oldest = epoch.saturating_sub(epochs.max(1) - 1);
         let keep: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();
         let folder = self.run_dir.join(SHARDS);
         for entry in
@@ -151,13 +171,46 @@ impl ShardStore {
             let Ok(entry) = entry else { continue };
             let file = entry.file_name().to_string_lossy().into_owned();
             let name = format!("{SHARDS}/{file}");
-            if !keep.contains(&name.as_str()) && shard_epoch(&file).is_some_and(|e| e < epoch) {
+            let stale = shard_epoch(&file).or_else(|| history_epoch(&file)).is_some_and(|e| e < oldest);
+            if !keep.contains(&name.as_str()) && stale {
                 // A stale shard left behind costs disk only; the manifest never names it.
                 let _ = std::fs::remove_file(entry.path());
             }
         }
         Ok(())
     }
+}
+
+/// The copy of epoch `epoch`'s manifest that [`ShardStore::commit_keeping`] keeps.
+fn history(epoch: u32) -> String {
+    format!("{SHARDS}/manifest.e{epoch}.json")
+}
+
+/// The epoch of a manifest copy's file name (`manifest.e7.json`).
+fn history_epoch(file: &str) -> Option<u32> {
+    file.strip_prefix("manifest.e")?.strip_suffix(".json")?.parse().ok()
+}
+
+/// The manifest of epoch `epoch` of a run folder that keeps several (the latest's, or a kept
+/// copy's).
+fn manifest_at(run_dir: &Path, epoch: u32) -> Result<Manifest, CheckpointError> {
+    if let Some(m) = read_manifest(run_dir)?.filter(|m| m.epoch == epoch) {
+        return Ok(m);
+    }
+    let path = run_dir.join(history(epoch));
+    let text = std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid { path, reason: format!("not a manifest ({e})") })
+}
+
+/// The metadata of epoch `epoch`'s checkpoint of a run folder that keeps several.
+pub fn run_metadata_at(run_dir: &Path, epoch: u32) -> Result<HashMap<String, String>, CheckpointError> {
+    Ok(manifest_at(run_dir, epoch)?.metadata_with_epoch())
+}
+
+/// The checkpoint of epoch `epoch` of a run folder that keeps several
+/// ([`ShardStore::commit_keeping`]); its latest epoch from the manifest itself.
+pub fn load_run_at(run_dir: &Path, epoch: u32) -> Result<Loaded, CheckpointError> {
+    load_shards(run_dir, manifest_at(run_dir, epoch)?)
 }
 
 /// The epoch in a shard's file name (`layer1.e7.safetensors`, or its `.layer1.e7.safetensors.tmp`
@@ -190,6 +243,11 @@ fn read_manifest(run_dir: &Path) -> Result<Option<Manifest>, CheckpointError> {
 /// folder, its `checkpoint.safetensors`.
 pub fn load_run(run_dir: &Path) -> Result<Loaded, CheckpointError> {
     let Some(manifest) = read_manifest(run_dir)? else { return load(&run_dir.join("checkpoint.safetensors")) };
+    load_shards(run_dir, manifest)
+}
+
+/// Every shard `manifest` names, each checked against its SHA-256, as one state.
+fn load_shards(run_dir: &Path, manifest: Manifest) -> Result<Loaded, CheckpointError> {
     let mut state = StageState { stage: "checkpoint".into(), tensors: Vec::new() };
     for shard in &manifest.shards {
         let path = run_dir.join(&shard.file);
@@ -299,6 +357,28 @@ mod tests {
 
     fn layer(name: &str, v: f32) -> StageState {
         StageState { stage: name.into(), tensors: vec![(format!("{name}.bias"), vec![2], vec![v, -v])] }
+    }
+
+    /// A part of a spread pipeline keeps its last two epochs: the one before the last loads
+    /// as it was committed (a resume at the sink's epoch), the ones before that are gone.
+    #[test]
+    fn keeping_two_epochs_loads_the_one_before_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::new(dir.path());
+        for epoch in 1..=3 {
+            let shard = store.write(epoch, &layer("layer1", epoch as f32)).unwrap();
+            store.commit_keeping(epoch, &[shard], &[("run_state", format!("{epoch}"))], 2).unwrap();
+        }
+        let values = |l: &Loaded| l.state.tensors[0].2.clone();
+        assert_eq!(values(&load_run_at(dir.path(), 3).unwrap()), [3.0, -3.0]);
+        assert_eq!(values(&load_run_at(dir.path(), 2).unwrap()), [2.0, -2.0]);
+        assert_eq!(run_metadata_at(dir.path(), 2).unwrap()["run_state"], "2");
+        assert!(load_run_at(dir.path(), 1).is_err(), "epoch 1 is no longer kept");
+        assert!(!dir.path().join("checkpoint/layer1.e1.safetensors").exists());
+        assert!(!dir.path().join("checkpoint/manifest.e1.json").exists());
+        // A damaged shard of the kept epoch is refused, not loaded as other weights.
+        std::fs::write(dir.path().join("checkpoint/layer1.e2.safetensors"), b"x").unwrap();
+        assert!(load_run_at(dir.path(), 2).is_err());
     }
 
     #[test]

@@ -69,9 +69,17 @@ pub enum Command {
         /// Run only part N (1-based) of the file's [placement], on this host.
         #[arg(long, value_name = "N", conflicts_with = "launch")]
         part: Option<usize>,
-        /// Start every part of the file's [placement] as a process on this host, and wait for them.
+        /// Start every part of the file's [placement] as a process on this host, and wait for them
+        /// (with --resume PART_FOLDER: resume every part of that launch).
         #[arg(long)]
         launch: bool,
+        /// With --resume and --part: the epoch to resume from, the sink's part's last (`epoch` in
+        /// its run folder's checkpoint.json); --launch finds it itself.
+        #[arg(long, value_name = "E", requires = "part", requires = "resume")]
+        from_epoch: Option<u32>,
+        /// The run folder's time stamp, so the parts of one launch share it (set by --launch).
+        #[arg(long, hide = true)]
+        stamp: Option<u64>,
     },
     /// Score a run's last checkpoint on the validation and test splits.
     Eval {
@@ -260,6 +268,8 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
         metrics_addr: None,
         part: None,
         launch: false,
+        from_epoch: None,
+        stamp: None,
     });
     match command {
         Command::Run {
@@ -275,6 +285,8 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
             metrics_addr,
             part,
             launch,
+            from_epoch,
+            stamp,
         } => {
             if let Some(dir) = data_dir.as_ref().filter(|d| !d.is_dir()) {
                 bail!("--data-dir {} is not a folder", dir.display());
@@ -294,7 +306,10 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                     let name = pipeline.as_deref().unwrap_or(DEFAULT_PIPELINE);
                     let flags =
                         LaunchFlags { data_dir: data_dir.as_deref(), runs_dir: &runs_dir, record, replace_record };
-                    return launch_parts(placement, name, &overrides, &flags, out);
+                    return match &resume {
+                        Some(folder) => launch_resume(placement, folder, &flags, out),
+                        None => launch_parts(placement, name, &overrides, &flags, out),
+                    };
                 }
                 tracing::info!(
                     "the file places its elements in {} parts; running all of them in this process (--launch, or --part N on each host, to spread them)",
@@ -302,9 +317,6 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 );
             } else if launch {
                 bail!("--launch starts the parts of the file's [placement], and `{}` has none", config.name);
-            }
-            if part.is_some() && resume.is_some() {
-                bail!("--part with --resume: resuming a run spread over processes is not built yet");
             }
             let options = RunOptions {
                 // What the command named, for a speedrun's command line (a resume names none).
@@ -321,6 +333,8 @@ pub fn run(args: Args, stop: Arc<AtomicBool>, out: &mut dyn Write, live: Option<
                 live,
                 metrics_addr,
                 part: part.map(|p| p.saturating_sub(1)),
+                resume_epoch: from_epoch,
+                stamp,
             };
             writeln!(
                 out,
@@ -500,29 +514,100 @@ fn launch_parts(
     flags: &LaunchFlags<'_>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let exe = std::env::current_exe().context("cannot find this program to start the parts")?;
-    let parts = placement.parts.len();
-    let mut children = Vec::new();
-    for i in 1..=parts {
-        let mut command = std::process::Command::new(&exe);
-        command.args(["run", pipeline, "--part", &i.to_string(), "--runs-dir"]).arg(flags.runs_dir);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut commands = Vec::new();
+    for i in 1..=placement.parts.len() {
+        let mut command = part_command(placement, i, flags, &[pipeline, "--stamp", &stamp.to_string()])?;
         for o in overrides {
             command.args(["--set", o]);
         }
-        if let Some(dir) = flags.data_dir {
-            command.arg("--data-dir").arg(dir);
-        }
-        if flags.record {
-            command.arg("--record");
-        }
-        if flags.replace_record {
-            command.arg("--replace-record");
-        }
-        if i < parts {
-            command.arg("--quiet");
-        }
-        let child = command.spawn().with_context(|| format!("cannot start part {i}"))?;
-        writeln!(out, "Started part {i} of {parts} ({}), process {}.", placement.parts[i - 1].join(", "), child.id())?;
+        commands.push(command);
+    }
+    start_parts(placement, commands, out)
+}
+
+/// `--launch --resume FOLDER`: FOLDER is one part's run folder of a launch
+/// (`<name>-seed<N>-part<K>-<stamp>`); every part of that launch resumes from its own folder,
+/// all at the sink's part's last checkpoint (the last part's), which every part has passed.
+fn launch_resume(
+    placement: &crate::config::PlacementConfig,
+    folder: &std::path::Path,
+    flags: &LaunchFlags<'_>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parsed = name.rsplit_once("-part").and_then(|(prefix, rest)| Some((prefix, rest.split_once('-')?.1)));
+    let Some((prefix, stamp)) = parsed else {
+        bail!("--launch --resume takes a part's run folder, `<name>-seed<N>-part<K>-<stamp>`; `{name}` is not one");
+    };
+    let parent = folder.parent().unwrap_or(std::path::Path::new("."));
+    let parts = placement.parts.len();
+    let folders: Vec<std::path::PathBuf> =
+        (1..=parts).map(|i| parent.join(format!("{prefix}-part{i}-{stamp}"))).collect();
+    if let Some(missing) = folders.iter().find(|f| !f.is_dir()) {
+        bail!("part folder {} of this launch is missing", missing.display());
+    }
+    let epoch: u32 = crate::checkpoint::run_metadata(&folders[parts - 1])
+        .ok()
+        .and_then(|m| m.get("epoch").and_then(|e| e.parse().ok()))
+        .unwrap_or(0);
+    writeln!(out, "Resuming the {parts} parts of {prefix} from epoch {epoch} (the sink's part's last checkpoint).")?;
+    let mut commands = Vec::new();
+    for (k, f) in folders.iter().enumerate() {
+        let folder = f.to_string_lossy();
+        commands.push(part_command(
+            placement,
+            k + 1,
+            flags,
+            &["--from-epoch", &epoch.to_string(), "--resume", &folder],
+        )?);
+    }
+    start_parts(placement, commands, out)
+}
+
+/// `ffstream run <what...> --part I` with the flags every part of a launch gets; the sink's part
+/// (the last) draws the live line, the others run quiet.
+fn part_command(
+    placement: &crate::config::PlacementConfig,
+    i: usize,
+    flags: &LaunchFlags<'_>,
+    what: &[&str],
+) -> Result<std::process::Command> {
+    let exe = std::env::current_exe().context("cannot find this program to start the parts")?;
+    let mut command = std::process::Command::new(exe);
+    command.arg("run").args(what).args(["--part", &i.to_string(), "--runs-dir"]).arg(flags.runs_dir);
+    if let Some(dir) = flags.data_dir {
+        command.arg("--data-dir").arg(dir);
+    }
+    if flags.record {
+        command.arg("--record");
+    }
+    if flags.replace_record {
+        command.arg("--replace-record");
+    }
+    if i < placement.parts.len() {
+        command.arg("--quiet");
+    }
+    Ok(command)
+}
+
+/// Starts the parts' commands and waits for all of them.
+fn start_parts(
+    placement: &crate::config::PlacementConfig,
+    commands: Vec<std::process::Command>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let parts = placement.parts.len();
+    let mut children = Vec::new();
+    for (k, mut command) in commands.into_iter().enumerate() {
+        let child = command.spawn().with_context(|| format!("cannot start part {}", k + 1))?;
+        writeln!(
+            out,
+            "Started part {} of {parts} ({}), process {}.",
+            k + 1,
+            placement.parts[k].join(", "),
+            child.id()
+        )?;
         children.push(child);
     }
     let mut failed = Vec::new();

@@ -54,6 +54,11 @@ pub struct RunOptions {
     pub metrics_addr: Option<String>,
     /// Run only this part (0-based) of the file's `[placement]` (`--part`, 1-based).
     pub part: Option<usize>,
+    /// With `resume` and `part`: the epoch to resume from (every part resumes at the sink
+    /// part's last checkpoint, which may be one behind this part's own).
+    pub resume_epoch: Option<u32>,
+    /// The run folder's time stamp (the parts of one launch share one); none: now.
+    pub stamp: Option<u64>,
 }
 
 impl RunOptions {
@@ -136,6 +141,7 @@ pub(crate) fn save_epoch(
     config: &PipelineConfig,
     state: &mut RunState,
     epoch: u32,
+    keep_epochs: u32,
 ) -> Result<()> {
     // A non-finite weight (a NaN the ReLUs hid from the goodness check) never becomes a
     // checkpoint or a finished run: the last good checkpoint stays, the run stops here.
@@ -162,7 +168,7 @@ pub(crate) fn save_epoch(
         ("seed", config.seed.to_string()),
         ("run_state", serde_json::to_string(state)?),
     ];
-    store.commit(epoch, &shards, &meta)?;
+    store.commit_keeping(epoch, &shards, &meta, keep_epochs)?;
     save_state(dir, state)
 }
 
@@ -187,6 +193,20 @@ pub(crate) fn save_state(dir: &Path, state: &RunState) -> Result<()> {
         .with_context(|| format!("cannot write {}", dir.join("state.json").display()))
 }
 
+/// The run state of `dir` as it was at the end of `epoch` (from that epoch's kept checkpoint);
+/// epoch 0: the run from its start, with `now`'s overrides and commits.
+fn state_at(dir: &Path, epoch: u32, now: RunState) -> Result<RunState> {
+    if epoch == 0 {
+        return Ok(RunState { overrides: now.overrides, commits: now.commits, ..RunState::default() });
+    }
+    let metadata = checkpoint::run_metadata_at(dir, epoch)
+        .with_context(|| format!("{} keeps no checkpoint of epoch {epoch} to resume from", dir.display()))?;
+    let text = metadata
+        .get("run_state")
+        .with_context(|| format!("epoch {epoch}'s checkpoint in {} has no run state", dir.display()))?;
+    serde_json::from_str(text).with_context(|| format!("epoch {epoch}'s run state in {} is damaged", dir.display()))
+}
+
 /// Prepares the run folder; returns it with the state to continue from.
 pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<(PathBuf, RunState)> {
     if let Some(dir) = &options.resume {
@@ -201,6 +221,9 @@ pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<
             .and_then(|m| m.get("run_state").and_then(|t| serde_json::from_str::<RunState>(t).ok()));
         // The checkpoint rules either way: behind it, state.json was not yet rewritten; ahead
         // of it, state.json describes epochs whose weights are not on disk.
+        if let Some(epoch) = options.resume_epoch {
+            return Ok((dir.clone(), state_at(dir, epoch, state)?));
+        }
         let state = match saved {
             Some(saved) if saved.epochs_done != state.epochs_done => {
                 if state.epochs_done > saved.epochs_done {
@@ -217,7 +240,8 @@ pub(crate) fn open_run(config: &PipelineConfig, options: &RunOptions) -> Result<
         };
         return Ok((dir.clone(), state));
     }
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stamp = options.stamp.unwrap_or_else(now);
     let part = options.part.map(|i| format!("-part{}", i + 1)).unwrap_or_default();
     let dir = new_run_folder(&options.runs_dir, &format!("{}-seed{}{part}-{stamp}", config.name, config.seed))?;
     std::fs::write(dir.join("pipeline.toml"), toml::to_string(config)?)?;
@@ -320,10 +344,10 @@ mod tests {
         let mut state = RunState::default();
         let good =
             StageState { stage: "layer1".into(), tensors: vec![("layer1.weights".into(), vec![2], vec![0.5, 1.0])] };
-        save_epoch(dir.path(), std::slice::from_ref(&good), &[], &config, &mut state, 1).unwrap();
+        save_epoch(dir.path(), std::slice::from_ref(&good), &[], &config, &mut state, 1, 1).unwrap();
         let mut bad = good.clone();
         bad.tensors[0].2[1] = f32::NAN;
-        let err = save_epoch(dir.path(), &[bad], &[], &config, &mut state, 2).unwrap_err().to_string();
+        let err = save_epoch(dir.path(), &[bad], &[], &config, &mut state, 2, 1).unwrap_err().to_string();
         assert!(err.contains("layer1") && err.contains("layer1.weights") && err.contains("epoch 1"), "{err}");
         assert_eq!(state.epochs_done, 1);
         assert_eq!(checkpoint::load_run(dir.path()).unwrap().state.tensors, good.tensors, "the good epoch stays");

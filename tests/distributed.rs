@@ -146,9 +146,15 @@ fn assert_same(whole: &Outcome, parts: &[Outcome]) {
         assert_eq!(a.stage, b.stage);
         assert_eq!(a.tensors, b.tensors, "stage {} differs from the run in one process", a.stage);
     }
-    let measures = &parts.iter().find(|p| !p.1.is_empty()).expect("a part with the sink").1;
-    assert_eq!(measures, &whole.1);
-    assert_eq!(measures.len(), 2, "an epoch report per epoch");
+    // The sink's part (the last) measures; every other part reports each epoch too, with its
+    // stages' states for its own checkpoint and no measures.
+    let (sink, others) = parts.split_last().expect("parts");
+    assert_eq!(sink.1, whole.1);
+    assert_eq!(sink.1.len(), 2, "an epoch report per epoch");
+    for part in others {
+        assert_eq!(part.1.len(), 2, "an epoch report per epoch from every part");
+        assert!(part.1.iter().all(|m| m.is_empty()));
+    }
 }
 
 const HEAD_AND_ONE: [Cut; 2] =
@@ -446,6 +452,65 @@ mod over_zenoh {
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && text.contains("All 2 parts finished"), "{text}");
         placed.assert_same_as_one_process("parts");
+    }
+
+    /// The epoch of the checkpoint the run folder `folder` has committed (0: none yet).
+    fn committed(folder: &std::path::Path) -> u32 {
+        std::fs::read_to_string(folder.join("checkpoint.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|m| m["epoch"].as_u64())
+            .unwrap_or(0) as u32
+    }
+
+    /// Both parts killed mid-run, then `--launch --resume`: every part restarts from the sink's
+    /// part's last checkpoint (the part upstream may have committed one more epoch) and the run
+    /// ends with the shards of the same file run in one process without a stop.
+    #[test]
+    fn killed_parts_resume_from_the_sinks_checkpoint_to_the_same_weights() {
+        let (a, b) = (free_endpoint(), free_endpoint());
+        let placed = Placed::new([&a, &b]);
+        let epochs = ["--set", "data.epochs=40"];
+        let mut children: Vec<_> = (1..=2)
+            .map(|i| {
+                let part = i.to_string();
+                let mut args = vec!["--part", &part, "--stamp", "1000"];
+                args.extend(epochs);
+                placed
+                    .command("killed", &args, None)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let sink_folder = || placed.dir.path().join("killed").join("mnist-quick-seed0-part2-1000");
+        let started = Instant::now();
+        while committed(&sink_folder()) < 3 {
+            assert!(started.elapsed() < Duration::from_secs(60), "the sink's part never reached epoch 3");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for child in &mut children {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let at = committed(&sink_folder());
+        assert!(at < 40, "killed after the last epoch: nothing to resume");
+        let mut resume = std::process::Command::new(env!("CARGO_BIN_EXE_ffstream"));
+        resume.args(["run", "--launch", "--quiet", "--resume"]).arg(sink_folder());
+        let out = resume.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains(&format!("from epoch {at}")), "{text}");
+        let one = placed.command("one", &epochs, None).output().unwrap();
+        assert!(one.status.success(), "{}", String::from_utf8_lossy(&one.stderr));
+        let shard = |folder: std::path::PathBuf, stage: &str| {
+            std::fs::read(folder.join(format!("checkpoint/{stage}.e40.safetensors"))).unwrap()
+        };
+        assert_eq!(shard(placed.folder("killed", "part1"), "layer1"), shard(placed.folder("one", "seed0"), "layer1"));
+        for stage in ["layer2", "layer3", "layer4", "readout"] {
+            assert_eq!(shard(sink_folder(), stage), shard(placed.folder("one", "seed0"), stage), "{stage}");
+        }
     }
 
     /// Two network namespaces joined by a veth pair, each end shaped to 1 Gbit/s (with 1 ms of

@@ -10,7 +10,7 @@ use crate::error::StageError;
 use crate::metrics::StageStats;
 
 struct ChannelIo<'a> {
-    output: Option<Box<dyn Outlet<Message>>>,
+    output: Option<Box<dyn Outlet<Message> + 'a>>,
     predictions: Box<dyn Inlet<Prediction>>,
     stats: &'a StageStats,
     last: Instant,
@@ -40,9 +40,9 @@ impl HeadIo for ChannelIo<'_> {
 }
 
 /// The edges of one stage.
-struct Ports {
+struct Ports<'a> {
     input: Box<dyn Inlet<Message>>,
-    output: Box<dyn Outlet<Message>>,
+    output: Box<dyn Outlet<Message> + 'a>,
     /// The state of the stage above (stages that read it).
     above: Option<Box<dyn Inlet<TopDown>>>,
     /// Where this stage's state goes (to a stage below that reads it).
@@ -52,7 +52,7 @@ struct Ports {
 fn run_stage(
     mut stage: Box<dyn Stage>,
     k: usize,
-    mut ports: Ports,
+    mut ports: Ports<'_>,
     stats: &StageStats,
     barrier: &Barrier,
 ) -> Result<Box<dyn Stage>, StageError> {
@@ -98,16 +98,62 @@ fn run_stage(
 }
 
 /// An element's way out, and (if the next element runs here) the next element's way in.
-type Hop = (Option<Box<dyn Outlet<Message>>>, Option<Box<dyn Inlet<Message>>>);
+type Hop<'a> = (Option<Box<dyn Outlet<Message> + 'a>>, Option<Box<dyn Inlet<Message>>>);
 
 /// The outlet of the edge after an element, and the inlet the next element here reads: a local
 /// edge, or the boundary's edge out when the element is this part's last (no inlet here then).
-fn edge_after(last_here: bool, spec: EdgeSpec, boundary_out: &mut Option<Box<dyn Outlet<Message>>>) -> Hop {
+fn edge_after<'a>(
+    last_here: bool,
+    spec: EdgeSpec,
+    boundary_out: &mut Option<Box<dyn Outlet<Message> + 'a>>,
+) -> Hop<'a> {
     if last_here {
         (boundary_out.take(), None)
     } else {
         let (o, i) = edge::local_boxed::<Message>(spec);
         (Some(o), Some(i))
+    }
+}
+
+/// What a part without the sink hands its epoch handler, from the thread its last element runs on.
+type PartReport = Result<super::EpochReport, PipelineError>;
+
+/// The edge out of a part without the sink. As an epoch marker leaves the part, every stage of
+/// the part has passed it and left its state at the part's barrier: the part's own epoch report
+/// (its stages' shards, no measures) goes to its epoch handler, which commits the part's
+/// checkpoint, before the marker goes on.
+struct Tap<'a> {
+    inner: Box<dyn Outlet<Message>>,
+    barrier: &'a Barrier,
+    names: &'a [String],
+    reports: crossbeam_channel::Sender<PartReport>,
+}
+
+impl Outlet<Message> for Tap<'_> {
+    fn send(&mut self, item: Message) -> Result<edge::Sent, edge::Closed> {
+        if let Message::EpochEnd { epoch, .. } = &item {
+            let epoch = *epoch;
+            let report = self
+                .barrier
+                .take(epoch, self.names)
+                .map(|(states, shards)| super::EpochReport { epoch, states, shards, measures: Default::default() })
+                .map_err(|source| PipelineError::Barrier { source, epoch });
+            // The handler is gone: the part is stopping.
+            self.reports.send(report).map_err(|_| edge::Closed)?;
+        }
+        self.inner.send(item)
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.inner.fault()
     }
 }
 
@@ -145,6 +191,12 @@ pub(super) fn run(
         *first_below = Some(out);
     }
     let has_sink = sink.is_some();
+    // Without the sink, the part's epoch reports come from the tap on its edge out.
+    let (reports_out, reports_in) = crossbeam_channel::unbounded::<PartReport>();
+    let mut boundary_out: Option<Box<dyn Outlet<Message> + '_>> = boundary.output.take().map(|inner| {
+        Box::new(Tap { inner, barrier, names: &names, reports: reports_out.clone() }) as Box<dyn Outlet<Message>>
+    });
+    drop(reports_out);
     std::thread::scope(|scope| {
         let mut failure: Option<PipelineError> = None;
         // The inlet the next element reads: from upstream's part, or from the head here.
@@ -160,7 +212,7 @@ pub(super) fn run(
         };
         let mut head_thread = None;
         if let (Some(head), Some(predictions)) = (head, predictions_in) {
-            let (head_out, next) = edge_after(n == 0 && !has_sink, spec, &mut boundary.output);
+            let (head_out, next) = edge_after(n == 0 && !has_sink, spec, &mut boundary_out);
             input = next;
             let source_stats = &stats.source;
             let spawned = std::thread::Builder::new().name("source".into()).spawn_scoped(scope, move || {
@@ -191,7 +243,7 @@ pub(super) fn run(
                 failure = Some(PipelineError::Part("a stage with no edge in".into()));
                 break;
             };
-            let (output, next) = edge_after(k + 1 == n && !has_sink, spec, &mut boundary.output);
+            let (output, next) = edge_after(k + 1 == n && !has_sink, spec, &mut boundary_out);
             let Some(output) = output else {
                 failure = Some(PipelineError::Part("a stage with no edge out".into()));
                 break;
@@ -238,6 +290,17 @@ pub(super) fn run(
                 failure = failure.or(Some(StageError::Edge { stage: "sink".into(), reason }.into()));
             }
         }
+        if !has_sink {
+            // Until the tap is gone with the part's last element: each epoch committed here.
+            for report in reports_in.iter() {
+                let handled = report.and_then(|r| on_epoch(r).map_err(PipelineError::Epoch));
+                if let Err(e) = handled {
+                    failure = failure.or(Some(e));
+                    break;
+                }
+            }
+        }
+        drop(reports_in);
         // Closing our ends unblocks everyone: stages see a closed edge, the head a closed
         // prediction edge.
         drop(input);

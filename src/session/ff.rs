@@ -78,14 +78,27 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
     let (config, dir, options) = (session.config, session.dir, session.options);
     crate::config::build::check_memory(config, workload.inputs())?;
     let mut stages = build_stages_for(config, workload.inputs());
+    // A part of a pipeline spread over processes restores its own stages (and sink), from the
+    // epoch every part resumes at, which may be one behind its own last (it keeps two).
+    let part = options.part.and_then(|i| config.placement.as_ref().map(|p| p.cut(i)));
     if state.epochs_done > 0 {
-        let loaded = checkpoint::load_run(dir)?;
+        let loaded = match part {
+            Some(_) => checkpoint::load_run_at(dir, state.epochs_done)?,
+            None => checkpoint::load_run(dir)?,
+        };
         let cannot = |e| anyhow::anyhow!("cannot resume {}: {e}", dir.display());
-        for stage in stages.iter_mut() {
+        let (mine, sink) = match part {
+            Some(cut) => (cut.first..cut.first + cut.count, cut.sink),
+            None => (0..stages.len(), true),
+        };
+        for stage in &mut stages[mine] {
             stage.restore(&loaded.state).map_err(cannot)?;
         }
-        workload.sink().restore(&loaded.state).map_err(cannot)?;
+        if sink {
+            workload.sink().restore(&loaded.state).map_err(cannot)?;
+        }
     }
+    let keep_epochs = if part.is_some() { 2 } else { 1 };
     let mut wiring = config.pipeline.as_ref().map(|p| p.wiring()).ok_or_else(|| {
         anyhow::anyhow!("`{}` has no [pipeline] section: an FF run needs its mode and queues", config.name)
     })?;
@@ -103,7 +116,7 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
         let seconds = session.seconds(offset);
         let measured = W::apply_epoch(&report, state, config, seconds);
         state.seconds = seconds;
-        save_epoch(dir, &report.states, &report.shards, config, state, report.epoch)?;
+        save_epoch(dir, &report.states, &report.shards, config, state, report.epoch, keep_epochs)?;
         // The latency of this epoch's packets, head to sink.
         let now = stats.latency.counts();
         let p = |q| Latency::quantile(&latency_before, &now, q).map(|s| s * 1000.0);

@@ -47,9 +47,6 @@ pub fn run(config: &PipelineConfig, options: &RunOptions) -> Result<Outcome> {
     let measures = match (options.part, &config.placement) {
         (None, _) => true,
         (Some(_), None) => bail!("--part runs a part of the file's [placement], and `{}` has none", config.name),
-        (Some(_), Some(_)) if options.resume.is_some() => {
-            bail!("resuming a run spread over processes is not built yet")
-        }
         (Some(i), Some(p)) if i >= p.parts.len() => bail!("--part {} of a placement of {} parts", i + 1, p.parts.len()),
         (Some(i), Some(p)) => i + 1 == p.parts.len(),
     };

@@ -96,7 +96,7 @@ pub fn run(session: &Session<'_>, data: &mut dyn TwinData, state: &mut RunState)
         });
         state.seconds = seconds;
         let states = [StageState { stage: "backprop".into(), tensors: net.tensors() }];
-        save_epoch(dir, &states, &[], config, state, epoch)?;
+        save_epoch(dir, &states, &[], config, state, epoch, 1)?;
         if !options.quiet {
             tracing::info!(
                 "epoch {epoch:>3}/{} {seconds:>7.1}s  stream: backprop {stream:.2}%{said}",
