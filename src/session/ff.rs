@@ -146,6 +146,13 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
         std::fs::write(dir.join("throughput.svg"), svg)?;
     }
     add_phase_times(config, &progress, state);
+    // Head-to-sink latency over the whole run, every frame that reached the sink here.
+    let counts = stats.latency.counts();
+    let none = vec![0; counts.len()];
+    let ms = |q| Latency::quantile(&none, &counts, q).map(|s| s * 1000.0);
+    if let (Some(p50), Some(p99)) = (ms(0.5), ms(0.99)) {
+        state.details.insert("latency_ms".into(), serde_json::json!({ "p50": p50, "p99": p99 }));
+    }
     let wall = session.started.elapsed().as_secs_f64();
     let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
     workload.finish(session, stages, ending, &stats, state)?;

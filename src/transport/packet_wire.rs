@@ -4,9 +4,10 @@
 //!
 //! A packet on the wire is its rows and per-row fields, nothing else: no `Instant` (a clock
 //! means nothing on another host), only how long ago the packet was stamped and its oldest
-//! frame captured, in nanoseconds, so the receiver rebuilds both on its own clock. The age
-//! does not include the time on the wire; a run across hosts measures its latency from when
-//! the frame reached each host's edge, which the record says.
+//! frame captured, in nanoseconds, and the sender's wall clock at sending, so the receiver
+//! rebuilds both on its own clock with the time on the wire added: exact on one host (one
+//! clock), as close as the hosts' clocks agree across hosts (a receiver behind the sender adds
+//! nothing).
 //!
 //! Layout (little endian; `[T]` is `count u32` then the items; a matrix is
 //! [`WireCodec`] for `Array2<f32>` behind its byte length `u32`):
@@ -14,10 +15,10 @@
 //! ```text
 //! Message: kind u8 (0 data, 1 epoch end) | body
 //!   data:      seq u64 | epoch u32 | purpose u8 | step u32 | steps u32 | positives u32 |
-//!              negatives u32 | neutral u32 | frames u32 | observe u8 | stamp age u64 |
-//!              captured age u64 | x | frame [u32] | truth [u8] | embedded [u8] |
+//!              negatives u32 | neutral u32 | frames u32 | observe u8 | sent unix ns u64 |
+//!              stamp age u64 | captured age u64 | x | frame [u32] | truth [u8] | embedded [u8] |
 //!              goodness [f32] | layer goodness [[f32]] | features [matrix]
-//!   epoch end: epoch u32 | stamp age u64
+//!   epoch end: epoch u32 | sent unix ns u64 | stamp age u64
 //! Prediction:  logits matrix
 //! TopDown:     seq u64 | step u32 | has state u8 | state matrix (if any)
 //! ```
@@ -73,6 +74,17 @@ fn age_ns(t: Instant) -> u64 {
 fn instant_aged(ns: u64) -> Instant {
     let now = Instant::now();
     now.checked_sub(Duration::from_nanos(ns)).unwrap_or(now)
+}
+
+/// The wall clock in nanoseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ns() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The time a message sent at wall clock `sent` spent on the wire, by this host's wall clock.
+fn on_the_wire(sent: u64) -> u64 {
+    unix_ns().saturating_sub(sent)
 }
 
 /// Appends little-endian fields.
@@ -191,6 +203,7 @@ impl WireCodec for Message {
                     Observe::Neutral => 0,
                     Observe::Positives => 1,
                 });
+                w.u64(unix_ns());
                 w.u64(age_ns(p.stamp));
                 w.u64(age_ns(p.captured));
                 w.matrix(&p.x);
@@ -204,6 +217,7 @@ impl WireCodec for Message {
             Message::EpochEnd { epoch, stamp } => {
                 w.u8(EPOCH_END);
                 w.u32(*epoch as usize);
+                w.u64(unix_ns());
                 w.u64(age_ns(*stamp));
             }
         }
@@ -215,7 +229,8 @@ impl WireCodec for Message {
             DATA => Message::Data(read_packet(&mut r)?),
             EPOCH_END => {
                 let epoch = r.u32()? as u32;
-                Message::EpochEnd { epoch, stamp: instant_aged(r.u64()?) }
+                let wire = on_the_wire(r.u64()?);
+                Message::EpochEnd { epoch, stamp: instant_aged(r.u64()?.saturating_add(wire)) }
             }
             k => return Err(invalid(format!("unknown message kind {k}"))),
         };
@@ -235,7 +250,8 @@ fn read_packet(r: &mut Reader<'_>) -> Result<Packet, DecodeError> {
         1 => Observe::Positives,
         o => return Err(invalid(format!("unknown observed rows {o}"))),
     };
-    let (stamp, captured) = (instant_aged(r.u64()?), instant_aged(r.u64()?));
+    let wire = on_the_wire(r.u64()?);
+    let (stamp, captured) = (instant_aged(r.u64()?.saturating_add(wire)), instant_aged(r.u64()?.saturating_add(wire)));
     let x = r.matrix()?;
     let rows = x.nrows();
     if positives as u64 + negatives as u64 + neutral as u64 > rows as u64 {
@@ -385,6 +401,19 @@ mod tests {
         assert!(q.stamp <= Instant::now() && q.stamp + Duration::from_secs(5) > before);
         let m = Message::decode(&encoded(&Message::EpochEnd { epoch: 9, stamp: Instant::now() })).unwrap();
         assert!(matches!(m, Message::EpochEnd { epoch: 9, .. }));
+    }
+
+    #[test]
+    fn the_time_on_the_wire_counts_in_the_packets_age() {
+        let mut bytes = encoded(&Message::Data(packet()));
+        // The sender's wall clock (after kind, seq, epoch, purpose, step, steps, four counts and
+        // observe): as if sent 300 ms ago.
+        let at = 1 + 8 + 4 + 1 + 4 + 4 + 4 * 4 + 1;
+        let sent = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) - 300_000_000;
+        bytes[at..at + 8].copy_from_slice(&sent.to_le_bytes());
+        let Message::Data(q) = Message::decode(&bytes).unwrap() else { panic!("a data message") };
+        let age = q.captured.elapsed();
+        assert!(age >= Duration::from_millis(300) && age < Duration::from_secs(5), "{age:?}");
     }
 
     #[test]
