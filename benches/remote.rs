@@ -108,8 +108,23 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let path = format!("benches/results/{}-remote.json", date.unwrap_or_else(|_| "undated".into()));
-    let report = json!({"machine": machine_name(), "frames": FRAMES, "rows": ROWS, "cols": COLS, "capacity": CAPACITY,
-        "edges": json_rows, "note": "one edge, one sender and one receiver thread; not yet a pipeline of stages"});
+    // scripts/bench-remote-pipeline keeps its figures in the same file, under "pipelines".
+    let mut report: serde_json::Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    for (key, value) in [
+        ("machine", json!(machine_name())),
+        ("frames", json!(FRAMES)),
+        ("rows", json!(ROWS)),
+        ("cols", json!(COLS)),
+        ("capacity", json!(CAPACITY)),
+        ("edges", json!(json_rows)),
+        ("note", json!("one edge, one sender and one receiver thread; the pipelines are under \"pipelines\"")),
+    ] {
+        report[key] = value;
+    }
     match std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()) {
         Ok(()) => println!("wrote {path}"),
         Err(e) => eprintln!("could not write {path}: {e}"),
