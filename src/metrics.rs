@@ -203,6 +203,8 @@ pub fn bottleneck(rates: &[StageRates]) -> Option<&StageRates> {
 #[derive(Debug)]
 pub struct Latency {
     buckets: Vec<AtomicU64>,
+    /// The first packet's latency: the time it took to cross the empty pipeline (its fill).
+    first: std::sync::OnceLock<Duration>,
 }
 
 const LATENCY_FLOOR_S: f64 = 1e-5;
@@ -211,19 +213,26 @@ const LATENCY_BUCKETS: usize = 160;
 
 impl Default for Latency {
     fn default() -> Latency {
-        Latency { buckets: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+        Latency { buckets: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(), first: Default::default() }
     }
 }
 
 impl Latency {
     /// Adds one packet's latency, once per frame it carries.
     pub fn record(&self, latency: Duration, frames: usize) {
+        let _ = self.first.set(latency);
         let s = latency.as_secs_f64().max(LATENCY_FLOOR_S);
         let bucket = ((s / LATENCY_FLOOR_S).log10() * LATENCY_PER_DECADE) as usize;
         self.buckets[bucket.min(LATENCY_BUCKETS - 1)].fetch_add(frames as u64, Ordering::Relaxed);
     }
 
-    /// The counts so far.
+    /// The first recorded packet's latency: how long the first frames took through the empty
+    /// pipeline (its fill time); none before a packet arrived.
+    pub fn first(&self) -> Option<Duration> {
+        self.first.get().copied()
+    }
+
+    /// Frames per bucket so far.
     pub fn counts(&self) -> Vec<u64> {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
     }

@@ -306,6 +306,13 @@ pub(crate) fn add_phase_times(config: &PipelineConfig, progress: &Progress, stat
         let total = state.details.get(key).and_then(|v| v.as_f64()).unwrap_or(0.0) + value;
         state.details.insert(key.into(), serde_json::json!(total));
     }
+    if let Some((switches, mean_ms, max_ms)) = progress.phase.switch_waits() {
+        // This session's switches (a resumed run's earlier sessions had their own).
+        state.details.insert(
+            "switch_to_sleep_wait_ms".into(),
+            serde_json::json!({ "switches": switches, "mean": mean_ms, "max": max_ms }),
+        );
+    }
     let stored = state.details.get("sleep_storage_bytes").and_then(|v| v.as_u64()).unwrap_or(0);
     state.details.insert("sleep_storage_bytes".into(), serde_json::json!(stored.max(progress.phase.storage_bytes())));
 }

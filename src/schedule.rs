@@ -93,6 +93,12 @@ pub struct PhaseState {
     /// The most bytes the sleep memory (replay, dreams waiting) has held: the only storage
     /// sleep uses.
     storage_bytes: AtomicU64,
+    /// Switches to sleep, and the microseconds the head waited at them, in all and at most, for
+    /// the predictions of the frames still in the pipeline (its round trip, head to sink and
+    /// back: what a remote edge adds to a phase switch).
+    switches: AtomicU64,
+    switch_wait_us: AtomicU64,
+    switch_wait_max_us: AtomicU64,
 }
 
 impl PhaseState {
@@ -120,6 +126,22 @@ impl PhaseState {
     /// Reports what the sleep memory holds now (the largest value is kept).
     pub fn stored(&self, bytes: u64) {
         self.storage_bytes.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts one switch to sleep after the head waited `waited` for the pipeline's predictions.
+    pub fn switched(&self, waited: Duration) {
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.switches.fetch_add(1, Ordering::Relaxed);
+        self.switch_wait_us.fetch_add(us, Ordering::Relaxed);
+        self.switch_wait_max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// `(switches to sleep, mean and longest wait at them in milliseconds)`; none before one.
+    pub fn switch_waits(&self) -> Option<(u64, f64, f64)> {
+        let n = self.switches.load(Ordering::Relaxed);
+        let total = self.switch_wait_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        let max = self.switch_wait_max_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        (n > 0).then(|| (n, total / n as f64, max))
     }
 
     /// The most bytes the sleep memory has held.

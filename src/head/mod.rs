@@ -262,6 +262,7 @@ impl LabelledHead {
                 continue;
             }
             // Fall asleep: first collect the logits of every frame seen awake.
+            let draining = std::time::Instant::now();
             for batch in pending.drain(..) {
                 let logits: Vec<Vec<f32>> = if hard {
                     let mut rows = Vec::new();
@@ -280,6 +281,7 @@ impl LabelledHead {
                 let item = 4 * (data.train.width() + data.classes) + 5;
                 phases.stored(replay.len() * item);
             }
+            phases.waited_to_switch(draining.elapsed());
             let slept = phases.sleep(io, |_, _| {
                 let batch_size = self.config.source.batch;
                 let remembered = replay.items();

@@ -70,6 +70,13 @@ impl WakeSleep {
         awake_over
     }
 
+    /// Counts the wait at a switch to sleep for the predictions of the frames still in flight.
+    pub(crate) fn waited_to_switch(&self, waited: std::time::Duration) {
+        if let Some(p) = &self.progress {
+            p.phase.switched(waited);
+        }
+    }
+
     /// A sleep phase, right after the wake packet that ended the wake phase: the source is not
     /// read, and the packets of negatives `dream` makes are sent until the phase's budget is
     /// spent; then the schedule is awake again. An error when the run stops or downstream is

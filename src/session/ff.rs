@@ -153,6 +153,10 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
     if let (Some(p50), Some(p99)) = (ms(0.5), ms(0.99)) {
         state.details.insert("latency_ms".into(), serde_json::json!({ "p50": p50, "p99": p99 }));
     }
+    if let Some(first) = stats.latency.first() {
+        // This session's first packet through the empty pipeline.
+        state.details.insert("fill_ms".into(), serde_json::json!(first.as_secs_f64() * 1000.0));
+    }
     let wall = session.started.elapsed().as_secs_f64();
     let frames = stats.stages.last().map_or(0, |s| s.totals().frames);
     workload.finish(session, stages, ending, &stats, state)?;
