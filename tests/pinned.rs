@@ -64,12 +64,14 @@ struct Workload {
 }
 
 /// Values of `record.json` that depend on timing or memory, never pinned.
-const TIMING: [&str; 5] = [
+const TIMING: [&str; 7] = [
     "details.asleep_s",
     "details.awake_s",
+    "details.fill_ms",
     "details.latency_ms",
     "details.rss_mib_by_epoch",
     "details.source.decode_fps",
+    "details.switch_to_sleep_wait_ms",
 ];
 
 /// The SIMD level gemm, matrixmultiply and libm pick at run time on this CPU, or
