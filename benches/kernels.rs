@@ -8,7 +8,8 @@
 //! against `ffstream bench`'s measured peak; `ffstream bench` keeps the ratios that go into
 //! `benches/results/`.
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
 use ffstream::ff::fields::{Fields, MapShape};
 use ffstream::matmul::{gemm, Threads};
 use ffstream::packet::{Packet, Purpose};
@@ -42,6 +43,22 @@ fn packet(batch: usize, inputs: usize) -> Packet {
     Packet { positives: batch, negatives: batch, embedded: vec![0; rows], ..Packet::new(0, 1, Purpose::Train, x) }
 }
 
+/// One packet through `stage` as the runtime passes it: `process`, then `learn` (a fresh copy
+/// of `packet` each time, made outside the timing).
+fn bench_packet(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, stage: &mut dyn Stage, packet: &Packet) {
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            || packet.clone(),
+            |p| {
+                let out = stage.process(p).unwrap();
+                stage.learn();
+                black_box(out)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 /// A dense stage's packet: 3 products of `rows x inputs x units` (forward, gradient, and the
 /// learning direction's share counted as one).
 fn dense(c: &mut Criterion) {
@@ -51,17 +68,7 @@ fn dense(c: &mut Criterion) {
         let mut stage = FfDenseConfig { name: "layer1".into(), layer: 1, inputs, units, ff: settings() }.build();
         let p = packet(batch, inputs);
         group.throughput(Throughput::Elements((2 * 2 * (2 * batch) * inputs * units) as u64));
-        group.bench_function(format!("{inputs}x{units}, batch {batch}"), |b| {
-            b.iter_batched(
-                || p.clone(),
-                |p| {
-                    let out = stage.process(p).unwrap();
-                    stage.learn();
-                    black_box(out)
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        bench_packet(&mut group, &format!("{inputs}x{units}, batch {batch}"), &mut stage, &p);
     }
     group.finish();
 }
@@ -77,17 +84,7 @@ fn local(c: &mut Criterion) {
     let mut group = c.benchmark_group("ff_local packet");
     // Per row and position: 11x11x3 weights times 3 units, forward and gradient.
     group.throughput(Throughput::Elements((2 * 2 * 100 * 16 * 16 * 11 * 11 * 3 * 3) as u64));
-    group.bench_function("16x16x3, 11x11 fields, batch 50", |b| {
-        b.iter_batched(
-            || p.clone(),
-            |p| {
-                let out = stage.process(p).unwrap();
-                stage.learn();
-                black_box(out)
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    bench_packet(&mut group, "16x16x3, 11x11 fields, batch 50", &mut stage, &p);
     group.finish();
 }
 

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::synthetic_mnist;
-use ffstream::boring_video::{Join, Repeat};
 use ffstream::config::build::{build_head, build_sink, build_stages};
 use ffstream::config::PipelineConfig;
 use ffstream::packet::StageState;
-use ffstream::runtime::{self, Ending, Head, Mode, Part, PipelineStats, Sink, Wiring};
+use ffstream::runtime::{self, Ending, Mode, Part, PipelineStats, Wiring};
+use ffstream::session::labelled::as_played;
 use ffstream::stage::Stage;
 use ffstream::transport::boundary::{self, EdgeSettings, Placement};
 use ffstream::transport::memory::MemoryWire;
@@ -71,7 +71,6 @@ fn whole(c: &PipelineConfig) -> Outcome {
 /// Runs one part of `c` on `wire`.
 fn run_cut(c: &PipelineConfig, wire: &dyn Wire, run: &str, cut: Cut) -> Outcome {
     let names = c.stage_names();
-    let recurrent = c.is_recurrent();
     let mut stages: Vec<Box<dyn Stage>> = build_stages(c);
     let chain: Vec<(String, bool)> = stages.iter().map(|s| (s.name().to_string(), s.reads_above())).collect();
     let mine: Vec<Box<dyn Stage>> = stages.drain(cut.first..cut.first + cut.count).collect();
@@ -89,33 +88,24 @@ fn run_cut(c: &PipelineConfig, wire: &dyn Wire, run: &str, cut: Cut) -> Outcome 
     } else {
         boundary::open(wire, &at, settings).unwrap()
     };
-    let steps = c.recurrent_settings();
-    // A recurrent net plays each packet for its steps and joins its goodness steps at the sink.
-    let mut head: Option<Box<dyn Head>> = cut.head.then(|| {
-        let h = build_head(c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
-        if recurrent {
-            Box::new(Repeat::new(h, steps.steps())) as Box<dyn Head>
-        } else {
-            Box::new(h)
-        }
-    });
-    let mut sink: Option<Box<dyn Sink>> = cut.sink.then(|| {
-        let s = build_sink(c);
-        let [from, to] = steps.goodness_steps;
-        if recurrent {
-            Box::new(Join::new(s, from..=to)) as Box<dyn Sink>
-        } else {
-            Box::new(s)
-        }
-    });
-    let head = head.as_mut().map(|h| h.as_mut() as &mut dyn Head);
-    let sink = sink.as_mut().map(|s| s.as_mut() as &mut dyn Sink);
-    let part = Part { head, stages: mine, first: cut.first, sink, boundary };
+    // Built whether or not the part runs them, as `ffstream run --part` does; a recurrent net's
+    // head and sink play each packet for its steps (`as_played`).
+    let mut head = build_head(c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
+    let mut sink = build_sink(c);
     let stats = PipelineStats::new(&names);
     let mut measures = Vec::new();
-    let (stages, ending) = runtime::run_part(part, wiring(), &stats, &mut |r| {
-        measures.push(r.measures);
-        Ok(())
+    let (stages, ending) = as_played(c, &mut head, &mut sink, |head, sink| {
+        let part = Part {
+            head: cut.head.then_some(head),
+            stages: mine,
+            first: cut.first,
+            sink: cut.sink.then_some(sink),
+            boundary,
+        };
+        runtime::run_part(part, wiring(), &stats, &mut |r| {
+            measures.push(r.measures);
+            Ok(())
+        })
     })
     .unwrap_or_else(|e| panic!("part {cut:?}: {e}"));
     assert_eq!(ending, Ending::Finished);
@@ -233,31 +223,16 @@ fn a_damaged_stream_stops_the_part_with_the_edge_named() {
 
 #[cfg(feature = "dist-zenoh")]
 mod over_zenoh {
+    use super::common::zenoh::{connected_pair, free_endpoint};
     use super::*;
     use ffstream::transport::zenoh::{Peers, ZenohWire};
     use std::time::Instant;
-
-    fn free_endpoint() -> String {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        format!("tcp/127.0.0.1:{port}")
-    }
-
-    fn connected(listen: &str) -> (ZenohWire, ZenohWire) {
-        let a = ZenohWire::open(&Peers { listen: vec![listen.to_string()], connect: vec![] }).unwrap();
-        let b = ZenohWire::open(&Peers { listen: vec![], connect: vec![listen.to_string()] }).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while (a.peers() == 0 || b.peers() == 0) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(a.peers() > 0 && b.peers() > 0, "the two Zenoh peers did not connect");
-        (a, b)
-    }
 
     #[test]
     fn parts_on_two_zenoh_peers_end_with_the_weights_of_one_process() {
         let c = config(false);
         let reference = whole(&c);
-        let (a, b) = connected(&free_endpoint());
+        let (a, b) = connected_pair();
         assert_same(&reference, &spread(&c, &[&a, &b], "zenoh-dense", &HEAD_AND_ONE));
     }
 

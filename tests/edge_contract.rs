@@ -6,6 +6,8 @@
 //! receiver goes, and a cycle with a feedback edge that cannot deadlock. Then what only a remote
 //! edge can meet: a lost or reordered message, a stall, a refused policy.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,20 +57,9 @@ type MakeEdge = Box<dyn Fn(EdgeSpec) -> BoxedEdge<Item>>;
 /// connected before any edge opens (one pair for the whole test binary).
 #[cfg(feature = "dist-zenoh")]
 fn zenoh_peers() -> &'static (ffstream::transport::zenoh::ZenohWire, ffstream::transport::zenoh::ZenohWire) {
-    use ffstream::transport::zenoh::{Peers, ZenohWire};
-    static PEERS: std::sync::OnceLock<(ZenohWire, ZenohWire)> = std::sync::OnceLock::new();
-    PEERS.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let endpoint = format!("tcp/127.0.0.1:{port}");
-        let a = ZenohWire::open(&Peers { listen: vec![endpoint.clone()], connect: vec![] }).unwrap();
-        let b = ZenohWire::open(&Peers { listen: vec![], connect: vec![endpoint] }).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while (a.peers() == 0 || b.peers() == 0) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(a.peers() > 0 && b.peers() > 0, "the two Zenoh peers did not connect");
-        (a, b)
-    })
+    static PEERS: std::sync::OnceLock<(ffstream::transport::zenoh::ZenohWire, ffstream::transport::zenoh::ZenohWire)> =
+        std::sync::OnceLock::new();
+    PEERS.get_or_init(common::zenoh::connected_pair)
 }
 
 /// A credit edge from peer A to peer B, its sender waiting until B's subscription has reached A

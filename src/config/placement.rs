@@ -78,16 +78,16 @@ impl PlacementConfig {
         Ok(())
     }
 
-    /// Part `part` (0-based) of a checked placement.
-    pub fn cut(&self, part: usize) -> PartCut {
+    /// Part `part` (0-based) of a checked placement; none past its last part.
+    pub fn cut(&self, part: usize) -> Option<PartCut> {
+        let elements = self.parts.get(part)?;
         let before: usize = self.parts[..part].iter().map(Vec::len).sum();
-        let elements = &self.parts[part];
         let head = before == 0;
         let sink = part + 1 == self.parts.len();
         // Element e of the chain is the head (0), stage e - 1, or the sink (last).
         let first = if head { 0 } else { before - 1 };
         let count = elements.len() - head as usize - sink as usize;
-        PartCut { head, first, count, sink }
+        Some(PartCut { head, first, count, sink })
     }
 }
 
@@ -111,13 +111,14 @@ mod tests {
     fn parts_cut_the_chain_where_the_file_says() {
         let p = placement(&[&["source", "layer1"], &["layer2"], &["layer3", "sink"]]);
         p.check(&names()).unwrap();
-        assert_eq!(p.cut(0), PartCut { head: true, first: 0, count: 1, sink: false });
-        assert_eq!(p.cut(1), PartCut { head: false, first: 1, count: 1, sink: false });
-        assert_eq!(p.cut(2), PartCut { head: false, first: 2, count: 1, sink: true });
+        assert_eq!(p.cut(0), Some(PartCut { head: true, first: 0, count: 1, sink: false }));
+        assert_eq!(p.cut(1), Some(PartCut { head: false, first: 1, count: 1, sink: false }));
+        assert_eq!(p.cut(2), Some(PartCut { head: false, first: 2, count: 1, sink: true }));
         let p = placement(&[&["source"], &["layer1", "layer2", "layer3"], &["sink"]]);
         p.check(&names()).unwrap();
-        assert_eq!(p.cut(1), PartCut { head: false, first: 0, count: 3, sink: false });
-        assert_eq!(p.cut(2), PartCut { head: false, first: 3, count: 0, sink: true });
+        assert_eq!(p.cut(1), Some(PartCut { head: false, first: 0, count: 3, sink: false }));
+        assert_eq!(p.cut(2), Some(PartCut { head: false, first: 3, count: 0, sink: true }));
+        assert_eq!(p.cut(3), None);
     }
 
     #[test]

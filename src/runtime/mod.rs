@@ -366,13 +366,23 @@ fn deliver(
             Ok(())
         }
         Message::EpochEnd { epoch, .. } => {
-            let (states, shards) =
-                side.barrier.take(epoch, side.names).map_err(|source| PipelineError::Barrier { source, epoch })?;
+            let (states, shards) = deposits(side.barrier, epoch, side.names)?;
             let mut report = sink.end_epoch(epoch, states);
             report.shards = shards;
             (side.on_epoch)(report).map_err(PipelineError::Epoch)
         }
     }
+}
+
+/// What every stage of `names` left at `barrier` for `epoch`: their states kept in memory and
+/// the shards they wrote (taken where the epoch's marker has passed all of them: the sink, or
+/// the edge out of a part without the sink).
+fn deposits(
+    barrier: &barrier::Barrier,
+    epoch: u32,
+    names: &[String],
+) -> Result<(Vec<StageState>, Vec<crate::checkpoint::Shard>), PipelineError> {
+    barrier.take(epoch, names).map_err(|source| PipelineError::Barrier { source, epoch })
 }
 
 fn frames_rows(message: &Message) -> (usize, usize) {

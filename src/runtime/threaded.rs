@@ -133,11 +133,12 @@ impl Outlet<Message> for Tap<'_> {
     fn send(&mut self, item: Message) -> Result<edge::Sent, edge::Closed> {
         if let Message::EpochEnd { epoch, .. } = &item {
             let epoch = *epoch;
-            let report = self
-                .barrier
-                .take(epoch, self.names)
-                .map(|(states, shards)| super::EpochReport { epoch, states, shards, measures: Default::default() })
-                .map_err(|source| PipelineError::Barrier { source, epoch });
+            let report = super::deposits(self.barrier, epoch, self.names).map(|(states, shards)| super::EpochReport {
+                epoch,
+                states,
+                shards,
+                measures: Default::default(),
+            });
             // The handler is gone: the part is stopping.
             self.reports.send(report).map_err(|_| edge::Closed)?;
         }

@@ -80,7 +80,7 @@ pub fn run<W: Workload>(session: &Session<'_>, workload: &mut W, state: &mut Run
     let mut stages = build_stages_for(config, workload.inputs());
     // A part of a pipeline spread over processes restores its own stages (and sink), from the
     // epoch every part resumes at, which may be one behind its own last (it keeps two).
-    let part = options.part.and_then(|i| config.placement.as_ref().map(|p| p.cut(i)));
+    let part = options.part.and_then(|i| config.placement.as_ref()?.cut(i));
     if state.epochs_done > 0 {
         let loaded = match part {
             Some(_) => checkpoint::load_run_at(dir, state.epochs_done)?,

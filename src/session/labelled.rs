@@ -93,21 +93,12 @@ impl Workload for Labelled {
         let Some(part) = play.part else {
             return run_labelled(play.config, &mut head, stages, &mut self.sink, play.wiring, play.stats, on_epoch);
         };
-        // One part of a pipeline spread over processes: the same head and sink, as a recurrent
-        // net's boring video wraps them in one process.
+        // One part of a pipeline spread over processes: the same head and sink as in one process.
         let config = play.config;
-        let recurrent = config.recurrent_settings();
-        let [from, to] = recurrent.goodness_steps;
-        let (mut repeat, mut join);
-        let (head, sink): (&mut dyn runtime::Head, &mut dyn Sink) = if config.is_recurrent() {
-            repeat = Repeat::new(&mut head, recurrent.steps());
-            join = Join::new(&mut self.sink, from..=to);
-            (&mut repeat, &mut join)
-        } else {
-            (&mut head, &mut self.sink)
-        };
-        let elements = super::parts::Elements { head, stages, sink };
-        super::parts::run(config, part, elements, play.wiring, play.stats, on_epoch)
+        as_played(config, &mut head, &mut self.sink, |head, sink| {
+            let elements = super::parts::Elements { head, stages, sink };
+            super::parts::run(config, part, elements, play.wiring, play.stats, on_epoch)
+        })
     }
 
     fn apply_epoch(report: &EpochReport, state: &mut RunState, _config: &PipelineConfig, seconds: f64) -> String {
@@ -153,14 +144,24 @@ pub fn run_labelled(
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
+    as_played(config, head, sink, |head, sink| runtime::run(head, stages, sink, wiring, stats, on_epoch))
+}
+
+/// Calls `run` with the head and sink as `config`'s net plays them: as they are, or for a
+/// recurrent net as a boring video ([`crate::boring_video`]), each batch played for every step
+/// and joined at the sink. In one process or in a part of a pipeline spread over several.
+pub fn as_played<R>(
+    config: &PipelineConfig,
+    head: &mut LabelledHead,
+    sink: &mut Classify,
+    run: impl FnOnce(&mut dyn runtime::Head, &mut dyn Sink) -> R,
+) -> R {
     if !config.is_recurrent() {
-        return runtime::run(head, stages, sink, wiring, stats, on_epoch);
+        return run(head, sink);
     }
     let recurrent = config.recurrent_settings();
     let [from, to] = recurrent.goodness_steps;
-    let mut head = Repeat::new(head, recurrent.steps());
-    let mut sink = Join::new(sink, from..=to);
-    runtime::run(&mut head, stages, &mut sink, wiring, stats, on_epoch)
+    run(&mut Repeat::new(head, recurrent.steps()), &mut Join::new(sink, from..=to))
 }
 
 /// The backprop twin of a labelled dataset: the training split in the FF run's order and

@@ -30,10 +30,9 @@ pub fn run(
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
     let fail = |m: String| PipelineError::Part(m);
     let placement = config.placement.as_ref().ok_or_else(|| fail("the pipeline file has no [placement]".into()))?;
-    if part >= placement.parts.len() {
+    let Some(cut) = placement.cut(part) else {
         return Err(fail(format!("--part {} of a placement of {} parts", part + 1, placement.parts.len())));
-    }
-    let cut = placement.cut(part);
+    };
     let Elements { head, mut stages, sink } = elements;
     let chain: Vec<(String, bool)> = stages.iter().map(|s| (s.name().to_string(), s.reads_above())).collect();
     let mine: Vec<Box<dyn Stage>> = stages.drain(cut.first..cut.first + cut.count).collect();

@@ -105,3 +105,31 @@ pub fn ff_settings(lr: f32, seed: u64, threads: usize) -> ffstream::stage::FfSet
         threads,
     }
 }
+
+/// Zenoh peers on loopback for the tests of remote edges (feature `dist-zenoh`).
+#[cfg(feature = "dist-zenoh")]
+pub mod zenoh {
+    use std::time::{Duration, Instant};
+
+    use ffstream::transport::zenoh::{Peers, ZenohWire};
+
+    /// A loopback endpoint on a port free now.
+    pub fn free_endpoint() -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        format!("tcp/127.0.0.1:{port}")
+    }
+
+    /// Two peers of this process, one listening on a free loopback port and one dialling it,
+    /// connected before any edge opens.
+    pub fn connected_pair() -> (ZenohWire, ZenohWire) {
+        let endpoint = free_endpoint();
+        let a = ZenohWire::open(&Peers { listen: vec![endpoint.clone()], connect: vec![] }).unwrap();
+        let b = ZenohWire::open(&Peers { listen: vec![], connect: vec![endpoint] }).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (a.peers() == 0 || b.peers() == 0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(a.peers() > 0 && b.peers() > 0, "the two Zenoh peers did not connect");
+        (a, b)
+    }
+}
