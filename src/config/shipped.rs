@@ -6,7 +6,7 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 39] = [
+pub const PIPELINES: [(&str, &str); 40] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
@@ -18,6 +18,7 @@ pub const PIPELINES: [(&str, &str); 39] = [
     ("moving-mnist-conv-wide", include_str!("../../pipeline/moving-mnist-conv-wide.toml")),
     ("moving-mnist-conv-wide-2digits", include_str!("../../pipeline/moving-mnist-conv-wide-2digits.toml")),
     ("moving-mnist-conv-fine", include_str!("../../pipeline/moving-mnist-conv-fine.toml")),
+    ("moving-mnist-conv-fine-2digits", include_str!("../../pipeline/moving-mnist-conv-fine-2digits.toml")),
     ("moving-mnist-local-2digits", include_str!("../../pipeline/moving-mnist-local-2digits.toml")),
     ("moving-mnist-local-shuffled", include_str!("../../pipeline/moving-mnist-local-shuffled.toml")),
     ("camera", include_str!("../../pipeline/camera.toml")),

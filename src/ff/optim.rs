@@ -43,6 +43,9 @@ pub enum Schedule {
     /// Matlab: gain 1 for the first half, then `(1 + 2·(E − e)) / E`, linear to ~0 at epoch E.
     #[default]
     Matlab,
+    /// Linear from 1 at the first epoch to `1/E` at the last, `(E − e + 1) / E`: every epoch
+    /// anneals, for short schedules (the speedrun) where Matlab's constant first half is half the run.
+    Linear,
 }
 
 impl Schedule {
@@ -57,6 +60,7 @@ impl Schedule {
                     (1.0 + 2.0 * (epochs as f32 - epoch as f32)) / epochs as f32
                 }
             }
+            Schedule::Linear => (epochs as f32 - epoch.min(epochs) as f32 + 1.0) / epochs.max(1) as f32,
         }
     }
 }
@@ -170,6 +174,16 @@ mod tests {
         assert!((s.gain(51, 100) - 0.99).abs() < 1e-6);
         assert!((s.gain(100, 100) - 0.01).abs() < 1e-6);
         assert_eq!(Schedule::Constant.gain(99, 100), 1.0);
+    }
+
+    #[test]
+    fn linear_schedule_anneals_from_the_first_epoch() {
+        let s = Schedule::Linear;
+        assert_eq!(s.gain(1, 26), 1.0);
+        assert!((s.gain(2, 26) - 25.0 / 26.0).abs() < 1e-6);
+        assert!((s.gain(26, 26) - 1.0 / 26.0).abs() < 1e-6);
+        // Past the end (a resumed run asked for more epochs) the gain stays positive.
+        assert!(s.gain(30, 26) > 0.0);
     }
 
     #[test]
