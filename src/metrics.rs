@@ -25,6 +25,10 @@ pub struct StageStats {
     wait_out_ns: AtomicU64,
     /// Messages waiting in the stage's input queue, as last seen by the stage.
     queue_depth: AtomicU64,
+    /// Heap allocations of the owning thread between its first and its latest packet.
+    allocations: AtomicU64,
+    /// The owning thread's allocation count at its latest packet (`u64::MAX`: none yet).
+    allocation_mark: AtomicU64,
 }
 
 /// A plain copy of a [`StageStats`] at one instant.
@@ -44,12 +48,15 @@ pub struct StageTotals {
     pub wait_out_ns: u64,
     /// Input queue depth.
     pub queue_depth: u64,
+    /// Heap allocations of the element's thread after its first packet (0 where the program
+    /// does not count them: [`crate::alloc_count::installed`]).
+    pub allocations: u64,
 }
 
 impl StageStats {
     /// Counters for a stage called `name`.
     pub fn new(name: &str) -> Arc<StageStats> {
-        Arc::new(StageStats { name: name.to_string(), ..Default::default() })
+        Arc::new(StageStats { name: name.to_string(), allocation_mark: AtomicU64::new(u64::MAX), ..Default::default() })
     }
 
     /// Adds one packet's numbers (called by the owning thread only).
@@ -70,6 +77,13 @@ impl StageStats {
         add(&self.wait_in_ns, wait_in.as_nanos() as u64);
         add(&self.wait_out_ns, wait_out.as_nanos() as u64);
         self.queue_depth.store(depth as u64, Ordering::Relaxed);
+        // The thread's allocations since its previous packet: its work on this packet, the
+        // receive and the send included (the first packet only sets the mark: warm-up).
+        let now = crate::alloc_count::thread_allocations();
+        let mark = self.allocation_mark.swap(now, Ordering::Relaxed);
+        if mark != u64::MAX {
+            add(&self.allocations, now.saturating_sub(mark));
+        }
     }
 
     /// The totals now.
@@ -83,6 +97,7 @@ impl StageStats {
             wait_in_ns: get(&self.wait_in_ns),
             wait_out_ns: get(&self.wait_out_ns),
             queue_depth: get(&self.queue_depth),
+            allocations: get(&self.allocations),
         }
     }
 }

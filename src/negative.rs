@@ -53,16 +53,18 @@ fn draw(logits: &[f32], exclude: Option<u8>, rng: &mut Rng) -> Option<u8> {
     let classes = logits.len();
     let allowed = |j: &usize| exclude != Some(*j as u8);
     let max = (0..classes).filter(allowed).map(|j| logits[j]).fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> =
-        (0..classes).map(|j| if allowed(&j) { ((logits[j] - max) as f64).exp() } else { 0.0 }).collect();
-    let total: f64 = weights.iter().sum();
+    // The weights are computed twice (summed, then walked) rather than kept: a draw per row of
+    // every training packet allocates nothing, and the values are the same both times.
+    let weight = |j: usize| if allowed(&j) { ((logits[j] - max) as f64).exp() } else { 0.0 };
+    let total: f64 = (0..classes).map(weight).sum();
     if !(total.is_finite() && total > 0.0) {
         return None;
     }
     let mut target = rng.uniform_f64() * total;
-    for (j, w) in weights.iter().enumerate() {
-        if *w > 0.0 {
-            if target < *w {
+    for j in 0..classes {
+        let w = weight(j);
+        if w > 0.0 {
+            if target < w {
                 return Some(j as u8);
             }
             target -= w;

@@ -45,6 +45,23 @@ pub fn packet_flops(inputs: usize, units: usize, batch: usize) -> f64 {
     2.0 * inputs as f64 * units as f64 * (3 * batch + 2 * batch) as f64
 }
 
+/// The products' arithmetic per training image, FF over backprop on the same hidden layers
+/// (`inputs`, then `layers`): FF runs each image forward three times (the neutral row that picks
+/// the hard negative, the positive and the negative row) and takes weight gradients on two;
+/// backprop runs it forward once and back twice (weight and input gradients, none for the
+/// image), with a softmax layer of `classes` on top. FF's readout (under 0.2%) is left out.
+/// This bounds `ff_over_bp_epoch_time` from below where both run their products equally fast.
+pub fn ff_over_bp_flops(inputs: usize, layers: &[usize], classes: usize) -> f64 {
+    let fans: Vec<(usize, usize)> =
+        std::iter::once(inputs).chain(layers.iter().copied()).zip(layers.iter().copied()).collect();
+    let hidden: f64 = fans.iter().map(|&(i, o)| (i * o) as f64).sum();
+    let top = (layers.last().copied().unwrap_or(inputs) * classes) as f64;
+    let first = fans.first().map_or(0.0, |&(i, o)| (i * o) as f64);
+    let ff = 5.0 * hidden;
+    let bp = 3.0 * (hidden + top) - first;
+    ff / bp
+}
+
 /// Heap allocations per training packet of one stage once warm (`None` where the program does
 /// not count them: [`crate::alloc_count::installed`]); the packets are made beforehand and the
 /// outputs kept, so only the stage's own work is counted (its backend's products included).
@@ -165,7 +182,16 @@ pub fn bench(
             50_000.0 / fps
         )?;
         writeln!(table, "{}", crate::metrics::summary_table(&per_stage))?;
-        stream.push((mode, fps, per_stage, allocs / frames.max(1.0)));
+        // Which element's thread allocates: per packet, after its first.
+        let by_element: Vec<(String, f64)> = stats
+            .all()
+            .iter()
+            .map(|s| {
+                let t = s.totals();
+                (s.name.clone(), t.allocations as f64 / t.packets.saturating_sub(1).max(1) as f64)
+            })
+            .collect();
+        stream.push((mode, fps, per_stage, allocs / frames.max(1.0), by_element));
     }
     let (lock, thr) = (stream[0].1, stream[1].1);
     writeln!(table, "threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound)?;
@@ -176,9 +202,12 @@ pub fn bench(
             .iter()
             .map(|r| format!("{} {}", r["stage"].as_str().unwrap_or("?"), r["allocs_per_packet"]))
             .collect();
+        let by_element: Vec<String> = stream[1].4.iter().map(|(name, n)| format!("{name} {n:.1}")).collect();
         writeln!(
             table,
-            "heap allocations: {a:.2} a frame through the threaded stream; a stage alone, a packet: {}",
+            "heap allocations: {a:.2} a frame through the threaded stream, by element's thread a packet: {}; \
+             a stage alone, a packet: {}",
+            by_element.join(", "),
             per_stage.join(", ")
         )?;
     }
@@ -199,10 +228,11 @@ pub fn bench(
     )?;
     let bp_epoch = backprop_seconds_per_epoch(data_dir, batches)?;
     let ff_epoch = 50_000.0 / thr;
+    let flops_ratio = ff_over_bp_flops(crate::data::mnist::PIXELS, &base.model.layers, 10);
     writeln!(
         table,
         "one 50k-image epoch of the same 4x2000 net: FF threaded {ff_epoch:.1} s, backprop on {cores} cores {bp_epoch:.1} s: \
-         FF / BP = {:.2}",
+         FF / BP = {:.2}, where FF does {flops_ratio:.2}x backprop's arithmetic",
         ff_epoch / bp_epoch
     )?;
     let (rss_growth, rss_warm, rss_end) = rss_growth_1m_frames(data_dir, stop)?;
@@ -217,6 +247,7 @@ pub fn bench(
             "gemm_peak_fraction": gemm / peak1, "gemm_gflops_stage_shape": gemm,
             "stage_peak_fraction": stage_fraction, "pipeline_efficiency": thr / bound,
             "pipeline_speedup_vs_lockstep": thr / lock, "ff_over_bp_epoch_time": ff_epoch / bp_epoch,
+            "ff_over_bp_flops": flops_ratio,
             "bp_seconds_per_epoch": bp_epoch, "rss_growth_1m_frames": rss_growth,
             "rss_mib_1m_frames": {"after_first_50k": rss_warm, "end": rss_end},
             "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::session::git_commit(),
@@ -225,6 +256,7 @@ pub fn bench(
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
             "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2, "one_stage_pool": pool,
             "local_stages": local, "allocs_per_frame": allocs_per_frame,
+            "allocs_per_packet_by_element": stream[1].4.iter().map(|(name, n)| serde_json::json!({"element": name, "allocs_per_packet": n})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -432,6 +464,15 @@ fn rss_growth_1m_frames(data_dir: Option<&Path>, stop: &Arc<AtomicBool>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ff_does_five_forward_passes_of_arithmetic_where_backprop_does_about_three() {
+        // One hidden layer 4 -> 2 and 3 classes: FF 5·8 = 40; backprop 3·(8 + 6) − 8 = 34.
+        assert!((ff_over_bp_flops(4, &[2], 3) - 40.0 / 34.0).abs() < 1e-12);
+        // The E3 net (4x2000 on 784 pixels): 1.73, above the issue's 1.4 goal for the time ratio.
+        let e3 = ff_over_bp_flops(784, &[2000; 4], 10);
+        assert!((e3 - 1.731).abs() < 0.001, "{e3}");
+    }
 
     #[test]
     fn civil_dates_match_the_calendar() {

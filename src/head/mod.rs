@@ -189,7 +189,9 @@ impl LabelledHead {
         // Hard negatives: keep the batches whose neutral rows are in flight.
         let delay = self.config.prediction_delay;
         let mut waiting: VecDeque<FrameBatch> = VecDeque::new();
-        let mut logits: VecDeque<Vec<f32>> = VecDeque::new();
+        // The logits of the neutral rows in flight, `classes` a row, flat: no allocation a row.
+        let mut logits: VecDeque<f32> = VecDeque::new();
+        let mut row: Vec<f32> = Vec::with_capacity(data.classes);
         if delay > 0 {
             waiting.extend(batches.by_ref().take(delay));
             if !waiting.is_empty() {
@@ -210,15 +212,22 @@ impl LabelledHead {
                 let Some(batch) = waiting.pop_front() else { break };
                 batch
             };
-            while logits.len() < batch.labels.len() {
+            let width = data.classes;
+            while logits.len() < batch.labels.len() * width {
                 let prediction = io.prediction().ok_or(Closed)?;
-                logits.extend(prediction.logits.outer_iter().map(|row| row.to_vec()));
+                // The readout is built with the dataset's class count (config::build).
+                debug_assert_eq!(prediction.logits.ncols(), width);
+                logits.extend(prediction.logits.iter());
             }
             let negatives: Vec<u8> = batch
                 .labels
                 .iter()
-                // Invariant: the loop above filled at least one logit row per label.
-                .map(|&truth| hard_label(&logits.pop_front().expect("enough logits"), truth, &mut rng))
+                .map(|&truth| {
+                    row.clear();
+                    // The loop above filled at least one logit row per label.
+                    row.extend(logits.drain(..width));
+                    hard_label(&row, truth, &mut rng)
+                })
                 .collect();
             let ahead = if delay > 0 { batches.next() } else { None };
             let packet = self.train_packet(epoch, &batch, &negatives, ahead.as_ref());
