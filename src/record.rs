@@ -87,7 +87,7 @@ pub struct Record {
 /// Keys of a record's `pipeline` that do not make it another experiment: the seed (records of
 /// seeds sit side by side), the paper's description, and what only sets how many threads or
 /// processes do the same work (the results are bit-identical: tested).
-const NOT_THE_EXPERIMENT: [&str; 4] = ["seed", "paper", "threads", "placement"];
+const NOT_THE_EXPERIMENT: [&str; 5] = ["seed", "paper", "threads", "placement", "core_tokens"];
 
 /// The first setting where two pipelines (as records store them) are different experiments:
 /// `(dotted key, value in a, value in b)`. Keys only one side has are skipped: a record

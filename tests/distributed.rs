@@ -58,7 +58,7 @@ struct Cut {
 type Outcome = (Vec<StageState>, Vec<std::collections::BTreeMap<String, f64>>);
 
 fn wiring() -> Wiring {
-    Wiring { mode: Mode::Threaded, capacity: 2, feedback_delay: 1, shards: None }
+    Wiring { mode: Mode::Threaded, capacity: 2, feedback_delay: 1, shards: None, core_tokens: 0 }
 }
 
 /// The whole chain in one process: the reference.

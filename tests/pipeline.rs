@@ -29,17 +29,20 @@ fn config(extra: &[&str]) -> PipelineConfig {
 
 /// Runs a config on the synthetic data; returns the final stage states and every epoch report.
 fn run(config: &PipelineConfig, mode: Mode) -> (Vec<StageState>, Vec<EpochReport>) {
+    run_wired(config, Wiring::new(mode, 1))
+}
+
+fn run_wired(config: &PipelineConfig, wiring: Wiring) -> (Vec<StageState>, Vec<EpochReport>) {
     let data = synthetic_mnist();
     let mut head = build_head(config, data, 1, Arc::new(AtomicBool::new(false)));
     let mut sink = build_sink(config);
     let stats = PipelineStats::new(&config.stage_names());
     let mut reports = Vec::new();
-    let (stages, completed) =
-        runtime::run(&mut head, build_stages(config), &mut sink, Wiring::new(mode, 1), &stats, &mut |r| {
-            reports.push(r);
-            Ok(())
-        })
-        .unwrap();
+    let (stages, completed) = runtime::run(&mut head, build_stages(config), &mut sink, wiring, &stats, &mut |r| {
+        reports.push(r);
+        Ok(())
+    })
+    .unwrap();
     assert_eq!(completed, Ending::Finished);
     // Every frame is processed: the source's count reaches the sink.
     assert_eq!(stats.source.totals().frames, stats.sink.totals().frames);
@@ -67,6 +70,21 @@ fn threaded_pipeline_ends_with_the_same_weights_as_lockstep() {
     // The stages really learned something (weights moved), so the comparison is not vacuous.
     let fresh = build_stages(&c)[0].snapshot();
     assert_ne!(fresh.tensors[0].2, threaded[0].tensors[0].2);
+}
+
+#[test]
+fn core_tokens_change_the_speed_not_the_weights() {
+    // At most 1 or 2 of the 3 stages compute at once; the weights and scores are lockstep's.
+    let c = config(&[]);
+    let (lockstep, reports_l) = run(&c, Mode::Lockstep);
+    for tokens in [1, 2] {
+        let (threaded, reports_t) = run_wired(&c, Wiring { core_tokens: tokens, ..Wiring::new(Mode::Threaded, 1) });
+        for (a, b) in threaded.iter().zip(&lockstep) {
+            assert_eq!(a.tensors, b.tensors, "stage {} differs with {tokens} tokens", a.stage);
+        }
+        let measures = |r: &[EpochReport]| r.iter().map(|r| r.measures.clone()).collect::<Vec<_>>();
+        assert_eq!(measures(&reports_t), measures(&reports_l));
+    }
 }
 
 /// Wake and sleep on MNIST (issue 4, first part): 3 packets awake, 2 asleep, hard negatives

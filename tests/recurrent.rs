@@ -38,7 +38,7 @@ fn run(config: &PipelineConfig, mode: Mode, delay: usize) -> (Vec<StageState>, V
     let mut sink = build_sink(config);
     let stats = PipelineStats::new(&config.stage_names());
     let mut reports = Vec::new();
-    let wiring = Wiring { mode, capacity: 2, feedback_delay: delay, shards: None };
+    let wiring = Wiring { mode, capacity: 2, feedback_delay: delay, shards: None, core_tokens: 0 };
     let (stages, completed) =
         run_labelled(config, &mut head, build_stages(config), &mut sink, wiring, &stats, &mut |r| {
             reports.push(r);

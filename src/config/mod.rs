@@ -278,6 +278,15 @@ pub struct RuntimeConfig {
     /// stages work at the same time). Feed-forward nets have no feedback edge.
     #[serde(default = "default_feedback_delay")]
     pub feedback_delay: usize,
+    /// Threaded mode: at most this many stages compute at once, each packet to its end
+    /// (`runtime::tokens`); 0, the default, lets the OS share the cores among all stages.
+    /// The results are the same either way; only the speed differs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub core_tokens: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_feedback_delay() -> usize {
@@ -292,6 +301,7 @@ impl RuntimeConfig {
             capacity: self.queue_capacity.max(1),
             feedback_delay: self.feedback_delay,
             shards: None,
+            core_tokens: self.core_tokens,
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod edge;
 mod lockstep;
 pub mod part;
 mod threaded;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -227,12 +228,15 @@ pub struct Wiring {
     /// Where each stage writes its own checkpoint shard at an epoch's barrier; none: the
     /// states come back in memory, in the epoch report.
     pub shards: Option<crate::checkpoint::ShardStore>,
+    /// Threaded mode: at most this many stages compute at once (0: no limit, the OS shares the
+    /// cores among every stage thread). See [`tokens::CoreTokens`].
+    pub core_tokens: usize,
 }
 
 impl Wiring {
     /// Forward edges of `capacity`, feedback delay 1.
     pub fn new(mode: Mode, capacity: usize) -> Wiring {
-        Wiring { mode, capacity: capacity.max(1), feedback_delay: 1, shards: None }
+        Wiring { mode, capacity: capacity.max(1), feedback_delay: 1, shards: None, core_tokens: 0 }
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::barrier::Barrier;
 use super::edge::{self, EdgeSpec, Inlet, Outlet, UNBOUNDED};
+use super::tokens::CoreTokens;
 use super::{deliver, frames_rows, panic_message, step, HeadIo, OnEpoch, PipelineError, PipelineStats, SinkSide};
 use super::{Closed, Ending, Interrupted, Message, Part, Prediction, Stage, TopDown, Wiring};
 use crate::error::StageError;
@@ -55,7 +56,11 @@ fn run_stage(
     mut ports: Ports<'_>,
     stats: &StageStats,
     barrier: &Barrier,
+    tokens: Option<&CoreTokens>,
 ) -> Result<Box<dyn Stage>, StageError> {
+    // A stage that reads the state above receives it inside `step`: it computes without a
+    // token rather than wait on an edge while holding one.
+    let step_tokens = tokens.filter(|_| !stage.reads_above());
     let span = tracing::info_span!("stage", name = stage.name());
     let _entered = span.enter();
     tracing::debug!("started");
@@ -65,12 +70,14 @@ fn run_stage(
         let t1 = Instant::now();
         let (frames, rows) = frames_rows(&message);
         let above = &mut ports.above;
+        let token = step_tokens.map(CoreTokens::take);
         let (message, state_below) = step(
             stage.as_mut(),
             message,
             || above.as_mut().and_then(|a| a.recv()),
             |epoch, state| barrier.deposit(k, epoch, state),
         )?;
+        drop(token);
         let t2 = Instant::now();
         if ports.output.send(message).is_err() {
             break; // downstream is gone: stop
@@ -80,7 +87,9 @@ fn run_stage(
             let _ = below.send(state);
         }
         let t3 = Instant::now();
+        let token = tokens.map(CoreTokens::take);
         stage.learn();
+        drop(token);
         stats.record(frames, rows, t2 - t1 + t3.elapsed(), t1 - t0, t3 - t2, ports.input.len());
     }
     // A remote edge that failed ends like a finished stream; the stage says which it was.
@@ -172,6 +181,8 @@ pub(super) fn run(
     let n = stages.len();
     let barrier = Barrier::new(n, wiring.shards.clone());
     let barrier = &barrier;
+    let tokens = (wiring.core_tokens > 0).then(|| CoreTokens::new(wiring.core_tokens));
+    let tokens = tokens.as_ref();
     // Feedback edges: stage k+1 -> stage k wherever stage k reads the state above; the last
     // stage here reads it over the boundary, the first sends its own over the boundary.
     let mut aboves: Vec<Option<Box<dyn Inlet<TopDown>>>> = (0..n).map(|_| None).collect();
@@ -255,7 +266,7 @@ pub(super) fn run(
             let stage_stats = &stats.stages[first + k];
             match std::thread::Builder::new()
                 .name(name.clone())
-                .spawn_scoped(scope, move || run_stage(stage, k, ports, stage_stats, barrier))
+                .spawn_scoped(scope, move || run_stage(stage, k, ports, stage_stats, barrier, tokens))
             {
                 Ok(handle) => workers.push((name, handle)),
                 Err(e) => {
