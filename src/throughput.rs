@@ -151,7 +151,9 @@ pub fn bench(
 
     // The real stream, threaded and in lockstep.
     let mut stream = Vec::new();
-    for mode in [Mode::Lockstep, Mode::Threaded] {
+    // Lockstep, threaded (the OS shares the cores among the stages), and threaded with as many
+    // core tokens as cores (runtime::tokens: at most that many stages compute at once).
+    for (mode, tokens) in [(Mode::Lockstep, 0), (Mode::Threaded, 0), (Mode::Threaded, cores as usize)] {
         let overrides = vec![
             format!("data.train_size={}", batches * base.data.batch),
             "data.epochs=1".to_string(),
@@ -159,6 +161,7 @@ pub fn bench(
             "eval.train_size=0".to_string(),
             "data.validation_size=100".to_string(),
             format!("pipeline.mode=\"{}\"", if mode == Mode::Threaded { "threaded" } else { "lockstep" }),
+            format!("pipeline.core_tokens={tokens}"),
         ];
         let config = PipelineConfig::parse(&text, &origin, &overrides)?;
         let data = load_data(&config, data_dir)?;
@@ -176,9 +179,10 @@ pub fn bench(
         let fps = frames / wall;
         let per_stage: Vec<_> =
             stats.all().iter().map(|s| rates(&s.name, &StageTotals::default(), &s.totals(), wall)).collect();
+        let with_tokens = if tokens > 0 { format!(", {tokens} core tokens") } else { String::new() };
         writeln!(
             table,
-            "{mode:?}: {fps:.0} frames/s ({frames} frames in {wall:.2} s) -> {:.1} s per 50k-frame epoch",
+            "{mode:?}{with_tokens}: {fps:.0} frames/s ({frames} frames in {wall:.2} s) -> {:.1} s per 50k-frame epoch",
             50_000.0 / fps
         )?;
         writeln!(table, "{}", crate::metrics::summary_table(&per_stage))?;
@@ -193,7 +197,13 @@ pub fn bench(
             .collect();
         stream.push((mode, fps, per_stage, allocs / frames.max(1.0), by_element));
     }
-    let (lock, thr) = (stream[0].1, stream[1].1);
+    let (lock, thr, tokened) = (stream[0].1, stream[1].1, stream[2].1);
+    writeln!(
+        table,
+        "threaded with {cores} core tokens: {tokened:.0} frames/s = {:.1}% of the stage bound, {:.2}x the threaded run without",
+        100.0 * tokened / bound,
+        tokened / thr
+    )?;
     writeln!(table, "threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound)?;
     // The whole process during the threaded stream: head, queues, stages, sink, evaluation.
     let allocs_per_frame = crate::alloc_count::installed().then_some(stream[1].3);
@@ -255,6 +265,8 @@ pub fn bench(
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
             "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2, "one_stage_pool": pool,
+            "core_tokens": {"tokens": cores as usize, "frames_per_s": tokened, "over_bound": tokened / bound,
+                "over_threaded": tokened / thr, "stages": stream[2].2},
             "local_stages": local, "allocs_per_frame": allocs_per_frame,
             "allocs_per_packet_by_element": stream[1].4.iter().map(|(name, n)| serde_json::json!({"element": name, "allocs_per_packet": n})).collect::<Vec<_>>(),
         });
