@@ -61,7 +61,11 @@ pub struct BackpropConfig {
     pub epochs: u32,
     /// RMS-normalize each input row first, as the FF layers do.
     pub normalize_input: bool,
-    /// Seed of the initial weights.
+    /// Dropout on the hidden layers' outputs while training: each unit is kept with
+    /// probability `1 − dropout` and scaled by `1 / (1 − dropout)` (inverted dropout, so the
+    /// test-time net is the plain one). 0: none.
+    pub dropout: f32,
+    /// Seed of the initial weights (and of the dropout masks).
     pub seed: u64,
 }
 
@@ -170,7 +174,7 @@ impl Backprop {
         if rows == 0 {
             return 0.0;
         }
-        let activations = self.forward(x);
+        let activations = self.forward_with(x, self.dropout_masks());
         // Invariant: `forward` returns the input and one activation per layer, never nothing.
         let logits = activations.last().expect("logits");
         // The ascent direction of the log-likelihood: Y − P = −δ_L.
@@ -187,8 +191,14 @@ impl Backprop {
             let bias_sum = direction.sum_axis(Axis(0));
             layer.bias_optimizer.buffer_mut().zip_mut_with(&bias_sum, |v, &g| *v = beta * *v + alpha * g);
             if l > 0 {
-                // Uses this layer's weights before their update.
+                // Uses this layer's weights before their update. A dropped unit's output is 0,
+                // so the ReLU mask in `back_through` also drops its signal; a kept one was
+                // scaled by `1 / (1 − p)`, and so is its signal.
                 direction = layer.back_through(&direction.view(), below, threads, &self.pool);
+                if self.config.dropout > 0.0 {
+                    let keep = 1.0 / (1.0 - self.config.dropout);
+                    direction.mapv_inplace(|v| v * keep);
+                }
             }
             layer.weight_optimizer.apply(&mut layer.weights, gain);
             layer.bias_optimizer.apply(&mut layer.bias, gain);
@@ -349,6 +359,19 @@ impl Backprop {
 
     /// Activations of every level: `[input (normalized if asked), h₁, …, logits]`.
     fn forward(&self, x: &Array2<f32>) -> Vec<Array2<f32>> {
+        self.forward_with(x, None)
+    }
+
+    /// The dropout masks' random stream for the next training step (`None` without dropout):
+    /// one stream per step, derived from the seed and the steps taken (checkpointed), so a
+    /// resumed run draws the masks an unbroken one would.
+    fn dropout_masks(&self) -> Option<Rng> {
+        let step = self.layers.first().map_or(0, |l| l.weight_optimizer.steps());
+        (self.config.dropout > 0.0).then(|| Rng::derive(self.config.seed, "backprop.dropout", step))
+    }
+
+    /// [`Self::forward`], dropping hidden units with the twin's dropout where `masks` is given.
+    fn forward_with(&self, x: &Array2<f32>, mut masks: Option<Rng>) -> Vec<Array2<f32>> {
         assert_eq!(
             x.ncols(),
             self.config.inputs,
@@ -374,7 +397,13 @@ impl Backprop {
                 None => gemm(1.0, &below.view(), &layer.weights.view(), 1.0, &mut y.view_mut(), self.threads),
             }
             if l < top {
-                y.mapv_inplace(|v| v.max(0.0));
+                match masks.as_mut() {
+                    Some(rng) => {
+                        let (p, keep) = (self.config.dropout, 1.0 / (1.0 - self.config.dropout));
+                        y.mapv_inplace(|v| if rng.uniform() < p { 0.0 } else { v.max(0.0) * keep });
+                    }
+                    None => y.mapv_inplace(|v| v.max(0.0)),
+                }
             }
             activations.push(y);
         }
@@ -489,6 +518,7 @@ mod tests {
             schedule: Schedule::Constant,
             epochs: 1,
             normalize_input: false,
+            dropout: 0.0,
             seed: 7,
         }
     }
@@ -515,6 +545,68 @@ mod tests {
             Local::new(Fields { input: map1, size: 3, stride: 1, padding: 1 }, 1, false, MapShape::new(4, 3, 1));
         BackpropConfig { local: vec![Some(first), Some(second)], ..config(12, vec![24, 12], 3, Rule::Matlab, 0.1) }
             .build()
+    }
+
+    #[test]
+    fn a_dropout_step_follows_the_gradient_of_the_masked_net() {
+        // SGD without momentum or weight cost at lr 1: one step moves each weight by minus the
+        // mean loss's gradient; here the loss of the net with this step's dropout masks (the
+        // masks do not depend on the weights, so the masked loss is a function of them).
+        let mut net = BackpropConfig {
+            dropout: 0.4,
+            schedule: Schedule::Constant,
+            ..config(12, vec![9, 7], 3, Rule::Sgd { momentum: 0.0 }, 1.0)
+        }
+        .build();
+        let x = random_rows(6, 12, 5);
+        let labels = [0u8, 2, 1, 2, 1, 0];
+        let masked = |net: &Backprop| -> (f32, Vec<bool>) {
+            let acts = net.forward_with(&x, net.dropout_masks());
+            let pattern = acts[1..acts.len() - 1].iter().flat_map(|a| a.iter().map(|&v| v > 0.0)).collect();
+            ((cross_entropy_sum(acts.last().unwrap(), &labels) / labels.len() as f64) as f32, pattern)
+        };
+        let (_, base_pattern) = masked(&net);
+        // Some units are dropped, some kept: the masks are really there.
+        let dropped = base_pattern.iter().filter(|&&on| !on).count();
+        assert!(dropped > 0 && dropped < base_pattern.len());
+        let h = 1e-3f32;
+        let mut numeric = Vec::new();
+        for l in 0..net.layers.len() {
+            for p in 0..net.layers[l].weights.len() {
+                let mut probe = |delta: f32| {
+                    let slot = &mut net.layers[l].weights.as_slice_mut().unwrap()[p];
+                    let original = *slot;
+                    *slot = original + delta;
+                    let result = masked(&net);
+                    net.layers[l].weights.as_slice_mut().unwrap()[p] = original;
+                    result
+                };
+                let ((plus, pp), (minus, mp)) = (probe(h), probe(-h));
+                let straddles = pp != base_pattern || mp != base_pattern;
+                numeric.push((l, p, (plus - minus) / (2.0 * h), straddles));
+            }
+        }
+        let before: Vec<Array2<f32>> = net.layers.iter().map(|l| l.weights.clone()).collect();
+        net.train_step(&x, &labels, 1);
+        let mut checked = 0;
+        for (l, p, gradient, straddles) in numeric {
+            if straddles {
+                continue;
+            }
+            let step = net.layers[l].weights.as_slice().unwrap()[p] - before[l].as_slice().unwrap()[p];
+            let error = (step + gradient).abs() / (1e-2 + gradient.abs().max(step.abs()));
+            assert!(error < 2e-2, "layer {} weight {p}: step {step}, minus the gradient {}", l + 1, -gradient);
+            checked += 1;
+        }
+        assert!(checked > 150, "only {checked} weights checked");
+        // Without dropout the same net's step is another one: the masks changed the update.
+        let mut plain = BackpropConfig {
+            schedule: Schedule::Constant,
+            ..config(12, vec![9, 7], 3, Rule::Sgd { momentum: 0.0 }, 1.0)
+        }
+        .build();
+        plain.train_step(&x, &labels, 1);
+        assert_ne!(plain.layers[0].weights, net.layers[0].weights);
     }
 
     #[test]

@@ -272,6 +272,7 @@ pub fn build_backprop_for(config: &PipelineConfig, inputs: usize) -> Backprop {
         schedule: config.optimizer.schedule,
         epochs: config.data.epochs,
         normalize_input: config.model.normalize_input,
+        dropout: config.model.dropout,
         seed: config.seed,
     }
     .build()

@@ -236,6 +236,13 @@ pub struct ModelConfig {
     /// Backprop twin only: RMS-normalize the input image as the FF net does.
     #[serde(default = "yes")]
     pub normalize_input: bool,
+    /// Backprop trainer only: dropout on the hidden layers while training (0: none).
+    #[serde(default, skip_serializing_if = "is_zero_f32")]
+    pub dropout: f32,
+}
+
+fn is_zero_f32(x: &f32) -> bool {
+    *x == 0.0
 }
 
 fn one() -> f32 {
@@ -1029,6 +1036,12 @@ impl PipelineConfig {
         }
         if !non_negative(self.model.peer_normalization) {
             return fail("model.peer_normalization", "must be zero or positive");
+        }
+        if !(0.0..1.0).contains(&self.model.dropout) {
+            return fail("model.dropout", "must be at least 0 and below 1");
+        }
+        if self.model.dropout > 0.0 && self.trainer != Trainer::Backprop {
+            return fail("model.dropout", "is for the backprop trainer only (FF stages learn without it)");
         }
         // lr = 0 freezes the stages at their random initialization: the baseline of random
         // fixed hidden layers with a trained readout.

@@ -389,6 +389,7 @@ fn one_pass_twin(
         schedule: settings.schedule,
         epochs: 1,
         normalize_input: true,
+        dropout: 0.0,
         seed: config.seed,
     }
     .build();
