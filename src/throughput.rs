@@ -62,6 +62,15 @@ pub fn ff_over_bp_flops(inputs: usize, layers: &[usize], classes: usize) -> f64 
     ff / bp
 }
 
+/// One timed MNIST stream of the bench: its rate, its elements' rates and its allocations (a
+/// frame, all threads; and a packet, by element's thread).
+struct StreamRun {
+    fps: f64,
+    per_stage: Vec<crate::metrics::StageRates>,
+    allocs_per_frame: f64,
+    by_element: Vec<(String, f64)>,
+}
+
 /// Heap allocations per training packet of one stage once warm (`None` where the program does
 /// not count them: [`crate::alloc_count::installed`]); the packets are made beforehand and the
 /// outputs kept, so only the stage's own work is counted (its backend's products included).
@@ -195,9 +204,11 @@ pub fn bench(
                 (s.name.clone(), t.allocations as f64 / t.packets.saturating_sub(1).max(1) as f64)
             })
             .collect();
-        stream.push((mode, fps, per_stage, allocs / frames.max(1.0), by_element));
+        stream.push(StreamRun { fps, per_stage, allocs_per_frame: allocs / frames.max(1.0), by_element });
     }
-    let (lock, thr, tokened) = (stream[0].1, stream[1].1, stream[2].1);
+    // The loop above ran the three modes in this order.
+    let (lockstep, threaded, tokened_run) = (&stream[0], &stream[1], &stream[2]);
+    let (lock, thr, tokened) = (lockstep.fps, threaded.fps, tokened_run.fps);
     writeln!(
         table,
         "threaded with {cores} core tokens: {tokened:.0} frames/s = {:.1}% of the stage bound, {:.2}x the threaded run without",
@@ -206,13 +217,13 @@ pub fn bench(
     )?;
     writeln!(table, "threaded / lockstep: {:.2}x; threaded / stage bound: {:.1}%", thr / lock, 100.0 * thr / bound)?;
     // The whole process during the threaded stream: head, queues, stages, sink, evaluation.
-    let allocs_per_frame = crate::alloc_count::installed().then_some(stream[1].3);
+    let allocs_per_frame = crate::alloc_count::installed().then_some(threaded.allocs_per_frame);
     if let Some(a) = allocs_per_frame {
         let per_stage: Vec<String> = stage_rows
             .iter()
             .map(|r| format!("{} {}", r["stage"].as_str().unwrap_or("?"), r["allocs_per_packet"]))
             .collect();
-        let by_element: Vec<String> = stream[1].4.iter().map(|(name, n)| format!("{name} {n:.1}")).collect();
+        let by_element: Vec<String> = threaded.by_element.iter().map(|(name, n)| format!("{name} {n:.1}")).collect();
         writeln!(
             table,
             "heap allocations: {a:.2} a frame through the threaded stream, by element's thread a packet: {}; \
@@ -264,11 +275,11 @@ pub fn bench(
             "peak_gflops": {"1": peak1, "2": peak2}, "stages": stage_rows, "stage_bound_frames_per_s": bound,
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
-            "threaded_stages": stream[1].2, "lockstep_stages": stream[0].2, "one_stage_pool": pool,
+            "threaded_stages": threaded.per_stage, "lockstep_stages": lockstep.per_stage, "one_stage_pool": pool,
             "core_tokens": {"tokens": cores as usize, "frames_per_s": tokened, "over_bound": tokened / bound,
-                "over_threaded": tokened / thr, "stages": stream[2].2},
+                "over_threaded": tokened / thr, "stages": tokened_run.per_stage},
             "local_stages": local, "allocs_per_frame": allocs_per_frame,
-            "allocs_per_packet_by_element": stream[1].4.iter().map(|(name, n)| serde_json::json!({"element": name, "allocs_per_packet": n})).collect::<Vec<_>>(),
+            "allocs_per_packet_by_element": threaded.by_element.iter().map(|(name, n)| serde_json::json!({"element": name, "allocs_per_packet": n})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
