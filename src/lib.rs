@@ -22,6 +22,9 @@
 //! makes windows of frames and their negatives, measures per stage what was learned (goodness
 //! separation, probes against a random-init net), and [`schedule`] separates wake and sleep.
 //!
+//! A packet's arrays go back from the sink to the head and the stages through [`recycle`], so a
+//! labelled stream of dense or local FF stages allocates per epoch, not per packet, once warm.
+//!
 //! [`session`] is the one run loop of every workload: run folder, epochs, checkpoints,
 //! resume, records, and the backprop twin beside the FF pipeline.
 #![warn(missing_docs)]
@@ -47,6 +50,7 @@ pub mod negative;
 pub mod packet;
 pub mod plot;
 pub mod record;
+pub mod recycle;
 pub mod report_page;
 pub mod reporter;
 pub mod reservoir;

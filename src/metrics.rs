@@ -29,6 +29,14 @@ pub struct StageStats {
     allocations: AtomicU64,
     /// The owning thread's allocation count at its latest packet (`u64::MAX`: none yet).
     allocation_mark: AtomicU64,
+    /// Whether an epoch's end marker has passed the element: the pools ([`crate::recycle`])
+    /// have then seen every packet shape of the run (training, prediction, evaluation).
+    warm: std::sync::atomic::AtomicBool,
+    /// Heap allocations of the data packets after the first epoch (the steady state): the
+    /// work on epoch-end markers (checkpoint snapshots) is not in it.
+    steady_allocations: AtomicU64,
+    /// Data packets after the first epoch.
+    steady_packets: AtomicU64,
 }
 
 /// A plain copy of a [`StageStats`] at one instant.
@@ -51,6 +59,10 @@ pub struct StageTotals {
     /// Heap allocations of the element's thread after its first packet (0 where the program
     /// does not count them: [`crate::alloc_count::installed`]).
     pub allocations: u64,
+    /// Heap allocations of the element's data packets after its first epoch's end marker.
+    pub steady_allocations: u64,
+    /// Data packets after its first epoch's end marker.
+    pub steady_packets: u64,
 }
 
 impl StageStats {
@@ -84,6 +96,15 @@ impl StageStats {
         if mark != u64::MAX {
             add(&self.allocations, now.saturating_sub(mark));
         }
+        // An epoch-end marker carries no rows; every data packet carries some.
+        let marker = rows == 0;
+        if self.warm.load(Ordering::Relaxed) && !marker {
+            add(&self.steady_allocations, now.saturating_sub(mark));
+            add(&self.steady_packets, 1);
+        }
+        if marker {
+            self.warm.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The totals now.
@@ -98,6 +119,8 @@ impl StageStats {
             wait_out_ns: get(&self.wait_out_ns),
             queue_depth: get(&self.queue_depth),
             allocations: get(&self.allocations),
+            steady_allocations: get(&self.steady_allocations),
+            steady_packets: get(&self.steady_packets),
         }
     }
 }

@@ -101,12 +101,53 @@ pub struct Packet {
     pub captured: Instant,
 }
 
+/// The per-row and per-stage vectors of a packet, kept with their capacity between packets
+/// ([`crate::recycle`]).
+#[derive(Debug, Default)]
+pub struct RowBuffers {
+    frame: Vec<u32>,
+    truth: Vec<u8>,
+    embedded: Vec<u8>,
+    goodness: Vec<f32>,
+    features: Vec<Array2<f32>>,
+    layer_goodness: Vec<Vec<f32>>,
+}
+
+impl RowBuffers {
+    /// Rows the per-row vectors hold without growing.
+    pub fn row_capacity(&self) -> usize {
+        self.frame.capacity()
+    }
+
+    /// Room for `stages` entries in the per-stage lists.
+    pub fn reserve_stages(&mut self, stages: usize) {
+        self.features.reserve(stages);
+        self.layer_goodness.reserve(stages);
+    }
+}
+
 impl Packet {
     /// A packet of `x`'s rows, all of them positives of step 0 of 1, stamped now; the head
     /// sets the row groups and metadata it needs.
     pub fn new(seq: u64, epoch: u32, purpose: Purpose, x: Array2<f32>) -> Packet {
+        Packet::on_buffers(RowBuffers::default(), seq, epoch, purpose, x)
+    }
+
+    /// [`Packet::new`] on `buffers`' allocations.
+    pub fn on_buffers(buffers: RowBuffers, seq: u64, epoch: u32, purpose: Purpose, x: Array2<f32>) -> Packet {
         let rows = x.nrows();
         let now = Instant::now();
+        let RowBuffers { mut frame, mut truth, mut embedded, mut goodness, mut features, mut layer_goodness } = buffers;
+        frame.clear();
+        frame.resize(rows, 0);
+        for (v, value) in [(&mut truth, 0), (&mut embedded, NEUTRAL)] {
+            v.clear();
+            v.resize(rows, value);
+        }
+        goodness.clear();
+        goodness.resize(rows, 0.0);
+        features.clear();
+        layer_goodness.clear();
         Packet {
             seq,
             epoch,
@@ -115,19 +156,30 @@ impl Packet {
             positives: rows,
             negatives: 0,
             neutral: 0,
-            frame: vec![0; rows],
-            truth: vec![0; rows],
-            embedded: vec![NEUTRAL; rows],
+            frame,
+            truth,
+            embedded,
             frames: rows,
-            goodness: vec![0.0; rows],
-            features: Vec::new(),
+            goodness,
+            features,
             observe: Observe::default(),
-            layer_goodness: Vec::new(),
+            layer_goodness,
             step: 0,
             steps: 1,
             stamp: now,
             captured: now,
         }
+    }
+
+    /// Takes the packet apart: its rows array and the arrays the stages left on it go to
+    /// `array`, each stage's goodness rows to `values`, and its vectors come back (emptied, with
+    /// their capacity) for [`Packet::on_buffers`].
+    pub fn into_buffers(self, mut array: impl FnMut(Array2<f32>), mut values: impl FnMut(Vec<f32>)) -> RowBuffers {
+        let Packet { x, frame, truth, embedded, goodness, mut features, mut layer_goodness, .. } = self;
+        array(x);
+        features.drain(..).for_each(&mut array);
+        layer_goodness.drain(..).for_each(&mut values);
+        RowBuffers { frame, truth, embedded, goodness, features, layer_goodness }
     }
 
     /// Whether this is the last step the head plays of these rows.

@@ -44,6 +44,8 @@ pub struct Readout {
     /// `(features, classes)`.
     weights: Array2<f32>,
     optimizer: ParamOptimizer<Ix2>,
+    /// The learning direction's buffer, kept between packets.
+    direction: Array2<f32>,
 }
 
 impl Readout {
@@ -57,6 +59,7 @@ impl Readout {
                 config.weight_cost,
                 Ix2(config.features, config.classes),
             ),
+            direction: Array2::zeros((0, 0)),
             config,
         }
     }
@@ -64,7 +67,8 @@ impl Readout {
     /// Logits `(rows, classes)` from the per-layer feature blocks `(rows, units_l)`.
     pub fn logits(&self, features: &[Array2<f32>]) -> Array2<f32> {
         let rows = features.first().map_or(0, |f| f.nrows());
-        let mut logits = Array2::zeros((rows, self.config.classes));
+        // Pooled: the head gives a prediction's logits back once it has read them.
+        let mut logits = crate::recycle::zeros((rows, self.config.classes));
         let mut offset = 0;
         for block in features {
             let w = self.weights.slice(s![offset..offset + block.ncols(), ..]);
@@ -76,7 +80,8 @@ impl Readout {
 
     /// One smoothed-gradient step towards the true classes, from logits already computed.
     pub fn learn(&mut self, features: &[Array2<f32>], logits: &Array2<f32>, truth: &[u8], epoch: u32) {
-        let mut direction = softmax(logits); // becomes targets − p
+        let mut direction = std::mem::take(&mut self.direction);
+        softmax_into(logits, &mut direction); // becomes targets − p
         for (mut row, &t) in direction.axis_iter_mut(Axis(0)).zip(truth) {
             row.mapv_inplace(|p| -p);
             row[t as usize] += 1.0;
@@ -90,6 +95,7 @@ impl Readout {
         }
         let gain = self.config.schedule.gain(epoch, self.config.epochs);
         self.optimizer.apply(&mut self.weights, gain);
+        self.direction = direction;
     }
 
     /// A copy of the readout's state for a checkpoint.
@@ -131,14 +137,23 @@ impl Readout {
 
 /// Row-wise softmax, stable.
 pub fn softmax(logits: &Array2<f32>) -> Array2<f32> {
-    let mut p = logits.clone();
+    let mut p = Array2::zeros((0, 0));
+    softmax_into(logits, &mut p);
+    p
+}
+
+/// [`softmax`] into `p`'s allocation where it holds enough (the readout's per-packet buffer).
+pub fn softmax_into(logits: &Array2<f32>, p: &mut Array2<f32>) {
+    if p.dim() != logits.dim() {
+        *p = crate::recycle::reshaped(std::mem::take(p), logits.dim());
+    }
+    p.assign(logits);
     for mut row in p.axis_iter_mut(Axis(0)) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         row.mapv_inplace(|v| (v - max).exp());
         let total = row.sum();
         row.mapv_inplace(|v| v / total);
     }
-    p
 }
 
 /// The index of the largest value (the first of equals).
@@ -223,6 +238,9 @@ impl Classify {
                 }
             }
             tally.images += images.max(packet.neutral);
+            if let Some(logits) = logits {
+                crate::recycle::give_array(logits);
+            }
             return None;
         }
         let logits = logits?;
@@ -236,7 +254,11 @@ impl Classify {
         }
         self.train_seen.images += truth.len();
         self.readout.learn(&packet.features, &logits, truth, packet.epoch);
-        self.send_predictions.then_some(Prediction { logits })
+        if self.send_predictions {
+            return Some(Prediction { logits });
+        }
+        crate::recycle::give_array(logits);
+        None
     }
 
     /// Takes the tallies gathered since the last call, keyed by purpose.

@@ -68,7 +68,17 @@ struct StreamRun {
     fps: f64,
     per_stage: Vec<crate::metrics::StageRates>,
     allocs_per_frame: f64,
-    by_element: Vec<(String, f64)>,
+    by_element: Vec<ElementAllocations>,
+}
+
+/// One element's heap allocations in a timed stream, counted by its own thread.
+struct ElementAllocations {
+    element: String,
+    /// A packet after its first.
+    per_packet: f64,
+    /// A data packet of the second epoch (the steady state; epoch-end work not included).
+    steady_per_packet: f64,
+    steady_packets: u64,
 }
 
 /// Heap allocations per training packet of one stage once warm (`None` where the program does
@@ -163,9 +173,12 @@ pub fn bench(
     // Lockstep, threaded (the OS shares the cores among the stages), and threaded with as many
     // core tokens as cores (runtime::tokens: at most that many stages compute at once).
     for (mode, tokens) in [(Mode::Lockstep, 0), (Mode::Threaded, 0), (Mode::Threaded, cores as usize)] {
+        // Two epochs of half the packets each: the second is the steady state of the
+        // allocation count (StageTotals::steady_allocations, after the pools have seen every
+        // packet shape).
         let overrides = vec![
-            format!("data.train_size={}", batches * base.data.batch),
-            "data.epochs=1".to_string(),
+            format!("data.train_size={}", batches.div_ceil(2) * base.data.batch),
+            "data.epochs=2".to_string(),
             "eval.test=false".to_string(),
             "eval.train_size=0".to_string(),
             "data.validation_size=100".to_string(),
@@ -196,12 +209,17 @@ pub fn bench(
         )?;
         writeln!(table, "{}", crate::metrics::summary_table(&per_stage))?;
         // Which element's thread allocates: per packet, after its first.
-        let by_element: Vec<(String, f64)> = stats
+        let by_element: Vec<ElementAllocations> = stats
             .all()
             .iter()
             .map(|s| {
                 let t = s.totals();
-                (s.name.clone(), t.allocations as f64 / t.packets.saturating_sub(1).max(1) as f64)
+                ElementAllocations {
+                    element: s.name.clone(),
+                    per_packet: t.allocations as f64 / t.packets.saturating_sub(1).max(1) as f64,
+                    steady_per_packet: t.steady_allocations as f64 / t.steady_packets.max(1) as f64,
+                    steady_packets: t.steady_packets,
+                }
             })
             .collect();
         stream.push(StreamRun { fps, per_stage, allocs_per_frame: allocs / frames.max(1.0), by_element });
@@ -223,7 +241,11 @@ pub fn bench(
             .iter()
             .map(|r| format!("{} {}", r["stage"].as_str().unwrap_or("?"), r["allocs_per_packet"]))
             .collect();
-        let by_element: Vec<String> = threaded.by_element.iter().map(|(name, n)| format!("{name} {n:.1}")).collect();
+        let by_element: Vec<String> = threaded
+            .by_element
+            .iter()
+            .map(|e| format!("{} {:.1} ({:.2} in the second epoch)", e.element, e.per_packet, e.steady_per_packet))
+            .collect();
         writeln!(
             table,
             "heap allocations: {a:.2} a frame through the threaded stream, by element's thread a packet: {}; \
@@ -279,7 +301,7 @@ pub fn bench(
             "core_tokens": {"tokens": cores as usize, "frames_per_s": tokened, "over_bound": tokened / bound,
                 "over_threaded": tokened / thr, "stages": tokened_run.per_stage},
             "local_stages": local, "allocs_per_frame": allocs_per_frame,
-            "allocs_per_packet_by_element": threaded.by_element.iter().map(|(name, n)| serde_json::json!({"element": name, "allocs_per_packet": n})).collect::<Vec<_>>(),
+            "allocs_per_packet_by_element": threaded.by_element.iter().map(|e| serde_json::json!({"element": e.element, "allocs_per_packet": e.per_packet, "steady_allocs_per_packet": e.steady_per_packet, "steady_packets": e.steady_packets})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

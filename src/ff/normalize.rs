@@ -14,7 +14,9 @@ const TINY: f32 = 1e-30;
 /// # Shapes
 /// `x: (rows, features)` → `(rows, features)`.
 pub fn normalize_rows(x: &ArrayView2<f32>) -> Array2<f32> {
-    let mut out = x.to_owned();
+    // A pooled array (crate::recycle): the readout's features are made once a packet.
+    let mut out = crate::recycle::array(x.dim());
+    out.assign(x);
     normalize_rows_in_place(&mut out);
     out
 }

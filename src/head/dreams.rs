@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use ndarray::Array2;
 
-use super::LabelledHead;
+use super::{LabelledHead, Rows};
 use crate::data::aesop;
 use crate::negative::sampled_label;
-use crate::packet::{Message, Purpose, NEUTRAL};
+use crate::packet::{Message, Purpose};
 use crate::reservoir::Reservoir;
 use crate::rng::Rng;
 use crate::runtime::{Closed, HeadIo, Interrupted};
@@ -56,17 +56,13 @@ impl LabelledHead {
                     self.dream(epoch, &starts, &mut dreams, &mut rng, io)?;
                 }
                 let negatives = dreams.take(n, data.train.width());
-                let groups = [
-                    (&batch, batch.labels.clone()),
-                    (&negatives, negatives.labels.clone()),
-                    (&batch, vec![NEUTRAL; n]),
-                ];
+                let groups = [(&batch, Rows::Truth), (&negatives, Rows::Truth), (&batch, Rows::Neutral)];
                 let packet = self.packet(epoch, Purpose::Train, &groups, [n, n, n]);
                 dreams.outstanding += n;
                 io.emit(Message::Data(packet))?;
                 continue;
             }
-            let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
+            let groups = [(&batch, Rows::Truth), (&batch, Rows::Neutral)];
             let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
             dreams.outstanding += n;
             io.emit(Message::Data(packet))?;
@@ -85,8 +81,7 @@ impl LabelledHead {
                     phases.stored(dreams.memory_bytes(replay.len()));
                 }
                 let negatives = dreams.take(n, data.train.width());
-                let labels = negatives.labels.clone();
-                Ok(self.sleep_packet(epoch, &negatives, labels))
+                Ok(self.sleep_packet(epoch, &negatives, &negatives.labels))
             });
             slept?;
         }
@@ -115,8 +110,7 @@ impl LabelledHead {
         for t in aesop::GIVEN..aesop::LENGTH {
             let windows: Vec<(&[u8], u8)> = text.iter().map(|s| (&s[t - aesop::CONTEXT..t], 0)).collect();
             let contexts = window_batch(&windows, width);
-            let mut packet =
-                self.packet(epoch, Purpose::Dream, &[(&contexts, vec![NEUTRAL; starts.len()])], [0, 0, starts.len()]);
+            let mut packet = self.packet(epoch, Purpose::Dream, &[(&contexts, Rows::Neutral)], [0, 0, starts.len()]);
             packet.frames = 0; // dreams are not frames of the stream
             io.emit(Message::Data(packet))?;
             let mut k = 0;

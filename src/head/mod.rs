@@ -57,6 +57,39 @@ pub enum NegativeLabels {
     Generated,
 }
 
+/// The rows a group of frames gives a packet, and the label each row carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rows<'a> {
+    /// Each frame once, with its true label (positives).
+    Truth,
+    /// Each frame once, with the label given for it (negatives).
+    Given(&'a [u8]),
+    /// Each frame once, with the neutral label (the readout's rows).
+    Neutral,
+    /// Each frame once per class, with each class in turn (the goodness test's candidates).
+    EachClass,
+}
+
+impl Rows<'_> {
+    /// The rows this gives `frames` frames of a `classes`-class dataset.
+    fn rows(self, frames: usize, classes: usize) -> usize {
+        match self {
+            Rows::EachClass => frames * classes,
+            Rows::Truth | Rows::Given(_) | Rows::Neutral => frames,
+        }
+    }
+
+    /// The label of the group's row `k`, whose frame has the class `truth`.
+    fn label(self, k: usize, truth: u8, classes: usize) -> u8 {
+        match self {
+            Rows::Truth => truth,
+            Rows::Given(labels) => labels[k],
+            Rows::Neutral => NEUTRAL,
+            Rows::EachClass => (k % classes) as u8,
+        }
+    }
+}
+
 /// How the head plays the data.
 #[derive(Clone, Debug)]
 pub struct HeadConfig {
@@ -175,13 +208,17 @@ impl LabelledHead {
         let source = self.config.source.clone();
         let mut batches = source.epoch_batches(&data.train, epoch);
         let mut rng = Rng::derive(self.config.source.seed, "negatives", epoch as u64);
+        // Each batch's wrong labels, in one buffer for the epoch.
+        let mut negatives: Vec<u8> = Vec::with_capacity(self.config.source.batch);
         if self.config.negatives == NegativeLabels::Random {
             for batch in batches {
                 if self.stopped() {
                     return Err(Interrupted::Stopped);
                 }
-                let negatives: Vec<u8> = batch.labels.iter().map(|&t| wrong_label(t, data.classes, &mut rng)).collect();
+                negatives.clear();
+                negatives.extend(batch.labels.iter().map(|&t| wrong_label(t, data.classes, &mut rng)));
                 let packet = self.train_packet(epoch, &batch, &negatives, Some(&batch));
+                batch.recycle();
                 io.emit(Message::Data(packet))?;
             }
             return Ok(());
@@ -218,22 +255,21 @@ impl LabelledHead {
                 // The readout is built with the dataset's class count (config::build).
                 debug_assert_eq!(prediction.logits.ncols(), width);
                 logits.extend(prediction.logits.iter());
+                crate::recycle::give_array(prediction.logits);
             }
-            let negatives: Vec<u8> = batch
-                .labels
-                .iter()
-                .map(|&truth| {
-                    row.clear();
-                    // The loop above filled at least one logit row per label.
-                    row.extend(logits.drain(..width));
-                    hard_label(&row, truth, &mut rng)
-                })
-                .collect();
+            negatives.clear();
+            negatives.extend(batch.labels.iter().map(|&truth| {
+                row.clear();
+                // The loop above filled at least one logit row per label.
+                row.extend(logits.drain(..width));
+                hard_label(&row, truth, &mut rng)
+            }));
             let ahead = if delay > 0 { batches.next() } else { None };
             let packet = self.train_packet(epoch, &batch, &negatives, ahead.as_ref());
             if let Some(next) = ahead {
                 waiting.push_back(next);
             }
+            batch.recycle();
             io.emit(Message::Data(packet))?;
         }
         Ok(())
@@ -263,8 +299,8 @@ impl LabelledHead {
                 return Err(Interrupted::Stopped);
             }
             let n = batch.labels.len();
-            let groups = [(&batch, batch.labels.clone()), (&batch, vec![NEUTRAL; n])];
-            let packet = self.packet(epoch, Purpose::Train, &groups, [n, 0, n]);
+            let packet =
+                self.packet(epoch, Purpose::Train, &[(&batch, Rows::Truth), (&batch, Rows::Neutral)], [n, 0, n]);
             io.emit(Message::Data(packet))?;
             pending.push_back(batch);
             if !phases.count_wake_packet() {
@@ -316,7 +352,7 @@ impl LabelledHead {
                         }
                     })
                     .collect();
-                Ok(self.sleep_packet(epoch, &batch, wrong))
+                Ok(self.sleep_packet(epoch, &batch, &wrong))
             });
             slept?;
         }
@@ -335,9 +371,9 @@ impl LabelledHead {
     }
 
     /// One packet of negatives for a sleep phase: `labels` embedded in `batch`'s rows.
-    fn sleep_packet(&mut self, epoch: u32, batch: &FrameBatch, labels: Vec<u8>) -> Packet {
+    fn sleep_packet(&mut self, epoch: u32, batch: &FrameBatch, labels: &[u8]) -> Packet {
         let n = labels.len();
-        self.packet(epoch, Purpose::Train, &[(batch, labels)], [0, n, 0])
+        self.packet(epoch, Purpose::Train, &[(batch, Rows::Given(labels))], [0, n, 0])
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -362,47 +398,36 @@ impl LabelledHead {
         }
     }
 
-    /// Builds a packet from groups of (frames, embedded label per row).
-    fn packet(
-        &mut self,
-        epoch: u32,
-        purpose: Purpose,
-        groups: &[(&FrameBatch, Vec<u8>)],
-        counts: [usize; 3],
-    ) -> Packet {
-        let rows: usize = groups.iter().map(|(_, labels)| labels.len()).sum();
-        let mut x = Array2::zeros((rows, self.data.train.width()));
-        let (mut frame, mut truth, mut embedded) =
-            (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+    /// Builds a packet from groups of frames and the labels their rows carry, on pooled
+    /// buffers ([`crate::recycle`]: the sink gives each packet's back).
+    fn packet(&mut self, epoch: u32, purpose: Purpose, groups: &[(&FrameBatch, Rows)], counts: [usize; 3]) -> Packet {
+        let rows: usize = groups.iter().map(|(batch, labels)| labels.rows(batch.labels.len(), self.data.classes)).sum();
+        // Stale contents: every row is copied in whole below.
+        let x = crate::recycle::array((rows, self.data.train.width()));
+        let mut packet = crate::recycle::packet(self.next_seq(), epoch, purpose, x);
         let mut r = 0;
-        for (batch, labels) in groups {
-            // A group's rows repeat its frames in order, `labels.len() / frames` times each.
-            let per_frame = labels.len() / batch.labels.len().max(1);
-            for (k, &label) in labels.iter().enumerate() {
-                let f = k / per_frame.max(1);
-                let mut row = x.slice_mut(s![r, ..]);
-                // Invariant: rows of standard-layout arrays (`x` is fresh, batch pixels are ours) are
-                // contiguous (both).
+        for &(batch, labels) in groups {
+            let per_frame = labels.rows(1, self.data.classes);
+            for k in 0..labels.rows(batch.labels.len(), self.data.classes) {
+                let f = k / per_frame;
+                let label = labels.label(k, batch.labels[f], self.data.classes);
+                let mut row = packet.x.slice_mut(s![r, ..]);
+                // Invariant: rows of standard-layout arrays (the packet's and the batch's) are
+                // contiguous.
                 let row = row.as_slice_mut().expect("row");
                 row.copy_from_slice(batch.pixels.row(f).as_slice().expect("row"));
                 self.write_label(row, label);
-                frame.push(batch.index[f]);
-                truth.push(batch.labels[f]);
-                embedded.push(label);
+                packet.frame[r] = batch.index[f];
+                packet.truth[r] = batch.labels[f];
+                packet.embedded[r] = label;
                 r += 1;
             }
         }
-        let frames = groups.iter().map(|(b, _)| b.labels.len()).max().unwrap_or(0);
-        Packet {
-            positives: counts[0],
-            negatives: counts[1],
-            neutral: counts[2],
-            frame,
-            truth,
-            embedded,
-            frames,
-            ..Packet::new(self.next_seq(), epoch, purpose, x)
-        }
+        packet.positives = counts[0];
+        packet.negatives = counts[1];
+        packet.neutral = counts[2];
+        packet.frames = groups.iter().map(|(b, _)| b.labels.len()).max().unwrap_or(0);
+        packet
     }
 
     fn train_packet(
@@ -413,18 +438,15 @@ impl LabelledHead {
         neutral: Option<&FrameBatch>,
     ) -> Packet {
         let n = batch.labels.len();
-        let mut groups = vec![(batch, batch.labels.clone()), (batch, negatives.to_vec())];
-        let mut neutral_rows = 0;
-        if let Some(ahead) = neutral {
-            neutral_rows = ahead.labels.len();
-            groups.push((ahead, vec![NEUTRAL; neutral_rows]));
-        }
-        self.packet(epoch, Purpose::Train, &groups, [n, n, neutral_rows])
+        let neutral_rows = neutral.map_or(0, |ahead| ahead.labels.len());
+        let groups = [(batch, Rows::Truth), (batch, Rows::Given(negatives)), (neutral.unwrap_or(batch), Rows::Neutral)];
+        let used = if neutral.is_some() { 3 } else { 2 };
+        self.packet(epoch, Purpose::Train, &groups[..used], [n, n, neutral_rows])
     }
 
     fn predict_packet<'a>(&mut self, epoch: u32, batches: impl Iterator<Item = &'a FrameBatch>) -> Packet {
-        let groups: Vec<(&FrameBatch, Vec<u8>)> = batches.map(|b| (b, vec![NEUTRAL; b.labels.len()])).collect();
-        let rows = groups.iter().map(|(_, l)| l.len()).sum();
+        let groups: Vec<(&FrameBatch, Rows)> = batches.map(|b| (b, Rows::Neutral)).collect();
+        let rows = groups.iter().map(|(b, _)| b.labels.len()).sum();
         let mut packet = self.packet(epoch, Purpose::Predict, &groups, [0, 0, rows]);
         // These frames are counted when their training packet passes.
         packet.frames = 0;
@@ -445,10 +467,8 @@ impl LabelledHead {
                 return Err(Interrupted::Stopped);
             }
             let n = batch.labels.len();
-            let classes = self.data.classes;
-            let candidates: Vec<u8> = (0..n * classes).map(|k| (k % classes) as u8).collect();
-            let groups = [(&batch, candidates), (&batch, vec![NEUTRAL; n])];
-            let packet = self.packet(epoch, purpose, &groups, [0, 0, n]);
+            let packet = self.packet(epoch, purpose, &[(&batch, Rows::EachClass), (&batch, Rows::Neutral)], [0, 0, n]);
+            batch.recycle();
             io.emit(Message::Data(packet))?;
         }
         Ok(())

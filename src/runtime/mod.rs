@@ -367,6 +367,8 @@ fn deliver(
             if packet.frames > 0 {
                 side.latency.record(packet.captured.elapsed(), packet.frames);
             }
+            // Its arrays go back to the head and the stages (no allocation per packet).
+            crate::recycle::give_packet(packet);
             Ok(())
         }
         Message::EpochEnd { epoch, .. } => {

@@ -25,6 +25,25 @@ pub struct FrameBatch {
     pub labels: Vec<u8>,
 }
 
+impl FrameBatch {
+    /// A batch of `pixels` (already filled) and the frames `ids` of `split`, its index and
+    /// label vectors taken from the pools.
+    fn pooled(pixels: Array2<f32>, ids: &[u32], split: &Split) -> FrameBatch {
+        let mut index = crate::recycle::take_u32(ids.len());
+        index.copy_from_slice(ids);
+        let mut labels = crate::recycle::take_u8(ids.len());
+        labels.iter_mut().zip(ids).for_each(|(l, &i)| *l = split.labels[i as usize]);
+        FrameBatch { pixels, index, labels }
+    }
+
+    /// Gives the batch's buffers back to the pools once its rows are in a packet.
+    pub fn recycle(self) {
+        crate::recycle::give_array(self.pixels);
+        crate::recycle::give_u32(self.index);
+        crate::recycle::give_u8(self.labels);
+    }
+}
+
 /// Plays a split as a stream of shuffled, optionally jittered micro-batches.
 #[derive(Clone, Debug)]
 pub struct DatasetSource {
@@ -59,13 +78,15 @@ impl DatasetSource {
         let (batch, center) = (self.batch, self.center);
         (0..batches).map(move |b| {
             let ids = &order[b * batch..(b + 1) * batch];
-            let mut pixels = Array2::zeros((batch, split.width()));
+            // Pooled buffers (crate::recycle), given back by the head once a packet is made.
+            // Stale contents: every row is written in whole.
+            let mut pixels = crate::recycle::array((batch, split.width()));
             for (row, &id) in ids.iter().enumerate() {
                 let (dy, dx) = shifts[b * batch + row];
                 // Invariant: a row of a freshly made standard-layout array is contiguous.
                 row_into(split.image(id as usize), dy, dx, center, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
-            FrameBatch { pixels, index: ids.to_vec(), labels: ids.iter().map(|&i| split.labels[i as usize]).collect() }
+            FrameBatch::pooled(pixels, ids, split)
         })
     }
 
@@ -73,13 +94,16 @@ impl DatasetSource {
     pub fn ordered_batches<'a>(&self, split: &'a Split, batch: usize) -> impl Iterator<Item = FrameBatch> + 'a {
         let (n, center) = (split.len(), self.center);
         (0..n.div_ceil(batch)).map(move |b| {
-            let ids: Vec<u32> = (b * batch..((b + 1) * batch).min(n)).map(|i| i as u32).collect();
-            let mut pixels = Array2::zeros((ids.len(), split.width()));
+            let mut ids = crate::recycle::take_u32(((b + 1) * batch).min(n) - b * batch);
+            ids.iter_mut().enumerate().for_each(|(k, id)| *id = (b * batch + k) as u32);
+            let mut pixels = crate::recycle::array((ids.len(), split.width()));
             for (row, &id) in ids.iter().enumerate() {
                 // Invariant: a row of a freshly made standard-layout array is contiguous.
                 row_into(split.image(id as usize), 0, 0, center, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
-            FrameBatch { labels: ids.iter().map(|&i| split.labels[i as usize]).collect(), pixels, index: ids }
+            let batch = FrameBatch::pooled(pixels, &ids, split);
+            crate::recycle::give_u32(ids);
+            batch
         })
     }
 }

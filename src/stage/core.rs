@@ -1,13 +1,16 @@
 //! What every kind of FF stage shares: its objective and optimizer settings, and Matlab's
 //! peer normalization. A stage kind adds only its own connectivity (dense, recurrent, ...).
 
+use std::ops::Range;
+
 use ndarray::{s, Array, Array1, Array2, Axis, Dimension};
 
 use crate::error::RestoreError;
 use crate::ff::goodness::Goodness;
+use crate::ff::normalize::normalize_rows;
 use crate::ff::objective::{Objective, Polarity};
 use crate::ff::optim::{ParamOptimizer, Rule, Schedule};
-use crate::packet::StageState;
+use crate::packet::{Packet, StageState};
 
 /// The settings of the FF step, the same for every kind of stage.
 #[derive(Clone, Debug)]
@@ -130,7 +133,7 @@ pub fn learning_direction_into(
 ) {
     let shape = (positives + negatives, y.ncols());
     if direction.dim() != shape {
-        *direction = reshaped(std::mem::take(direction), shape);
+        *direction = crate::recycle::reshaped(std::mem::take(direction), shape);
     }
     for (r, mut row) in direction.axis_iter_mut(Axis(0)).enumerate() {
         let polarity = if r < positives { Polarity::Positive } else { Polarity::Negative };
@@ -145,19 +148,18 @@ pub fn learning_direction_into(
     }
 }
 
-/// `buffer`'s allocation as a `shape` array, reused when it holds enough, else a new one: a
-/// stage recycles the arrays it has finished with instead of allocating per packet. The values
-/// are what the buffer held (zeros past its old length): every caller writes each element, so
-/// clearing them first would be a second pass over the array on every packet.
-pub fn reshaped(buffer: Array2<f32>, shape: (usize, usize)) -> Array2<f32> {
-    let len = shape.0 * shape.1;
-    let (mut values, _) = buffer.into_raw_vec_and_offset();
-    if values.capacity() < len {
-        return Array2::zeros(shape);
+/// What a stage leaves on `packet` for the sink, in pooled buffers ([`crate::recycle`]): on
+/// evaluation packets each row's goodness in this layer (separation per stage), and where the
+/// layer `feeds` the readout or the probes, the normalized activities of the `observed` rows.
+pub fn leave_for_sink(packet: &mut Packet, y: &Array2<f32>, goodness: &[f32], observed: Range<usize>, feeds: bool) {
+    if packet.purpose.is_evaluation() {
+        let mut own = crate::recycle::take(goodness.len());
+        own.copy_from_slice(goodness);
+        packet.layer_goodness.push(own);
     }
-    values.resize(len, 0.0);
-    // Invariant: `values` holds exactly `shape`'s elements.
-    Array2::from_shape_vec(shape, values).expect("a buffer of the shape's length")
+    if feeds && !observed.is_empty() {
+        packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
+    }
 }
 
 /// A stage's checkpoint tensors: each learned parameter as `<stage>.<param>`, its optimizer's

@@ -33,12 +33,12 @@
 
 use ndarray::{s, Array1, Array2, Axis, Ix1, Ix2, Zip};
 
-use super::core::{learning_direction, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
+use super::core::{learning_direction, leave_for_sink, peer_normalize, row_goodness, FfSettings, Restorer, Tensors};
 use super::ff_dense::Dense;
 use super::layer::Connectivity;
 use super::Stage;
 use crate::error::{RestoreError, StageError};
-use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
+use crate::ff::normalize::normalize_rows_in_place;
 use crate::ff::objective::Objective;
 use crate::ff::optim::ParamOptimizer;
 use crate::matmul::StagePool;
@@ -305,13 +305,9 @@ impl<U: Connectivity, D: Connectivity> Stage for FfRecurrent<U, D> {
         if self.config.ff.counts_for_goodness {
             packet.goodness.iter_mut().zip(&goodness).for_each(|(sum, g)| *sum += g);
         }
-        if packet.purpose.is_evaluation() {
-            packet.layer_goodness.push(goodness.clone());
-        }
         // The readout and the probes read the state the head's last step leaves.
-        if self.config.ff.feeds_readout && !observed.is_empty() && packet.last_step() {
-            packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
-        }
+        let feeds = self.config.ff.feeds_readout && packet.last_step();
+        leave_for_sink(&mut packet, &y, &goodness, observed, feeds);
         let learning = packet.positives + packet.negatives;
         if packet.purpose == Purpose::Train && learning > 0 && self.config.learn_steps.contains(&packet.step) {
             let direction = self.direction(&y, &on, &goodness, &packet, gain);

@@ -6,11 +6,11 @@
 use ndarray::{s, Array1, Array2, ArrayView2, Ix1, Ix2};
 
 use super::core::{
-    learning_direction_into, peer_normalize, reshaped, row_goodness_into, sum_rows, FfSettings, Restorer, Tensors,
+    learning_direction_into, leave_for_sink, peer_normalize, row_goodness_into, sum_rows, FfSettings, Restorer, Tensors,
 };
 use super::Stage;
 use crate::error::{RestoreError, StageError};
-use crate::ff::normalize::{normalize_rows, normalize_rows_in_place};
+use crate::ff::normalize::normalize_rows_in_place;
 use crate::ff::objective::Objective;
 use crate::ff::optim::ParamOptimizer;
 use crate::matmul::StagePool;
@@ -154,7 +154,7 @@ impl<C: Connectivity> FfLayer<C> {
 
     /// [`Self::activities`] in `buffer`'s allocation where it is large enough.
     fn activities_in(&self, normalized: &Array2<f32>, buffer: Array2<f32>) -> Array2<f32> {
-        let mut y = reshaped(buffer, (normalized.nrows(), self.connectivity.units()));
+        let mut y = crate::recycle::reshaped(buffer, (normalized.nrows(), self.connectivity.units()));
         y.rows_mut().into_iter().for_each(|mut row| row.assign(&self.bias));
         self.connectivity.forward(&self.pool, &self.weights, normalized, &mut y);
         y.mapv_inplace(|v| v.max(0.0));
@@ -217,12 +217,7 @@ impl<C: Connectivity> Stage for FfLayer<C> {
         if !goodness.iter().all(|g| g.is_finite()) {
             return Err(StageError::NonFinite { stage: self.name.clone(), seq: packet.seq, epoch: packet.epoch });
         }
-        if packet.purpose.is_evaluation() {
-            packet.layer_goodness.push(goodness.clone());
-        }
-        if self.ff.feeds_readout && !observed.is_empty() {
-            packet.features.push(normalize_rows(&y.slice(s![observed, ..])));
-        }
+        leave_for_sink(&mut packet, &y, &goodness, observed, self.ff.feeds_readout);
         let learning = packet.positives + packet.negatives;
         if packet.purpose == Purpose::Train && learning > 0 {
             // Only the cheap part now; the gradient product waits until the output has gone
