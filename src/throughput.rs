@@ -82,23 +82,26 @@ struct ElementAllocations {
 }
 
 /// Heap allocations per training packet of one stage once warm (`None` where the program does
-/// not count them: [`crate::alloc_count::installed`]); the packets are made beforehand and the
-/// outputs kept, so only the stage's own work is counted (its backend's products included).
+/// not count them: [`crate::alloc_count::installed`]); the packets are made beforehand and each
+/// output goes back to the pools as the sink gives it back ([`crate::recycle`]), so only the
+/// stage's own work is counted (its backend's products included), on this thread.
 pub fn stage_allocations(stage: &mut dyn Stage, inputs: usize, batch: usize) -> Option<f64> {
     if !crate::alloc_count::installed() {
         return None;
     }
     let (warm, counted) = (2, 4);
     let mut packets: Vec<Packet> = (0..warm + counted).map(|_| training_packet(inputs, batch, 1)).collect();
-    let mut outputs = Vec::with_capacity(packets.len());
-    for packet in packets.drain(..warm) {
-        outputs.push(stage.step(packet));
-    }
-    let before = crate::alloc_count::allocations();
-    for packet in packets {
-        outputs.push(stage.step(packet));
-    }
-    Some((crate::alloc_count::allocations() - before) as f64 / counted as f64)
+    // Room for the stage's entry, as a packet of the stream has (its vectors are recycled).
+    packets.iter_mut().for_each(|p| p.features.reserve(1));
+    let mut step = |packet| {
+        if let Ok(out) = stage.step(packet) {
+            crate::recycle::give_packet(out);
+        }
+    };
+    packets.drain(..warm).for_each(&mut step);
+    let before = crate::alloc_count::thread_allocations();
+    packets.into_iter().for_each(&mut step);
+    Some((crate::alloc_count::thread_allocations() - before) as f64 / counted as f64)
 }
 
 /// Seconds per training packet of one stage running alone on this thread.
