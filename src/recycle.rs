@@ -84,6 +84,13 @@ impl<T: Copy + Default> Pool<T> {
     }
 }
 
+impl<T> Pool<T> {
+    /// Frees every buffer the pool holds.
+    fn clear(&self) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 static F32: Pool<f32> = Pool::new();
 static U32: Pool<u32> = Pool::new();
 static U8: Pool<u8> = Pool::new();
@@ -92,6 +99,15 @@ static SHELLS: Mutex<Vec<RowBuffers>> = Mutex::new(Vec::new());
 const MAX_SHELLS: usize = 64;
 /// Stages a new packet has room for in its per-stage lists before they grow.
 const STAGES: usize = 8;
+
+/// Frees what the pools hold: a finished run's shapes are not the next one's, and memory
+/// should not stay held after a run (runtime::run calls it at the end).
+pub fn clear() {
+    F32.clear();
+    U32.clear();
+    U8.clear();
+    SHELLS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
 
 /// `len` floats, stale contents.
 pub fn take(len: usize) -> Vec<f32> {

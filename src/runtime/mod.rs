@@ -291,7 +291,9 @@ pub fn run(
         Mode::Lockstep => {
             check_pairs(&stages)?;
             check_top(&stages)?;
-            lockstep::run(head, stages, sink, wiring, stats, on_epoch)
+            let ran = lockstep::run(head, stages, sink, wiring, stats, on_epoch);
+            crate::recycle::clear();
+            ran
         }
     }
 }
@@ -307,7 +309,10 @@ pub fn run_part(
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
     part.check(stats)?;
-    threaded::run(part, wiring, stats, on_epoch)
+    let ran = threaded::run(part, wiring, stats, on_epoch);
+    // The run's buffers are not the next one's shapes (a backprop twin, another net).
+    crate::recycle::clear();
+    ran
 }
 
 /// How the head's end becomes the run's: a failed source is the run's error; a stop, or

@@ -22,8 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::Array2;
-
 use super::feed::{FeedCounters, FeedError, FrameFeed};
 use super::negatives::{make_negative, MaskBank, NegativeKind};
 use super::Frame;
@@ -219,28 +217,28 @@ impl VideoHead {
     fn packet(&self, seq: u64, epoch: u32, purpose: Purpose, windows: &[Window], negatives: Vec<Vec<f32>>) -> Packet {
         let (n, m) = (windows.len(), negatives.len());
         let width = self.config.window * self.config.frame_len;
-        let mut x = Array2::<f32>::zeros((n + m, width));
+        // Pooled (crate::recycle: the sink gives it back); stale contents, every row is copied in.
+        let mut x = crate::recycle::array((n + m, width));
         for (r, w) in windows.iter().enumerate() {
-            // Invariant: rows of a fresh standard-layout array are contiguous (both loops).
+            // Invariant: rows of a standard-layout array are contiguous (both loops).
             x.row_mut(r).as_slice_mut().expect("row").copy_from_slice(&w.values);
         }
         for (r, neg) in negatives.iter().enumerate() {
             x.row_mut(n + r).as_slice_mut().expect("row").copy_from_slice(neg);
         }
         let of_negative = |r: usize| windows.get(r).map_or((0, NEUTRAL), |w| (w.index as u32, w.truth));
-        let frame: Vec<u32> = windows.iter().map(|w| w.index as u32).chain((0..m).map(|r| of_negative(r).0)).collect();
-        let truth: Vec<u8> = windows.iter().map(|w| w.truth).chain((0..m).map(|r| of_negative(r).1)).collect();
-        let captured = windows.iter().map(|w| w.captured).min().unwrap_or_else(Instant::now);
-        Packet {
-            positives: n,
-            negatives: m,
-            frame,
-            truth,
-            frames: if purpose == Purpose::Train { n } else { 0 },
-            observe: Observe::Positives,
-            captured,
-            ..Packet::new(seq, epoch, purpose, x)
+        let mut packet = crate::recycle::packet(seq, epoch, purpose, x);
+        let rows = windows.iter().map(|w| (w.index as u32, w.truth)).chain((0..m).map(of_negative));
+        for (r, (frame, truth)) in rows.enumerate() {
+            packet.frame[r] = frame;
+            packet.truth[r] = truth;
         }
+        packet.positives = n;
+        packet.negatives = m;
+        packet.frames = if purpose == Purpose::Train { n } else { 0 };
+        packet.observe = Observe::Positives;
+        packet.captured = windows.iter().map(|w| w.captured).min().unwrap_or_else(Instant::now);
+        packet
     }
 
     /// Negatives for `windows`, partners drawn from `pool` (or the batch itself while the pool
