@@ -5,12 +5,14 @@
 //! Packets flow one way (head → stages → sink), so a buffer freed at the sink is needed at the
 //! head, on another thread: a stage cannot keep what it sends on. The pools are process-wide,
 //! one lock each, taken a few times per packet (a packet carries 100s of rows, so the locks cost
-//! nothing measurable). A taker gets the smallest free buffer that holds what it asks for.
+//! nothing measurable). A taker gets the smallest free buffer that holds what it asks for, and
+//! none more than twice that: each size keeps its own buffers in circulation.
 //!
 //! Only buffers travel through here, never weights: a stage's parameters stay its own.
 //! Contents are whatever the buffer held before ([`take`], [`array`]): every taker writes each
 //! element, so clearing first would be a second pass over the memory; [`zeroed`] clears.
-//! The pools are bounded (buffers and bytes): what does not fit is freed, as without a pool.
+//! The pools are bounded (buffers and bytes): past the bounds the longest-kept buffers are freed.
+//! Every run empties them at its end ([`clear`]).
 
 use std::sync::Mutex;
 
@@ -75,12 +77,7 @@ impl<T: Copy + Default> Pool<T> {
         while free.len() >= MAX_BUFFERS || held + bytes(&v) > MAX_BYTES {
             held -= bytes(&free.remove(0));
         }
-        if free.capacity() == free.len() {
-            // Grow once to the bound, not by doubling on the way (each growth allocates).
-            let room = MAX_BUFFERS - free.len();
-            free.reserve_exact(room);
-        }
-        free.push(v);
+        push_within(&mut free, v, MAX_BUFFERS);
     }
 }
 
@@ -89,6 +86,16 @@ impl<T> Pool<T> {
     fn clear(&self) {
         self.free.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
+}
+
+/// Pushes `item` onto a free list of at most `bound` entries (the caller keeps it below), the
+/// list growing once to the bound, not by doubling on the way: each growth would allocate.
+fn push_within<T>(list: &mut Vec<T>, item: T, bound: usize) {
+    if list.capacity() == list.len() {
+        let room = bound - list.len();
+        list.reserve_exact(room);
+    }
+    list.push(item);
 }
 
 static F32: Pool<f32> = Pool::new();
@@ -128,14 +135,18 @@ pub fn give(v: Vec<f32>) {
 
 /// A `shape` array, stale contents.
 pub fn array(shape: (usize, usize)) -> Array2<f32> {
-    // Invariant: the vector holds exactly the shape's elements.
-    Array2::from_shape_vec(shape, take(shape.0 * shape.1)).expect("a buffer of the shape's length")
+    shaped(take(shape.0 * shape.1), shape)
 }
 
 /// A `shape` array of zeros.
 pub fn zeros(shape: (usize, usize)) -> Array2<f32> {
-    // Invariant: the vector holds exactly the shape's elements.
-    Array2::from_shape_vec(shape, zeroed(shape.0 * shape.1)).expect("a buffer of the shape's length")
+    shaped(zeroed(shape.0 * shape.1), shape)
+}
+
+/// `values` as a `shape` array; every caller passes exactly the shape's elements.
+fn shaped(values: Vec<f32>, shape: (usize, usize)) -> Array2<f32> {
+    // Invariant: `values` holds exactly `shape`'s elements (the callers above).
+    Array2::from_shape_vec(shape, values).expect("a buffer of the shape's length")
 }
 
 /// Gives an array's allocation back.
@@ -157,8 +168,7 @@ pub fn reshaped(buffer: Array2<f32>, shape: (usize, usize)) -> Array2<f32> {
         return array(shape);
     }
     values.resize(len, 0.0);
-    // Invariant: `values` holds exactly `shape`'s elements.
-    Array2::from_shape_vec(shape, values).expect("a buffer of the shape's length")
+    shaped(values, shape)
 }
 
 /// `len` indices, stale contents.
@@ -212,11 +222,7 @@ pub fn give_packet(p: Packet) {
     let buffers = p.into_buffers(give_array, give);
     let mut shells = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
     if shells.len() < MAX_SHELLS {
-        if shells.capacity() == shells.len() {
-            let room = MAX_SHELLS - shells.len();
-            shells.reserve_exact(room);
-        }
-        shells.push(buffers);
+        push_within(&mut shells, buffers, MAX_SHELLS);
     }
 }
 

@@ -26,13 +26,11 @@ pub struct FrameBatch {
 }
 
 impl FrameBatch {
-    /// A batch of `pixels` (already filled) and the frames `ids` of `split`, its index and
-    /// label vectors taken from the pools.
-    fn pooled(pixels: Array2<f32>, ids: &[u32], split: &Split) -> FrameBatch {
-        let mut index = crate::recycle::take_u32(ids.len());
-        index.copy_from_slice(ids);
-        let mut labels = crate::recycle::take_u8(ids.len());
-        labels.iter_mut().zip(ids).for_each(|(l, &i)| *l = split.labels[i as usize]);
+    /// A batch of `pixels` (already filled) and the frames `index` of `split` (a pooled
+    /// vector), its label vector taken from the pools.
+    fn pooled(pixels: Array2<f32>, index: Vec<u32>, split: &Split) -> FrameBatch {
+        let mut labels = crate::recycle::take_u8(index.len());
+        labels.iter_mut().zip(&index).for_each(|(l, &i)| *l = split.labels[i as usize]);
         FrameBatch { pixels, index, labels }
     }
 
@@ -83,10 +81,12 @@ impl DatasetSource {
             let mut pixels = crate::recycle::array((batch, split.width()));
             for (row, &id) in ids.iter().enumerate() {
                 let (dy, dx) = shifts[b * batch + row];
-                // Invariant: a row of a freshly made standard-layout array is contiguous.
+                // Invariant: a row of a standard-layout array is contiguous.
                 row_into(split.image(id as usize), dy, dx, center, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
-            FrameBatch::pooled(pixels, ids, split)
+            let mut index = crate::recycle::take_u32(ids.len());
+            index.copy_from_slice(ids);
+            FrameBatch::pooled(pixels, index, split)
         })
     }
 
@@ -98,12 +98,10 @@ impl DatasetSource {
             ids.iter_mut().enumerate().for_each(|(k, id)| *id = (b * batch + k) as u32);
             let mut pixels = crate::recycle::array((ids.len(), split.width()));
             for (row, &id) in ids.iter().enumerate() {
-                // Invariant: a row of a freshly made standard-layout array is contiguous.
+                // Invariant: a row of a standard-layout array is contiguous.
                 row_into(split.image(id as usize), 0, 0, center, pixels.row_mut(row).as_slice_mut().expect("row"));
             }
-            let batch = FrameBatch::pooled(pixels, &ids, split);
-            crate::recycle::give_u32(ids);
-            batch
+            FrameBatch::pooled(pixels, ids, split)
         })
     }
 }
