@@ -10,7 +10,7 @@ use common::synthetic_mnist;
 use ffstream::config::build::{build_head, build_sink, build_stages};
 use ffstream::config::PipelineConfig;
 use ffstream::error::StageError;
-use ffstream::packet::{Message, Packet, Purpose, StageState};
+use ffstream::packet::{Packet, StageState};
 use ffstream::runtime::{self, Ending, EpochReport, Mode, PipelineError, PipelineStats, Wiring};
 use ffstream::stage::Stage;
 
@@ -147,57 +147,6 @@ fn prediction_delay_changes_the_stream_but_every_mode_agrees_with_itself() {
     assert_eq!(t[0].tensors, l[0].tensors);
     let (delayed, _) = run(&config(&[]), Mode::Lockstep);
     assert_ne!(delayed[0].tensors, l[0].tensors);
-}
-
-/// A head's far side that answers every packet with neutral rows at once (uniform logits) and
-/// notes what the head sent, and how many answers it had taken before each send.
-#[derive(Default)]
-struct Scripted {
-    sent: Vec<(Purpose, usize, usize)>,
-    owed: std::collections::VecDeque<usize>,
-    taken: usize,
-}
-
-impl runtime::HeadIo for Scripted {
-    fn emit(&mut self, message: Message) -> Result<(), runtime::Closed> {
-        if let Message::Data(p) = message {
-            self.sent.push((p.purpose, p.neutral, self.taken));
-            if p.neutral > 0 && !p.purpose.is_evaluation() {
-                self.owed.push_back(p.neutral);
-            }
-        }
-        Ok(())
-    }
-
-    fn prediction(&mut self) -> Option<runtime::Prediction> {
-        let rows = self.owed.pop_front()?;
-        self.taken += 1;
-        Some(runtime::Prediction { logits: ndarray::Array2::zeros((rows, 10)) })
-    }
-}
-
-#[test]
-fn each_epoch_primes_one_batch_a_packet_and_trains_after_the_first_answer() {
-    // Delay 2, batches of 50: the first two batches' neutral rows go ahead in two packets of
-    // 50, and the first training packet needs only the first of their answers.
-    let c = config(&[]);
-    let mut head = build_head(&c, synthetic_mnist(), 1, Arc::new(AtomicBool::new(false)));
-    let mut io = Scripted::default();
-    head.run(&mut io).unwrap();
-    let epoch_starts: Vec<usize> = (0..io.sent.len())
-        .filter(|&i| io.sent[i].0 == Purpose::Predict && (i == 0 || io.sent[i - 1].0 != Purpose::Predict))
-        .collect();
-    assert_eq!(epoch_starts.len(), 2, "{:?}", io.sent);
-    for &i in &epoch_starts {
-        assert_eq!(io.sent[i].1, 50);
-        assert_eq!(io.sent[i + 1].0, Purpose::Predict);
-        assert_eq!(io.sent[i + 1].1, 50);
-        let (purpose, _, taken) = io.sent[i + 2];
-        assert_eq!(purpose, Purpose::Train);
-        // Every earlier answer (the last epoch's) and the first priming packet's.
-        let before = io.sent[..i].iter().filter(|s| s.1 > 0 && !s.0.is_evaluation()).count();
-        assert_eq!(taken, before + 1, "the first training packet waited for more than one answer");
-    }
 }
 
 struct Exploding;

@@ -14,7 +14,7 @@
 //!   updates older than Matlab's. The pipeline stays full. Deviation from the paper: the effect
 //!   is measured against the exact order (README, results).
 //!
-//! Every epoch is self-contained (the first d batches' neutral rows go in priming packets),
+//! Every epoch is self-contained (the first d batches' neutral rows go in one priming packet),
 //! so a run resumed at an epoch boundary continues exactly.
 //!
 //! Wake and sleep phases (MNIST's replay memory here, Aesop's dreams, frame streams) all run
@@ -231,13 +231,8 @@ impl LabelledHead {
         let mut row: Vec<f32> = Vec::with_capacity(data.classes);
         if delay > 0 {
             waiting.extend(batches.by_ref().take(delay));
-            // One priming packet a batch, not one for all d: the first batch's prediction is
-            // back after one small packet's trip, and the training packets follow the rest of
-            // the priming packets through the stages instead of waiting behind all of them.
-            // The readout also learns from each batch's neutral rows in a step of its own, as
-            // it does from every later batch (and as Matlab's softmax does), not d in one.
-            for batch in &waiting {
-                let prime = self.predict_packet(epoch, batch);
+            if !waiting.is_empty() {
+                let prime = self.predict_packet(epoch, waiting.iter());
                 io.emit(Message::Data(prime))?;
             }
         }
@@ -247,7 +242,7 @@ impl LabelledHead {
             }
             let batch = if delay == 0 {
                 let Some(batch) = batches.next() else { break };
-                let packet = self.predict_packet(epoch, &batch);
+                let packet = self.predict_packet(epoch, std::iter::once(&batch));
                 io.emit(Message::Data(packet))?;
                 batch
             } else {
@@ -449,10 +444,10 @@ impl LabelledHead {
         self.packet(epoch, Purpose::Train, &groups[..used], [n, n, neutral_rows])
     }
 
-    /// The neutral rows of one batch, whose prediction picks that batch's hard negatives.
-    fn predict_packet(&mut self, epoch: u32, batch: &FrameBatch) -> Packet {
-        let rows = batch.labels.len();
-        let mut packet = self.packet(epoch, Purpose::Predict, &[(batch, Rows::Neutral)], [0, 0, rows]);
+    fn predict_packet<'a>(&mut self, epoch: u32, batches: impl Iterator<Item = &'a FrameBatch>) -> Packet {
+        let groups: Vec<(&FrameBatch, Rows)> = batches.map(|b| (b, Rows::Neutral)).collect();
+        let rows = groups.iter().map(|(b, _)| b.labels.len()).sum();
+        let mut packet = self.packet(epoch, Purpose::Predict, &groups, [0, 0, rows]);
         // These frames are counted when their training packet passes.
         packet.frames = 0;
         packet
