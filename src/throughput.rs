@@ -68,7 +68,6 @@ pub fn ff_over_bp_flops(inputs: usize, layers: &[usize], classes: usize) -> f64 
 /// One timed MNIST stream of the bench: its rate, its elements' rates and its allocations (a
 /// frame, all threads; and a packet, by element's thread).
 struct StreamRun {
-    fps: f64,
     /// Frames a second inside the second epoch, between its first and last full training
     /// packet at the sink ([`ArrivalSink::sustained_fps`]).
     sustained: Option<f64>,
@@ -77,6 +76,19 @@ struct StreamRun {
     per_stage: Vec<crate::metrics::StageRates>,
     allocs_per_frame: f64,
     by_element: Vec<ElementAllocations>,
+}
+
+impl StreamRun {
+    /// Frames a second over the whole stream.
+    fn fps(&self) -> f64 {
+        self.frames / self.wall
+    }
+
+    /// What each epoch's ends add to the stream, in seconds, where `rate` is the rate inside an
+    /// epoch: the stream's wall time less its frames at that rate, shared by its epochs.
+    fn epoch_ends_s(&self, rate: f64) -> f64 {
+        (self.wall - self.frames / rate).max(0.0) / STREAM_EPOCHS as f64
+    }
 }
 
 /// A sink that notes when each training packet reaches it, so the bench can tell the rate a
@@ -289,27 +301,21 @@ pub fn bench(
                 }
             })
             .collect();
+        let run =
+            StreamRun { sustained, wall, frames, per_stage, allocs_per_frame: allocs / frames.max(1.0), by_element };
         if let Some(rate) = sustained {
             writeln!(
                 table,
                 "  inside epoch 2 (its first to its last full training packet at the sink): {rate:.0} frames/s; \
                  each epoch's ends (fill, the hard negatives' priming round trip, drain, validation) cost {:.2} s",
-                (wall - frames / rate) / STREAM_EPOCHS as f64
+                run.epoch_ends_s(rate)
             )?;
         }
-        stream.push(StreamRun {
-            fps,
-            sustained,
-            wall,
-            frames,
-            per_stage,
-            allocs_per_frame: allocs / frames.max(1.0),
-            by_element,
-        });
+        stream.push(run);
     }
     // The loop above ran the three modes in this order.
     let (lockstep, threaded, tokened_run) = (&stream[0], &stream[1], &stream[2]);
-    let (lock, thr, tokened) = (lockstep.fps, threaded.fps, tokened_run.fps);
+    let (lock, thr, tokened) = (lockstep.fps(), threaded.fps(), tokened_run.fps());
     writeln!(
         table,
         "threaded with {cores} core tokens: {tokened:.0} frames/s = {:.1}% of the stage bound, {:.2}x the threaded run without",
@@ -322,7 +328,7 @@ pub fn bench(
     // Too few packets an epoch to tell (`--batches` under about 20): the whole stream's rate
     // stands in for FF's epoch, and the keys of the rate inside an epoch are null.
     let sustained = threaded.sustained.unwrap_or(thr);
-    let boundary_s = (threaded.wall - threaded.frames / sustained).max(0.0) / STREAM_EPOCHS as f64;
+    let boundary_s = threaded.epoch_ends_s(sustained);
     let real_epoch_s = 50_000.0 / sustained;
     match threaded.sustained {
         Some(_) => writeln!(
