@@ -291,20 +291,31 @@ pub fn square_gflops(size: usize, threads: usize, min_time: Duration) -> f64 {
 }
 
 /// The CPU model from `/proc/cpuinfo` (its first `model name` line, `"unknown cpu"` where there
-/// is none) followed by `", N cores"`, N being [`std::thread::available_parallelism`].
+/// is none) followed by `", N cores"`, N being [`std::thread::available_parallelism`]. A model
+/// name without a number (a cloud's bare `AMD EPYC`) gets the CPU family and model too: the
+/// machines of this project have reported a Zen 4 (family 25) and a Zen 5 (family 26) under
+/// the same name, with twice the FMA peak on the second, so a record must tell them apart.
 pub fn machine_name() -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, value)| value.trim().to_string())
-        })
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown cpu".to_string());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{model}, {cores} cores")
+    format!("{}, {cores} cores", cpu_model(&cpuinfo))
+}
+
+/// The model of the first processor in `cpuinfo` (the text of `/proc/cpuinfo`).
+fn cpu_model(cpuinfo: &str) -> String {
+    let field = |key: &str| {
+        cpuinfo
+            .lines()
+            .find(|line| line.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|line| line.split_once(':'))
+            .map(|(_, value)| value.trim().to_string())
+            .filter(|value| !value.is_empty())
+    };
+    let Some(name) = field("model name") else { return "unknown cpu".to_string() };
+    match (name.chars().any(|c| c.is_ascii_digit()), field("cpu family"), field("model")) {
+        (false, Some(family), Some(model)) => format!("{name} (family {family}, model {model})"),
+        _ => name,
+    }
 }
 
 /// One thread for 0 or 1, else a pool of `threads`.
@@ -361,5 +372,15 @@ mod tests {
         }
         assert!(square_gflops(8, 1, Duration::from_millis(5)) > 0.0);
         assert!(machine_name().ends_with(" cores"));
+    }
+
+    #[test]
+    fn a_bare_model_name_gets_its_family_and_model() {
+        let zen5 =
+            "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n";
+        assert_eq!(cpu_model(zen5), "AMD EPYC (family 26, model 2)");
+        let xeon = "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n";
+        assert_eq!(cpu_model(xeon), "Intel(R) Xeon(R) Platinum 8488C");
+        assert_eq!(cpu_model("processor\t: 0\n"), "unknown cpu");
     }
 }

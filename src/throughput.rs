@@ -75,6 +75,11 @@ struct StreamRun {
     frames: f64,
     per_stage: Vec<crate::metrics::StageRates>,
     allocs_per_frame: f64,
+    /// Heap allocations of the whole process a frame inside the last epoch, over the same
+    /// window as `sustained` ([`ArrivalSink::allocations_inside`]).
+    allocs_inside: Option<f64>,
+    /// Heap allocations of the whole process in the last epoch outside that window: its ends.
+    allocs_at_ends: Option<u64>,
     by_element: Vec<ElementAllocations>,
 }
 
@@ -95,15 +100,38 @@ impl StreamRun {
 /// stream sustains inside an epoch from what the epoch's ends cost.
 struct ArrivalSink<S> {
     inner: S,
-    /// (epoch, when, frames) of every full training packet, in arrival order.
-    arrivals: Vec<(u32, Instant, usize)>,
+    /// (epoch, when, frames, the process's heap allocations so far) of every full training
+    /// packet, in arrival order.
+    arrivals: Vec<(u32, Instant, usize, u64)>,
+    /// The process's heap allocations so far at each epoch's end, in order.
+    epoch_ends: Vec<u64>,
 }
 
 impl<S> ArrivalSink<S> {
     /// Room for `packets` arrivals made up front, so that noting them allocates nothing on the
     /// sink's thread (the bench counts that thread's allocations).
     fn new(inner: S, packets: usize) -> ArrivalSink<S> {
-        ArrivalSink { inner, arrivals: Vec::with_capacity(packets) }
+        ArrivalSink { inner, arrivals: Vec::with_capacity(packets), epoch_ends: Vec::with_capacity(STREAM_EPOCHS + 1) }
+    }
+
+    /// The process's heap allocations inside `epoch`, over the window of
+    /// [`Self::sustained_fps`]: (a frame of its packets after the first, the epoch's others).
+    /// Every thread counts (head, stages, sink): inside an epoch each packet's buffers come
+    /// from the pools ([`crate::recycle`]). The others are the epoch's ends: its priming, the
+    /// evaluation, the end marker's snapshots and a pool's occasional miss on them. `None`
+    /// where the epoch has too few full packets, or did not end.
+    fn allocations_inside(&self, epoch: u32) -> Option<(f64, u64)> {
+        let inside: Vec<_> = self.arrivals.iter().filter(|a| a.0 == epoch).collect();
+        let (first, last) = (inside.first()?, inside.last()?);
+        if inside.len() < 3 {
+            return None;
+        }
+        let frames: usize = inside[1..].iter().map(|a| a.2).sum();
+        let within = last.3 - first.3;
+        let index = epoch as usize;
+        let before = if index >= 2 { *self.epoch_ends.get(index - 2)? } else { 0 };
+        let whole = self.epoch_ends.get(index - 1)? - before;
+        Some((within as f64 / frames.max(1) as f64, whole.saturating_sub(within)))
     }
 
     /// Frames a second inside `epoch`: the frames of its full training packets after the
@@ -114,7 +142,7 @@ impl<S> ArrivalSink<S> {
     /// where fewer than three packets of the epoch arrived.
     fn sustained_fps(&self, epoch: u32) -> Option<f64> {
         let times: Vec<(Instant, usize)> =
-            self.arrivals.iter().filter(|a| a.0 == epoch).map(|&(_, when, frames)| (when, frames)).collect();
+            self.arrivals.iter().filter(|a| a.0 == epoch).map(|&(_, when, frames, _)| (when, frames)).collect();
         let (first, last) = (times.first()?, times.last()?);
         let span = last.0.duration_since(first.0).as_secs_f64();
         let frames: usize = times[1..].iter().map(|t| t.1).sum();
@@ -129,13 +157,15 @@ impl<S: runtime::Sink> runtime::Sink for ArrivalSink<S> {
         // an epoch's last d: those have a fifth less work, and the stage bound is timed on
         // full packets.
         if packet.purpose == Purpose::Train && packet.frames > 0 && packet.neutral > 0 {
-            self.arrivals.push((packet.epoch, Instant::now(), packet.frames));
+            self.arrivals.push((packet.epoch, Instant::now(), packet.frames, crate::alloc_count::allocations()));
         }
         prediction
     }
 
     fn end_epoch(&mut self, epoch: u32, states: Vec<runtime::StageState>) -> runtime::EpochReport {
-        self.inner.end_epoch(epoch, states)
+        let report = self.inner.end_epoch(epoch, states);
+        self.epoch_ends.push(crate::alloc_count::allocations());
+        report
     }
 
     fn restore(&mut self, state: &runtime::StageState) -> Result<(), crate::error::RestoreError> {
@@ -275,6 +305,7 @@ pub fn bench(
         runtime::run(&mut head, stages, &mut sink, settings.wiring(), &stats, &mut |_| Ok(()))?;
         let wall = started.elapsed().as_secs_f64();
         let sustained = sink.sustained_fps(STREAM_EPOCHS as u32);
+        let inside = crate::alloc_count::installed().then(|| sink.allocations_inside(STREAM_EPOCHS as u32)).flatten();
         let allocs = (crate::alloc_count::allocations() - allocs_before) as f64;
         let frames = stats.stages.last().map_or(0, |s| s.totals().frames) as f64;
         let fps = frames / wall;
@@ -301,8 +332,16 @@ pub fn bench(
                 }
             })
             .collect();
-        let run =
-            StreamRun { sustained, wall, frames, per_stage, allocs_per_frame: allocs / frames.max(1.0), by_element };
+        let run = StreamRun {
+            sustained,
+            wall,
+            frames,
+            per_stage,
+            allocs_per_frame: allocs / frames.max(1.0),
+            allocs_inside: inside.map(|i| i.0),
+            allocs_at_ends: inside.map(|i| i.1),
+            by_element,
+        };
         if let Some(rate) = sustained {
             writeln!(
                 table,
@@ -360,6 +399,13 @@ pub fn bench(
             by_element.join(", "),
             per_stage.join(", ")
         )?;
+        if let (Some(inside), Some(ends)) = (threaded.allocs_inside, threaded.allocs_at_ends) {
+            writeln!(
+                table,
+                "  inside epoch 2 (the window of its rate): {inside:.3} a frame, every thread; its ends (priming, \
+                 evaluation, end marker): {ends}"
+            )?;
+        }
     }
     // The issue's ratios, each from this run.
     // The forward product of a 2000->2000 stage: positives and negatives, one thread.
@@ -414,6 +460,7 @@ pub fn bench(
             "core_tokens": {"tokens": cores as usize, "frames_per_s": tokened, "over_bound": tokened / bound,
                 "over_threaded": tokened / thr, "stages": tokened_run.per_stage},
             "local_stages": local, "allocs_per_frame": allocs_per_frame,
+            "allocs_per_frame_inside_epoch": threaded.allocs_inside, "allocs_at_epoch_ends": threaded.allocs_at_ends,
             "allocs_per_packet_by_element": threaded.by_element.iter().map(|e| serde_json::json!({"element": e.element, "allocs_per_packet": e.per_packet, "steady_allocs_per_packet": e.steady_per_packet, "steady_packets": e.steady_packets})).collect::<Vec<_>>(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
@@ -629,14 +676,38 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut sink = ArrivalSink::new((), 8);
         // Epoch 1 ends slowly; epoch 2's packets of 100 frames come 50 ms apart after a 1 s gap.
-        sink.arrivals.extend([(1, at(0), 100), (1, at(900), 100)]);
-        sink.arrivals.extend([(2, at(1900), 100), (2, at(1950), 100), (2, at(2000), 100), (2, at(2050), 100)]);
+        sink.arrivals.extend([(1, at(0), 100, 0), (1, at(900), 100, 0)]);
+        sink.arrivals.extend([
+            (2, at(1900), 100, 0),
+            (2, at(1950), 100, 0),
+            (2, at(2000), 100, 0),
+            (2, at(2050), 100, 0),
+        ]);
         // 300 frames after the first in 150 ms: the gap before epoch 2 does not count.
         let rate = sink.sustained_fps(2).expect("four packets");
         assert!((rate - 2000.0).abs() < 1e-6, "{rate}");
         // Two packets are too few to tell a rate; an epoch that never arrived has none.
         assert_eq!(sink.sustained_fps(1), None);
         assert_eq!(sink.sustained_fps(3), None);
+    }
+
+    #[test]
+    fn allocations_inside_an_epoch_are_counted_over_its_rate_window_and_the_rest_are_its_ends() {
+        let t0 = Instant::now();
+        let mut sink = ArrivalSink::new((), 8);
+        // Epoch 1 ends at 500 allocations; epoch 2's four packets see 520, 520, 523, 526, and it
+        // ends at 600: 6 allocations for the 300 frames after its first packet, 94 at its ends.
+        sink.arrivals.extend([(1, t0, 100, 100), (1, t0, 100, 110)]);
+        sink.epoch_ends.push(500);
+        sink.arrivals.extend([(2, t0, 100, 520), (2, t0, 100, 520), (2, t0, 100, 523), (2, t0, 100, 526)]);
+        sink.epoch_ends.push(600);
+        let (per_frame, ends) = sink.allocations_inside(2).expect("four packets");
+        assert!((per_frame - 0.02).abs() < 1e-12, "{per_frame}");
+        assert_eq!(ends, 94);
+        // Two packets are too few; an epoch that did not end has no ends to count.
+        assert_eq!(sink.allocations_inside(1), None);
+        sink.arrivals.extend([(3, t0, 100, 600), (3, t0, 100, 601), (3, t0, 100, 602)]);
+        assert_eq!(sink.allocations_inside(3), None);
     }
 
     #[test]
