@@ -364,21 +364,21 @@ fn mnist_supervised_threaded_hard_negatives() {
         ],
         pins: &[Pin {
             isa: "avx512f",
-            weights: "05c788924b0ed0569e45df1c31e1946e378087584795bfa74ab06242fa8a6f3e",
+            weights: "070c8b7d0ea313176cdd66fd81c35c9dd18a463f942ea86d781be5259af7a9af",
             values: &[
-                ("curve.1.stream_error_pct.softmax", 41.766666666666666),
-                ("curve.1.val_error_pct.goodness", 57.2),
-                ("curve.1.val_error_pct.softmax", 37.5),
-                ("curve.2.stream_error_pct.softmax", 17.4),
-                ("curve.2.val_error_pct.goodness", 41.9),
-                ("curve.2.val_error_pct.softmax", 13.7),
+                ("curve.1.stream_error_pct.softmax", 41.61666666666667),
+                ("curve.1.val_error_pct.goodness", 56.1),
+                ("curve.1.val_error_pct.softmax", 36.0),
+                ("curve.2.stream_error_pct.softmax", 17.7),
+                ("curve.2.val_error_pct.goodness", 44.4),
+                ("curve.2.val_error_pct.softmax", 16.9),
                 ("epochs", 2.0),
-                ("metrics.test_error_pct.goodness", 46.1),
-                ("metrics.test_error_pct.softmax", 15.7),
-                ("metrics.train_error_pct.goodness", 35.5),
-                ("metrics.train_error_pct.softmax", 12.6),
-                ("metrics.val_error_pct.goodness", 41.9),
-                ("metrics.val_error_pct.softmax", 13.7),
+                ("metrics.test_error_pct.goodness", 49.4),
+                ("metrics.test_error_pct.softmax", 17.8),
+                ("metrics.train_error_pct.goodness", 39.0),
+                ("metrics.train_error_pct.softmax", 14.3),
+                ("metrics.val_error_pct.goodness", 44.4),
+                ("metrics.val_error_pct.softmax", 16.9),
             ],
         }],
     });
@@ -429,7 +429,7 @@ fn aesop_sleep_with_dreams() {
         ],
         pins: &[Pin {
             isa: "avx512f",
-            weights: "a2bfbafc572b8e2980998a02c9a2d1b661e03f5e8d1a137d247cfd727075a9de",
+            weights: "0d87e7a77b9c881014d0900819981997c0b9bd38a3d3049d7624dbc47d5b55c0",
             values: &[
                 ("curve.1.stream_error_pct.softmax", 73.96666666666667),
                 ("curve.1.val_error_pct.goodness", 80.13888888888889),
@@ -766,7 +766,7 @@ fn mnist_wake_sleep_hard_negatives() {
         ],
         pins: &[Pin {
             isa: "avx512f",
-            weights: "2cb3a9a9f5de97c86792da515f32568b66de0ea4380c308933f61ecd8f7b9bc2",
+            weights: "1b811dfcee9b12c37287fe6cdc62ed173bdfed08c6b64350a1f8f107c6e2e5b0",
             values: &[
                 ("curve.1.stream_error_pct.softmax", 72.86666666666666),
                 ("curve.1.val_error_pct.goodness", 89.6),

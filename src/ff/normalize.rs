@@ -23,10 +23,23 @@ pub fn normalize_rows(x: &ArrayView2<f32>) -> Array2<f32> {
 
 /// Normalizes every row of `x` in place.
 pub fn normalize_rows_in_place(x: &mut Array2<f32>) {
+    normalize_rows_with(x, |_| ());
+}
+
+/// [`normalize_rows_in_place`], keeping the scale each row was multiplied by in `scales`
+/// (a first layer's rows of one frame share their product through them:
+/// [`crate::stage::shared_rows`]).
+pub fn normalize_rows_in_place_scales(x: &mut Array2<f32>, scales: &mut Vec<f32>) {
+    scales.clear();
+    normalize_rows_with(x, |scale| scales.push(scale));
+}
+
+fn normalize_rows_with(x: &mut Array2<f32>, mut keep: impl FnMut(f32)) {
     let width = x.ncols().max(1) as f32;
     for mut row in x.axis_iter_mut(Axis(0)) {
         let mean_square = row.iter().map(|v| v * v).sum::<f32>() / width;
         let scale = 1.0 / (TINY + mean_square.sqrt());
+        keep(scale);
         row.mapv_inplace(|v| v * scale);
     }
 }

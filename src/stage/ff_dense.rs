@@ -69,6 +69,10 @@ impl Connectivity for Dense {
         self.inputs
     }
 
+    fn shares_rows(&self) -> bool {
+        true
+    }
+
     fn forward(&self, pool: &StagePool, weights: &Array2<f32>, x: &Array2<f32>, y: &mut Array2<f32>) {
         pool.gemm(1.0, &x.view(), &weights.view(), 1.0, &mut y.view_mut());
     }

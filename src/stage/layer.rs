@@ -8,9 +8,10 @@ use ndarray::{s, Array1, Array2, ArrayView2, Ix1, Ix2};
 use super::core::{
     learning_direction_into, leave_for_sink, peer_normalize, row_goodness_into, sum_rows, FfSettings, Restorer, Tensors,
 };
+use super::shared_rows::SharedRows;
 use super::Stage;
 use crate::error::{RestoreError, StageError};
-use crate::ff::normalize::normalize_rows_in_place;
+use crate::ff::normalize::{normalize_rows_in_place, normalize_rows_in_place_scales};
 use crate::ff::objective::Objective;
 use crate::ff::optim::ParamOptimizer;
 use crate::matmul::StagePool;
@@ -32,6 +33,11 @@ pub trait Connectivity: Send {
     fn draw_weights(&self, rng: &mut Rng, extra_fan_in: usize) -> Array2<f32>;
     /// The inputs a unit sees (the most, where fields are cut by the map's border).
     fn fan_in(&self) -> usize;
+    /// Whether rows of one frame may share their product ([`super::shared_rows`]): only where
+    /// the weights are laid out `(inputs, units)`, one row an input, as a dense layer's are.
+    fn shares_rows(&self) -> bool {
+        false
+    }
     /// The initial weights of layer `layer` alone.
     fn initial_weights(&self, seed: u64, layer: usize) -> Array2<f32> {
         self.draw_weights(&mut Rng::derive(seed, self.init_purpose(), layer as u64), 0)
@@ -87,6 +93,9 @@ pub struct FfLayer<C> {
     /// Buffers the stage has finished with, reused by the next packet so that steady state
     /// allocates no arrays of its own ([`Buffers`]).
     buffers: Buffers,
+    /// Which rows of the packet in flight share one product (connectivities that
+    /// [`Connectivity::shares_rows`]).
+    shared: SharedRows,
 }
 
 /// What a layer reuses from packet to packet: the input array of the last update (its
@@ -109,6 +118,8 @@ struct Pending {
     /// Matlab divides the summed positive and negative gradients by the number of cases.
     cases: usize,
     epoch: u32,
+    /// Whether the forward pass shared rows ([`SharedRows`]): the gradient then does too.
+    shared: bool,
 }
 
 impl<C: Connectivity> FfLayer<C> {
@@ -125,6 +136,7 @@ impl<C: Connectivity> FfLayer<C> {
             pending: None,
             pool: StagePool::new(name, ff.threads),
             buffers: Buffers::default(),
+            shared: SharedRows::default(),
             objective: ff.objective(units),
             name: name.to_string(),
             connectivity,
@@ -175,10 +187,15 @@ impl<C: Connectivity> FfLayer<C> {
     /// Applies a pending update: one gradient `x̂ᵀ·D` into the optimizer, one step; its arrays
     /// go back to the buffers.
     fn apply(&mut self, pending: Pending) {
-        let Pending { inputs, direction, cases, epoch } = pending;
+        let Pending { inputs, direction, cases, epoch, shared } = pending;
         let (alpha, beta) = self.weight_optimizer.gradient_target(cases);
         let x = inputs.slice(s![..direction.nrows(), ..]);
-        self.connectivity.gradient(&self.pool, &x, &direction, alpha, beta, self.weight_optimizer.buffer_mut());
+        let buffer = self.weight_optimizer.buffer_mut();
+        if shared {
+            self.shared.gradient(&self.pool, (&x, &direction), (alpha, beta), buffer);
+        } else {
+            self.connectivity.gradient(&self.pool, &x, &direction, alpha, beta, buffer);
+        }
         sum_rows(&direction.view(), &mut self.buffers.units);
         let bias_sum = &self.buffers.units;
         self.bias_optimizer.buffer_mut().zip_mut_with(bias_sum, |v, &g| *v = beta * *v + alpha * g);
@@ -206,9 +223,21 @@ impl<C: Connectivity> Stage for FfLayer<C> {
         // Which rows feed the readout or probes: known only while `packet.x` still has its rows.
         let observed = packet.observed();
         let mut x = std::mem::take(&mut packet.x);
-        normalize_rows_in_place(&mut x); // (rows, inputs)
+        // Rows of one frame that differ only in their first values (a first layer's positive,
+        // negative and candidate rows) share the product of the rest.
+        let shared = self.connectivity.shares_rows() && self.shared.find(&x, &packet.frame);
         let spare = std::mem::take(&mut self.buffers.spare);
-        let y = self.activities_in(&x, spare); // (rows, units)
+        let y = if shared {
+            normalize_rows_in_place_scales(&mut x, self.shared.scales_mut());
+            let mut y = crate::recycle::reshaped(spare, (x.nrows(), self.connectivity.units()));
+            y.rows_mut().into_iter().for_each(|mut row| row.assign(&self.bias));
+            self.shared.forward(&self.pool, &self.weights, &x, &mut y);
+            y.mapv_inplace(|v| v.max(0.0));
+            y
+        } else {
+            normalize_rows_in_place(&mut x); // (rows, inputs)
+            self.activities_in(&x, spare) // (rows, units)
+        };
         let mut goodness = std::mem::take(&mut self.buffers.goodness);
         row_goodness_into(&self.objective, &y, &mut goodness);
         if self.ff.counts_for_goodness {
@@ -224,7 +253,7 @@ impl<C: Connectivity> Stage for FfLayer<C> {
             // downstream (`learn`), so the next stage starts one product earlier.
             let direction = self.direction(&y, &goodness, packet.positives, packet.negatives);
             let cases = packet.positives.max(packet.negatives);
-            self.pending = Some(Pending { inputs: x, direction, cases, epoch: packet.epoch });
+            self.pending = Some(Pending { inputs: x, direction, cases, epoch: packet.epoch, shared });
         } else {
             self.buffers.spare = x;
         }

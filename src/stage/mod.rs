@@ -7,7 +7,8 @@
 //! marker passes it (`crate::runtime::barrier`). The trait lives in [`crate::runtime`]; this
 //! folder holds the kinds of stage, one file each, [`core`] the FF step's pieces they share and
 //! [`layer`] the feed-forward layer (`FfLayer`) that a kind without top-down input only gives
-//! a connectivity.
+//! a connectivity; [`shared_rows`] lets a dense layer compute the rows of one frame (its
+//! positive, negative and candidate rows, which differ only in their label values) in one product.
 //!
 //! Adding a feed-forward kind (say `ff_conv`): this folder's `ff_conv.rs` with a config and a
 //! `layer::Connectivity` (its inputs, units, initial weights, forward product and gradient),
@@ -21,6 +22,7 @@ pub mod ff_dense;
 pub mod ff_local;
 pub mod ff_recurrent;
 pub mod layer;
+pub mod shared_rows;
 
 pub use self::core::FfSettings;
 pub use crate::runtime::Stage;
