@@ -6,7 +6,7 @@ use super::ConfigError;
 
 /// The pipeline files shipped with the binary, so `ffstream run mnist-supervised` works from
 /// any folder. A path to a file works too.
-pub const PIPELINES: [(&str, &str); 41] = [
+pub const PIPELINES: [(&str, &str); 42] = [
     ("video-unsupervised", include_str!("../../pipeline/video-unsupervised.toml")),
     ("moving-mnist", include_str!("../../pipeline/moving-mnist.toml")),
     ("moving-mnist-backprop", include_str!("../../pipeline/moving-mnist-backprop.toml")),
@@ -32,6 +32,7 @@ pub const PIPELINES: [(&str, &str); 41] = [
     ("mnist-matlab", include_str!("../../pipeline/mnist-matlab.toml")),
     ("mnist-speedrun", include_str!("../../pipeline/mnist-speedrun.toml")),
     ("mnist-speedrun-30", include_str!("../../pipeline/mnist-speedrun-30.toml")),
+    ("mnist-speedrun-jitter", include_str!("../../pipeline/mnist-speedrun-jitter.toml")),
     ("mnist-jitter", include_str!("../../pipeline/mnist-jitter.toml")),
     ("mnist-recurrent", include_str!("../../pipeline/mnist-recurrent.toml")),
     ("mnist-recurrent-short-d1", include_str!("../../pipeline/mnist-recurrent-short-d1.toml")),
