@@ -236,7 +236,7 @@ pub fn results_markdown(records: &[Record]) -> String {
             test("goodness"),
             test("softmax"),
             test("backprop"),
-            rs[0].epochs,
+            epochs_cell(rs[0]),
             rs[0].machine,
             seeds.join(", "),
             commits.join(", ")
@@ -397,10 +397,7 @@ fn cifar_table(by_exp: &Experiments<'_>) -> String {
             Some("sum_squares") => "FF max ssq",
             _ => "FF",
         };
-        let epochs = match file_epochs(r) {
-            Some(f) if f != r.epochs as u64 => format!("{} of {f}", r.epochs),
-            _ => r.epochs.to_string(),
-        };
+        let epochs = epochs_cell(r);
         let tests: &[(&str, &str)] =
             if learning == "BP" { &[("–", "backprop")] } else { &[("goodness", "goodness"), ("softmax", "softmax")] };
         for (testing, key) in tests {
@@ -427,6 +424,14 @@ fn cifar_table(by_exp: &Experiments<'_>) -> String {
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows.into_iter().for_each(|(_, row)| out += &row);
     out
+}
+
+/// The epochs a record ran, `12 of 60` where it ran a shortened schedule of its file.
+fn epochs_cell(r: &Record) -> String {
+    match file_epochs(r) {
+        Some(f) if f != r.epochs as u64 => format!("{} of {f}", r.epochs),
+        _ => r.epochs.to_string(),
+    }
 }
 
 /// The epochs of the shipped pipeline file of a record that ran with `--set data.epochs=N`
@@ -705,6 +710,20 @@ mod tests {
         assert!(row.contains("threaded, d=8") && row.contains("0, 1"), "{row}");
         let svg = curves_svg(&[record(0, 1.3)]);
         assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    }
+
+    #[test]
+    fn a_shortened_schedule_shows_what_ran_of_the_file() {
+        // mnist-supervised ships 60 epochs; a record that ran 12 of them says so.
+        let mut short = record(0, 2.0);
+        short.epochs = 12;
+        short.overrides.insert("data.epochs".into(), "12".into());
+        let md = results_markdown(&[short]);
+        let row = md.lines().find(|l| l.starts_with("| mnist-supervised")).expect("a row");
+        assert!(row.contains("| 12 of 60 |"), "{row}");
+        let full = results_markdown(&[record(0, 1.3)]);
+        let row = full.lines().find(|l| l.starts_with("| mnist-supervised")).expect("a row");
+        assert!(row.contains("| 60 |"), "{row}");
     }
 
     #[test]
