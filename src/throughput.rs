@@ -128,9 +128,10 @@ impl<S> ArrivalSink<S> {
         }
         let frames: usize = inside[1..].iter().map(|a| a.2).sum();
         let within = last.3 - first.3;
-        let index = epoch as usize;
-        let before = if index >= 2 { *self.epoch_ends.get(index - 2)? } else { 0 };
-        let whole = self.epoch_ends.get(index - 1)? - before;
+        // Epochs count from 1; the ends of epoch e are the (e-1)-th entry.
+        let index = (epoch as usize).checked_sub(1)?;
+        let before = if index >= 1 { *self.epoch_ends.get(index - 1)? } else { 0 };
+        let whole = self.epoch_ends.get(index)? - before;
         Some((within as f64 / frames.max(1) as f64, whole.saturating_sub(within)))
     }
 
@@ -706,6 +707,7 @@ mod tests {
         assert_eq!(ends, 94);
         // Two packets are too few; an epoch that did not end has no ends to count.
         assert_eq!(sink.allocations_inside(1), None);
+        assert_eq!(sink.allocations_inside(0), None);
         sink.arrivals.extend([(3, t0, 100, 600), (3, t0, 100, 601), (3, t0, 100, 602)]);
         assert_eq!(sink.allocations_inside(3), None);
     }
