@@ -23,7 +23,10 @@
 //! came later, when sleep became one implementation (`src/head/sleep.rs`): a hash of the same
 //! runs taken before that change matched after it, threaded and lockstep. The two recurrent pins
 //! (E5's boring video, Moving MNIST streams side by side) were taken with the shards byte-equal
-//! threaded and lockstep, run twice.
+//! threaded and lockstep, run twice. The three labelled-head pins (mnist-quick, mnist-sleep,
+//! aesop-sleep) were re-taken on 2026-12-08 when a first layer's rows of one frame began to share
+//! one product (`src/stage/shared_rows.rs`): the same arithmetic in another order of sums, so
+//! other rounding; `tests/pipeline.rs` still finds threaded and lockstep bit-identical.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
