@@ -237,7 +237,7 @@ pub fn results_markdown(records: &[Record]) -> String {
             test("softmax"),
             test("backprop"),
             epochs_cell(rs[0]),
-            rs[0].machine,
+            machines(rs),
             seeds.join(", "),
             commits.join(", ")
         );
@@ -344,7 +344,7 @@ fn still_table(by_exp: &Experiments<'_>) -> String {
             test("softmax.pixels".into()),
             stat(&|r: &Record| r.metrics.val_error_pct.get(&val_key).copied()),
             rs[0].epochs,
-            rs[0].machine,
+            machines(rs),
             rs.iter().map(|r| r.seed.to_string()).collect::<Vec<_>>().join(", "),
             rs.iter().map(|r| short_commit(&r.commit)).collect::<Vec<_>>().join(", "),
         );
@@ -424,6 +424,18 @@ fn cifar_table(by_exp: &Experiments<'_>) -> String {
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     rows.into_iter().for_each(|(_, row)| out += &row);
     out
+}
+
+/// The machines of a row's records, each once, in the records' order: a row whose seeds ran
+/// on different CPUs names them all.
+fn machines(rs: &[&Record]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in rs {
+        if !seen.contains(&r.machine.as_str()) {
+            seen.push(&r.machine);
+        }
+    }
+    seen.join("; ")
 }
 
 /// The epochs a record ran, `12 of 60` where it ran a shortened schedule of its file.
@@ -721,6 +733,12 @@ mod tests {
         let md = results_markdown(&[short]);
         let row = md.lines().find(|l| l.starts_with("| mnist-supervised")).expect("a row");
         assert!(row.contains("| 12 of 60 |"), "{row}");
+        let mut other = record(1, 2.0);
+        other.machine = "AMD EPYC (family 26, model 2), 2 cores".into();
+        let md = results_markdown(&[record(0, 1.3), other, record(2, 1.4)]);
+        let row = md.lines().find(|l| l.starts_with("| mnist-supervised")).expect("a row");
+        assert_eq!(row.matches("AMD EPYC (family 26, model 2), 2 cores").count(), 1, "{row}");
+        assert!(row.contains("; AMD EPYC (family 26"), "both machines: {row}");
         let full = results_markdown(&[record(0, 1.3)]);
         let row = full.lines().find(|l| l.starts_with("| mnist-supervised")).expect("a row");
         assert!(row.contains("| 60 |"), "{row}");
