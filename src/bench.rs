@@ -303,11 +303,13 @@ pub fn machine_name() -> String {
 
 /// The model of the first processor in `cpuinfo` (the text of `/proc/cpuinfo`).
 fn cpu_model(cpuinfo: &str) -> String {
+    // The first line `key : value` (a key that is a prefix of another, `model` of `model
+    // name`, matches only itself), its value when not empty.
     let field = |key: &str| {
         cpuinfo
             .lines()
-            .find(|line| line.split(':').next().is_some_and(|k| k.trim() == key))
-            .and_then(|line| line.split_once(':'))
+            .filter_map(|line| line.split_once(':'))
+            .find(|(k, _)| k.trim() == key)
             .map(|(_, value)| value.trim().to_string())
             .filter(|value| !value.is_empty())
     };

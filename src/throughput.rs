@@ -96,13 +96,15 @@ impl StreamRun {
     }
 }
 
+/// (epoch, when, frames, the process's heap allocations so far) of a training packet at the sink.
+type Arrival = (u32, Instant, usize, u64);
+
 /// A sink that notes when each training packet reaches it, so the bench can tell the rate a
 /// stream sustains inside an epoch from what the epoch's ends cost.
 struct ArrivalSink<S> {
     inner: S,
-    /// (epoch, when, frames, the process's heap allocations so far) of every full training
-    /// packet, in arrival order.
-    arrivals: Vec<(u32, Instant, usize, u64)>,
+    /// Every full training packet, in arrival order.
+    arrivals: Vec<Arrival>,
     /// The process's heap allocations so far at each epoch's end, in order.
     epoch_ends: Vec<u64>,
 }
@@ -114,19 +116,30 @@ impl<S> ArrivalSink<S> {
         ArrivalSink { inner, arrivals: Vec::with_capacity(packets), epoch_ends: Vec::with_capacity(STREAM_EPOCHS + 1) }
     }
 
-    /// The process's heap allocations inside `epoch`, over the window of
-    /// [`Self::sustained_fps`]: (a frame of its packets after the first, the epoch's others).
-    /// Every thread counts (head, stages, sink): inside an epoch each packet's buffers come
-    /// from the pools ([`crate::recycle`]). The others are the epoch's ends: its priming, the
-    /// evaluation, the end marker's snapshots and a pool's occasional miss on them. `None`
-    /// where the epoch has too few full packets, or did not end.
-    fn allocations_inside(&self, epoch: u32) -> Option<(f64, u64)> {
-        let inside: Vec<_> = self.arrivals.iter().filter(|a| a.0 == epoch).collect();
-        let (first, last) = (inside.first()?, inside.last()?);
-        if inside.len() < 3 {
-            return None;
+    /// The window inside `epoch`: its first and its last full training packet, and the frames
+    /// of its packets after the first; `None` where fewer than three packets of the epoch
+    /// arrived. The pipeline is full in between, so the window leaves out the fill before the
+    /// first packet arrives (and the hard negatives' priming round trip before it), the drain
+    /// after the last (the packets without neutral rows are still behind it), and the
+    /// evaluation.
+    fn window(&self, epoch: u32) -> Option<(&Arrival, &Arrival, usize)> {
+        let mut inside = self.arrivals.iter().filter(|a| a.0 == epoch);
+        let first = inside.next()?;
+        let (mut last, mut frames, mut packets) = (first, 0, 1);
+        for arrival in inside {
+            (last, frames, packets) = (arrival, frames + arrival.2, packets + 1);
         }
-        let frames: usize = inside[1..].iter().map(|a| a.2).sum();
+        (packets >= 3).then_some((first, last, frames))
+    }
+
+    /// The process's heap allocations inside `epoch`, over its [`Self::window`]: (a frame of
+    /// its packets after the first, the epoch's others). Every thread counts (head, stages,
+    /// sink): inside an epoch each packet's buffers come from the pools ([`crate::recycle`]).
+    /// The others are the epoch's ends: its priming, the evaluation, the end marker's
+    /// snapshots and a pool's occasional miss on them. `None` where the epoch has too few full
+    /// packets, or did not end.
+    fn allocations_inside(&self, epoch: u32) -> Option<(f64, u64)> {
+        let (first, last, frames) = self.window(epoch)?;
         let within = last.3 - first.3;
         // Epochs count from 1; the ends of epoch e are the (e-1)-th entry.
         let index = (epoch as usize).checked_sub(1)?;
@@ -135,19 +148,12 @@ impl<S> ArrivalSink<S> {
         Some((within as f64 / frames.max(1) as f64, whole.saturating_sub(within)))
     }
 
-    /// Frames a second inside `epoch`: the frames of its full training packets after the
-    /// first, over the time from the first's arrival to the last's (the packets without
-    /// neutral rows are still behind the last). The pipeline is full in between,
-    /// so this leaves out the fill before the first packet arrives (and the hard negatives'
-    /// priming round trip before it), the drain after the last, and the evaluation; `None`
-    /// where fewer than three packets of the epoch arrived.
+    /// Frames a second inside `epoch`: the frames of its [`Self::window`] over the time from
+    /// the first packet's arrival to the last's.
     fn sustained_fps(&self, epoch: u32) -> Option<f64> {
-        let times: Vec<(Instant, usize)> =
-            self.arrivals.iter().filter(|a| a.0 == epoch).map(|&(_, when, frames, _)| (when, frames)).collect();
-        let (first, last) = (times.first()?, times.last()?);
-        let span = last.0.duration_since(first.0).as_secs_f64();
-        let frames: usize = times[1..].iter().map(|t| t.1).sum();
-        (times.len() >= 3 && span > 0.0).then(|| frames as f64 / span)
+        let (first, last, frames) = self.window(epoch)?;
+        let span = last.1.duration_since(first.1).as_secs_f64();
+        (span > 0.0).then(|| frames as f64 / span)
     }
 }
 

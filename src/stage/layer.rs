@@ -166,11 +166,9 @@ impl<C: Connectivity> FfLayer<C> {
 
     /// [`Self::activities`] in `buffer`'s allocation where it is large enough.
     fn activities_in(&self, normalized: &Array2<f32>, buffer: Array2<f32>) -> Array2<f32> {
-        let mut y = crate::recycle::reshaped(buffer, (normalized.nrows(), self.connectivity.units()));
-        y.rows_mut().into_iter().for_each(|mut row| row.assign(&self.bias));
-        self.connectivity.forward(&self.pool, &self.weights, normalized, &mut y);
-        y.mapv_inplace(|v| v.max(0.0));
-        y
+        relu_of_total(&self.bias, buffer, normalized.nrows(), |y| {
+            self.connectivity.forward(&self.pool, &self.weights, normalized, y)
+        })
     }
 
     /// The ascent direction on the total inputs of the learning rows (the first
@@ -207,6 +205,21 @@ impl<C: Connectivity> FfLayer<C> {
     }
 }
 
+/// `y = max(0, b + total)` for `rows` rows in `buffer`'s allocation where it is large enough,
+/// `add_total` adding the rows' total inputs `x̂·W` to the bias in `y`.
+fn relu_of_total(
+    bias: &Array1<f32>,
+    buffer: Array2<f32>,
+    rows: usize,
+    add_total: impl FnOnce(&mut Array2<f32>),
+) -> Array2<f32> {
+    let mut y = crate::recycle::reshaped(buffer, (rows, bias.len()));
+    y.rows_mut().into_iter().for_each(|mut row| row.assign(bias));
+    add_total(&mut y);
+    y.mapv_inplace(|v| v.max(0.0));
+    y
+}
+
 impl<C: Connectivity> Stage for FfLayer<C> {
     fn name(&self) -> &str {
         &self.name
@@ -229,11 +242,8 @@ impl<C: Connectivity> Stage for FfLayer<C> {
         let spare = std::mem::take(&mut self.buffers.spare);
         let y = if shared {
             normalize_rows_in_place_scales(&mut x, self.shared.scales_mut());
-            let mut y = crate::recycle::reshaped(spare, (x.nrows(), self.connectivity.units()));
-            y.rows_mut().into_iter().for_each(|mut row| row.assign(&self.bias));
-            self.shared.forward(&self.pool, &self.weights, &x, &mut y);
-            y.mapv_inplace(|v| v.max(0.0));
-            y
+            let (pool, weights, rows) = (&self.pool, &self.weights, &mut self.shared);
+            relu_of_total(&self.bias, spare, x.nrows(), |y| rows.forward(pool, weights, &x, y))
         } else {
             normalize_rows_in_place(&mut x); // (rows, inputs)
             self.activities_in(&x, spare) // (rows, units)

@@ -48,8 +48,9 @@ pub struct SharedRows {
     ratio: Vec<f32>,
     /// Per row: the scale its normalization multiplied it by.
     scales: Vec<f32>,
-    /// Per row: the last input where it differs from its frame's first row (scratch).
-    last_difference: Vec<usize>,
+    /// Per row: its frame's first row, and the last input where it differs from that row
+    /// (scratch).
+    first_and_last: Vec<(usize, usize)>,
     /// The first row of each frame index (scratch).
     first_row: HashMap<u32, usize>,
     /// `(bases, inputs − head)`: the base rows' normalized shared inputs.
@@ -69,7 +70,7 @@ impl SharedRows {
             return false;
         }
         self.first_row.clear();
-        self.last_difference.clear();
+        self.first_and_last.clear();
         let limit = (inputs as f64 * MAX_HEAD_SHARE) as usize;
         let mut head = 0;
         for (r, &f) in frame.iter().enumerate() {
@@ -81,7 +82,7 @@ impl SharedRows {
                 let (a, b) = (x.row(r), x.row(first));
                 (0..inputs).rev().find(|&j| a[j] != b[j]).map_or(0, |j| j + 1)
             };
-            self.last_difference.push(last);
+            self.first_and_last.push((first, last));
             if first != r && last <= limit {
                 head = head.max(last);
             }
@@ -89,10 +90,8 @@ impl SharedRows {
         self.head = head;
         self.bases.clear();
         self.base_of.clear();
-        for (r, f) in frame.iter().enumerate() {
-            let first = self.first_row[f];
-            let shares = first != r && self.last_difference[r] <= head;
-            if shares {
+        for (r, &(first, last)) in self.first_and_last.iter().enumerate() {
+            if first != r && last <= head {
                 // The first row of a frame is always a base, and comes earlier.
                 let base = self.base_of[first];
                 self.base_of.push(base);
