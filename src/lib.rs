@@ -41,6 +41,7 @@ pub mod dots;
 pub mod error;
 pub mod ff;
 pub mod figure;
+pub mod float_mode;
 pub mod head;
 pub mod live;
 pub mod matmul;

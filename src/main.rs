@@ -23,6 +23,8 @@ use tracing_subscriber::registry::LookupSpan;
 static ALLOCATOR: ffstream::alloc_count::Counting = ffstream::alloc_count::Counting;
 
 fn main() -> ExitCode {
+    // Every thread the binary starts inherits this (src/float_mode.rs says why).
+    ffstream::float_mode::flush_on_this_thread();
     let args = ffstream::cli::Args::parse();
     // The library emits events (one span per stage thread, named after the stage); they go to
     // stderr, filtered by RUST_LOG (e.g. `RUST_LOG=ffstream=debug`). By default the crate's

@@ -36,7 +36,13 @@ impl StagePool {
             return StagePool { pool: None, threads: 1 };
         }
         let name = stage.to_string();
-        match rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(move |i| format!("{name}.{i}")).build() {
+        // The workers flush denormals as the stage threads do (src/float_mode.rs).
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(move |i| format!("{name}.{i}"))
+            .start_handler(|_| crate::float_mode::flush_on_this_thread())
+            .build();
+        match pool {
             Ok(pool) => StagePool { pool: Some(pool), threads },
             Err(e) => {
                 tracing::warn!(stage, threads, "cannot start the stage's thread pool ({e}); using one thread");
@@ -106,7 +112,12 @@ pub fn gemm(
         return;
     }
     if k == 0 {
-        c.mapv_inplace(|v| beta * v);
+        // As with k > 0, beta == 0 does not read `c` (0 · NaN would be NaN).
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.mapv_inplace(|v| beta * v);
+        }
         return;
     }
     backend::gemm(alpha, a, b, beta, c, threads);

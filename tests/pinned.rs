@@ -432,7 +432,7 @@ fn aesop_sleep_with_dreams() {
         ],
         pins: &[Pin {
             isa: "avx512f",
-            weights: "0d87e7a77b9c881014d0900819981997c0b9bd38a3d3049d7624dbc47d5b55c0",
+            weights: "193799d0e0db2d6364a9388d38335810952a8f678e977d0c675cbab4b5e59098",
             values: &[
                 ("curve.1.stream_error_pct.softmax", 73.96666666666667),
                 ("curve.1.val_error_pct.goodness", 80.13888888888889),
@@ -508,7 +508,7 @@ fn video_unsupervised_default_clip() {
         ],
         pins: &[Pin {
             isa: "avx512f",
-            weights: "b3640a3710ac7301c6a9242dccccef03db81b7ba1009d00542fe16e5439e0651",
+            weights: "9dd82a65ecf43601dc3c3e152ff71666c226329908420c10f455c2abf301635e",
             values: &[
                 ("curve.1.stream_error_pct.stream_separation", 64.12556053811659),
                 ("curve.1.val_error_pct.separation.layer1", 39.285714285714285),

@@ -286,6 +286,8 @@ pub fn run(
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
+    // Lockstep computes on this thread, and the threaded stages inherit its mode.
+    let _mode = crate::float_mode::Flushing::start();
     match wiring.mode {
         Mode::Threaded => run_part(Part::whole(head, stages, sink), wiring, stats, on_epoch),
         Mode::Lockstep => {
@@ -308,6 +310,7 @@ pub fn run_part(
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
+    let _mode = crate::float_mode::Flushing::start();
     part.check(stats)?;
     let ran = threaded::run(part, wiring, stats, on_epoch);
     // The run's buffers are not the next one's shapes (a backprop twin, another net).
