@@ -2,7 +2,9 @@
 //!
 //! The machines are shared and noisy, so no absolute number is claimed alone: the FMA peak is
 //! measured first in the same process, then one stage's compute rate on the paper's layer shape
-//! (as a fraction of that peak), then the MNIST stream through the 4x2000 pipeline threaded
+//! (as a fraction of the peak, measured again before each stage and the best of those taken: on
+//! these virtual machines the FMA loop's rate swings by a fifth within minutes, 118 to 163
+//! GFLOP/s on the Xeon in one run, while a stage's time held within 2%), then the MNIST stream through the 4x2000 pipeline threaded
 //! and in lockstep on one thread (as a ratio), and the bound the stages set on 2 cores.
 
 use std::io::Write;
@@ -226,6 +228,38 @@ pub fn stage_seconds(stage: &mut dyn Stage, inputs: usize, batch: usize, min_tim
     started.elapsed().as_secs_f64() / n as f64
 }
 
+/// The 1-thread FMA peak: the best of the measurements through a run (the first, then one
+/// before each stage and product timed), so that every ratio is against the fastest the core
+/// was seen to run, not against a slow moment.
+struct Peak {
+    best: f64,
+    lowest: f64,
+    measurements: usize,
+}
+
+impl Peak {
+    fn first(gflops: f64) -> Peak {
+        Peak { best: gflops, lowest: gflops, measurements: 1 }
+    }
+
+    /// Measures again; returns the best so far.
+    fn measure_again(&mut self) -> f64 {
+        let now = fma_peak_gflops(1, Duration::from_millis(400));
+        self.best = self.best.max(now);
+        self.lowest = self.lowest.min(now);
+        self.measurements += 1;
+        self.best
+    }
+}
+
+/// Sets each row's `pct_of_peak_1t` from its `gflops` against the run's best peak.
+fn against_peak(rows: &mut [serde_json::Value], peak: f64) {
+    for row in rows {
+        let pct = row["gflops"].as_f64().map(|g| 100.0 * g / peak);
+        row["pct_of_peak_1t"] = serde_json::json!(pct);
+    }
+}
+
 /// Runs the benchmark and writes its table to `table` as it goes (the binary passes stdout);
 /// writes JSON to `out` if given (a file, or a folder that gets `<date>-<cpu>.json`).
 pub fn bench(
@@ -240,10 +274,13 @@ pub fn bench(
     ensure!(batches >= 1, "--batches must be at least 1 (the MNIST packets timed in each mode)");
     // Checked before minutes of timing, not after.
     let out = out.map(report_path).transpose()?;
+    // Stages timed alone run on this thread: in the mode a run gives them (src/float_mode.rs).
+    let _mode = crate::float_mode::Flushing::start();
     let (text, origin) = pipeline_text("mnist-supervised")?;
     let base = PipelineConfig::parse(&text, &origin, &[])?;
     writeln!(table, "machine: {}; matmul: {}", machine_name(), crate::matmul::backend_name())?;
-    let peak1 = fma_peak_gflops(1, Duration::from_millis(800));
+    let mut peak = Peak::first(fma_peak_gflops(1, Duration::from_millis(800)));
+    let peak1 = peak.best;
     let peak2 = fma_peak_gflops(2, Duration::from_millis(800));
     writeln!(table, "measured FMA peak: {peak1:.0} GFLOP/s (1 thread), {peak2:.0} GFLOP/s (2 threads)")?;
 
@@ -253,20 +290,20 @@ pub fn bench(
     let mut stage_secs = Vec::new();
     for mut stage in build_stages(&base) {
         let units = base.model.layers[stage_secs.len()];
+        let best = peak.measure_again();
         let s = stage_seconds(stage.as_mut(), inputs, base.data.batch, Duration::from_millis(700));
         let gflops = packet_flops(inputs, units, base.data.batch) / s / 1e9;
         writeln!(table,
-            "{:<8} {inputs:>4}->{units:<5} {:>7.2} ms/packet {:>7.0} frames/s {:>6.1} GFLOP/s = {:>5.1}% of 1-thread peak",
+            "{:<8} {inputs:>4}->{units:<5} {:>7.2} ms/packet {:>7.0} frames/s {:>6.1} GFLOP/s = {:>5.1}% of the 1-thread peak so far ({best:.0})",
             stage.name(),
             s * 1e3,
             base.data.batch as f64 / s,
             gflops,
-            100.0 * gflops / peak1
+            100.0 * gflops / best
         )?;
         let allocs = stage_allocations(stage.as_mut(), inputs, base.data.batch);
         stage_rows.push(serde_json::json!({"stage": stage.name(), "inputs": inputs, "units": units,
-            "ms_per_packet": s * 1e3, "gflops": gflops, "pct_of_peak_1t": 100.0 * gflops / peak1,
-            "allocs_per_packet": allocs}));
+            "ms_per_packet": s * 1e3, "gflops": gflops, "allocs_per_packet": allocs}));
         stage_secs.push(s);
         inputs = units;
     }
@@ -274,7 +311,7 @@ pub fn bench(
     // the slowest stage alone, whichever is lower.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let pool = one_stage_pool_speedup(&base, cores as usize, table)?;
-    let local = local_stages(base.data.batch, peak1, table)?;
+    let mut local = local_stages(base.data.batch, &mut peak, table)?;
     let total: f64 = stage_secs.iter().sum();
     let slowest = stage_secs.iter().copied().fold(0.0, f64::max);
     let bound = base.data.batch as f64 / (total / cores).max(slowest);
@@ -416,9 +453,22 @@ pub fn bench(
     }
     // The issue's ratios, each from this run.
     // The forward product of a 2000->2000 stage: positives and negatives, one thread.
+    peak.measure_again();
     let gemm = crate::bench::measure_ff_shapes(&[2 * base.data.batch], 2000, 2000, 1, Duration::from_millis(700))
         .first()
         .map_or(0.0, |forward| forward.gflops);
+    // Every fraction against the best peak of the run.
+    let peak1 = peak.best;
+    against_peak(&mut stage_rows, peak1);
+    if let Some(rows) = local.as_array_mut() {
+        against_peak(rows, peak1);
+    }
+    writeln!(
+        table,
+        "1-thread FMA peak, the best of {} measurements through this run: {peak1:.0} GFLOP/s (the lowest {:.0}); \
+         every fraction below and in the report is against it",
+        peak.measurements, peak.lowest
+    )?;
     let stage_fraction =
         stage_rows.iter().filter_map(|r| r["pct_of_peak_1t"].as_f64()).fold(f64::INFINITY, f64::min) / 100.0;
     writeln!(
@@ -460,7 +510,8 @@ pub fn bench(
             "bp_seconds_per_epoch": bp_epoch, "rss_growth_1m_frames": rss_growth,
             "rss_mib_1m_frames": {"after_first_50k": rss_warm, "end": rss_end},
             "machine": machine_name(), "matmul": crate::matmul::backend_name(), "commit": crate::session::git_commit(),
-            "peak_gflops": {"1": peak1, "2": peak2}, "stages": stage_rows, "stage_bound_frames_per_s": bound,
+            "peak_gflops": {"1": peak1, "2": peak2, "1_lowest": peak.lowest, "1_measurements": peak.measurements},
+            "stages": stage_rows, "stage_bound_frames_per_s": bound,
             "lockstep_frames_per_s": lock, "threaded_frames_per_s": thr, "threaded_over_lockstep": thr / lock,
             "threaded_over_bound": thr / bound, "seconds_per_epoch_threaded": 50_000.0 / thr,
             "threaded_stages": threaded.per_stage, "lockstep_stages": lockstep.per_stage, "one_stage_pool": pool,
@@ -542,7 +593,7 @@ fn cpu_slug() -> String {
 /// The paper's locally connected layers alone on this thread: E7's 32x32x3 map of 11x11
 /// fields (363 inputs a unit, truncated at the borders) and E2's first layer (a 4x4 grid of
 /// 10x10 fields, stride 6, 128 units each). Rates count the multiply-adds on the map only.
-fn local_stages(batch: usize, peak1: f64, table: &mut dyn Write) -> Result<serde_json::Value> {
+fn local_stages(batch: usize, peak: &mut Peak, table: &mut dyn Write) -> Result<serde_json::Value> {
     use crate::ff::fields::{Fields, MapShape};
     let shapes = [
         ("e7_layer", Fields { input: MapShape::new(32, 32, 3), size: 11, stride: 1, padding: 5 }, 3),
@@ -570,20 +621,21 @@ fn local_stages(batch: usize, peak1: f64, table: &mut dyn Write) -> Result<serde
         let map = stage.output();
         let on_map: usize =
             (0..map.height).flat_map(|y| (0..map.width).map(move |x| (y, x))).map(|(y, x)| fields.fan_in(y, x)).sum();
+        let best = peak.measure_again();
         let s = stage_seconds(&mut stage, fields.input.len(), batch, Duration::from_millis(700));
         // Forward on every row, the gradient on the learning rows: as `packet_flops`.
         let flops = 2.0 * (on_map * channels) as f64 * (3 * batch + 2 * batch) as f64;
         let gflops = flops / s / 1e9;
         writeln!(
             table,
-            "{name:<9} ff_local {} -> {map}: {:>7.2} ms/packet {:>6.1} GFLOP/s = {:>5.1}% of 1-thread peak",
+            "{name:<9} ff_local {} -> {map}: {:>7.2} ms/packet {:>6.1} GFLOP/s = {:>5.1}% of the 1-thread peak so far ({best:.0})",
             fields.input,
             s * 1e3,
             gflops,
-            100.0 * gflops / peak1
+            100.0 * gflops / best
         )?;
         rows.push(serde_json::json!({"stage": name, "input": fields.input.to_string(), "map": map.to_string(),
-            "field": fields.size, "ms_per_packet": s * 1e3, "gflops": gflops, "pct_of_peak_1t": 100.0 * gflops / peak1}));
+            "field": fields.size, "ms_per_packet": s * 1e3, "gflops": gflops}));
     }
     Ok(serde_json::Value::Array(rows))
 }
