@@ -3,8 +3,9 @@
 //! The machines are shared and noisy, so no absolute number is claimed alone: the FMA peak is
 //! measured first in the same process, then one stage's compute rate on the paper's layer shape
 //! (as a fraction of the peak, measured again before each stage and the best of those taken: on
-//! these virtual machines the FMA loop's rate swings by a fifth within minutes, 118 to 163
-//! GFLOP/s on the Xeon in one run, while a stage's time held within 2%), then the MNIST stream through the 4x2000 pipeline threaded
+//! these virtual machines the FMA loop's rate swung from 111 to 181 GFLOP/s within one run on the
+//! Xeon, so a single early measurement made the fractions high or low by chance; against the best
+//! they are the conservative ones), then the MNIST stream through the 4x2000 pipeline threaded
 //! and in lockstep on one thread (as a ratio), and the bound the stages set on 2 cores.
 
 use std::io::Write;
