@@ -153,7 +153,7 @@ pub fn recipe(config: &PipelineConfig) -> String {
     )
 }
 
-/// Adds (or replaces, by seed) `run` in the recipe's file under `results`. The file of another
+/// Adds (or replaces, by seed and machine) `run` in the recipe's file under `results`. The file of another
 /// recipe under the same name is refused unless `replace`, as records are.
 pub fn write(results: &Path, config: &PipelineConfig, run: SpeedrunRun, replace: bool) -> anyhow::Result<PathBuf> {
     let Some(speedrun) = &config.speedrun else { anyhow::bail!("{} is not a speedrun", config.name) };
@@ -173,9 +173,11 @@ pub fn write(results: &Path, config: &PipelineConfig, run: SpeedrunRun, replace:
             }
         },
     };
-    runs.retain(|r| r.seed != run.seed);
+    // A run is a time on one machine: it replaces the same seed's run on the same machine only,
+    // so a seed timed on another CPU joins the table instead of erasing this one's time.
+    runs.retain(|r| !(r.seed == run.seed && r.machine == run.machine));
     runs.push(run);
-    runs.sort_by_key(|r| r.seed);
+    runs.sort_by(|a, b| (a.seed, &a.machine).cmp(&(b.seed, &b.machine)));
     let out = Speedrun {
         name: config.name.clone(),
         target_error_pct: speedrun.target_error_pct,
@@ -246,4 +248,40 @@ pub fn markdown(speedruns: &[Speedrun]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seed: u64, machine: &str, seconds: f64) -> SpeedrunRun {
+        SpeedrunRun {
+            seed,
+            seconds_to_target: Some(seconds),
+            epoch_at_target: Some(24),
+            error_at_target: Some(("goodness".into(), 1.4)),
+            checkpoints: Vec::new(),
+            wall_time_s: seconds + 30.0,
+            machine: machine.into(),
+            vector: "AVX-512".into(),
+            commit: "abc".into(),
+            command: "ffstream run x --record".into(),
+        }
+    }
+
+    #[test]
+    fn a_seed_timed_on_another_machine_joins_the_file_and_the_same_machine_replaces() {
+        let results = tempfile::tempdir().unwrap();
+        let (text, origin) = crate::config::shipped::pipeline_text("mnist-speedrun-jitter").unwrap();
+        let config = PipelineConfig::parse(&text, &origin, &[]).unwrap();
+        let times = |file: &Path| -> Vec<(u64, String, f64)> {
+            let s: Speedrun = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+            s.runs.into_iter().map(|r| (r.seed, r.machine, r.seconds_to_target.unwrap())).collect()
+        };
+        write(results.path(), &config, run(0, "EPYC", 115.0), false).unwrap();
+        let file = write(results.path(), &config, run(0, "Xeon", 201.0), false).unwrap();
+        assert_eq!(times(&file), [(0, "EPYC".into(), 115.0), (0, "Xeon".into(), 201.0)]);
+        write(results.path(), &config, run(0, "Xeon", 199.0), false).unwrap();
+        assert_eq!(times(&file), [(0, "EPYC".into(), 115.0), (0, "Xeon".into(), 199.0)], "same seed and machine");
+    }
 }
