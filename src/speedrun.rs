@@ -153,8 +153,8 @@ pub fn recipe(config: &PipelineConfig) -> String {
     )
 }
 
-/// Adds (or replaces, by seed and machine) `run` in the recipe's file under `results`. The file of another
-/// recipe under the same name is refused unless `replace`, as records are.
+/// Adds (or replaces, by seed and machine) `run` in the recipe's file under `results`. The file
+/// of another recipe under the same name is refused unless `replace`, as records are.
 pub fn write(results: &Path, config: &PipelineConfig, run: SpeedrunRun, replace: bool) -> anyhow::Result<PathBuf> {
     let Some(speedrun) = &config.speedrun else { anyhow::bail!("{} is not a speedrun", config.name) };
     let pipeline = serde_json::to_value(config)?;

@@ -286,11 +286,12 @@ pub fn run(
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
-    // Lockstep computes on this thread, and the threaded stages inherit its mode.
-    let _mode = crate::float_mode::Flushing::start();
     match wiring.mode {
+        // run_part flushes denormals for the threaded run.
         Mode::Threaded => run_part(Part::whole(head, stages, sink), wiring, stats, on_epoch),
         Mode::Lockstep => {
+            // Lockstep computes on this thread (src/float_mode.rs).
+            let _mode = crate::float_mode::Flushing::start();
             check_pairs(&stages)?;
             check_top(&stages)?;
             let ran = lockstep::run(head, stages, sink, wiring, stats, on_epoch);
@@ -310,6 +311,7 @@ pub fn run_part(
     stats: &PipelineStats,
     on_epoch: &mut OnEpoch<'_>,
 ) -> Result<(Vec<Box<dyn Stage>>, Ending), PipelineError> {
+    // The stage threads inherit this thread's mode (src/float_mode.rs).
     let _mode = crate::float_mode::Flushing::start();
     part.check(stats)?;
     let ran = threaded::run(part, wiring, stats, on_epoch);
